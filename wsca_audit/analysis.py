@@ -1,0 +1,517 @@
+"""The analysis pipeline: EmbeddingSet -> auxiliary heads -> measures -> AuditResult.
+
+For each metadata task three families of heads are fitted, each as one batched solve
+(point fit, bootstrap refits, permutation refits, cross-fitting folds):
+
+1. the *probe* on standardised embeddings: the paper's softmax probe (continuous
+   variables binned into equal-width intervals of their range), used for ``wsc`` and,
+   for categorical variables, for the held-out encoding AUC;
+2. for continuous variables, a ridge head on standardised embeddings for the held-out
+   encoding R²;
+3. the *usage head* on embeddings centred within each primary class, for ``usage``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from . import correlation as corr
+from .embeddings import EmbeddingSet, missing_mask
+from .errors import AuditError, AuditWarning
+from .heads import BatchedLinearHead, PrimaryHead
+from .metrics import macro_ovr_auc, weighted_accuracy, weighted_auc, weighted_r2
+from .report import SCHEMA_VERSION, AuditResult
+
+_MIN_LEVEL_COUNT = 5
+
+
+@dataclass
+class AuditSettings:
+    """Every knob of an analysis; all of it is written to the report's ``settings``."""
+
+    n_bootstrap: int = 200
+    n_permutations: int = 200
+    n_folds: int = 5
+    seed: int = 0
+    C: float = 1.0
+    alpha: float = 1.0
+    n_bins: int = 5
+    pca_variance: float = 0.99
+    pca_min_components: int = 50
+    center_classes: bool = True
+    ci_level: float = 0.95
+    thresholds: corr.Thresholds = field(default_factory=corr.Thresholds)
+    device: str | None = None
+    dtype: str = "float32"
+    max_batch_mb: float = 1024.0
+    progress: bool = True
+    deconfounding: str = "within_class_centering"
+
+    def validate(self) -> None:
+        if self.n_bootstrap < 0 or self.n_permutations < 0:
+            raise AuditError("n_bootstrap and n_permutations must be >= 0")
+        if self.n_folds < 2:
+            raise AuditError("n_folds must be >= 2 (encoding is measured on held-out folds)")
+        if not 2 <= self.n_bins <= 50:
+            raise AuditError("n_bins must be between 2 and 50 (the paper uses 3-8)")
+        if self.C <= 0 or self.alpha <= 0:
+            raise AuditError("C and alpha must be > 0")
+        if not 0 < self.ci_level < 1:
+            raise AuditError("ci_level must be in (0, 1)")
+        if self.dtype not in ("float32", "float64"):
+            raise AuditError("dtype must be 'float32' or 'float64'")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["thresholds"] = self.thresholds.to_dict()
+        d.pop("progress")
+        return d
+
+
+def analyze(
+    embeddings,
+    targets=None,
+    metadata=None,
+    *,
+    primary_weight=None,
+    primary_bias=None,
+    kinds: dict[str, str] | None = None,
+    sample_ids=None,
+    drop_nonfinite: bool = False,
+    **settings,
+) -> AuditResult:
+    """Audit embeddings from any source against a primary head, with no model needed.
+
+    Parameters
+    ----------
+    embeddings : array-like of shape (n_samples, embedding_dim)
+    targets : array-like of shape (n_samples,), optional
+        Primary class labels.
+    metadata : mapping of str to array-like
+        Metadata columns to audit.
+    primary_weight : array-like of shape (n_outputs, embedding_dim)
+        The model's final linear layer (``logits = z @ W.T + b``).
+    primary_bias : array-like of shape (n_outputs,), optional
+    kinds : mapping of str to {"categorical", "continuous"}, optional
+    sample_ids : array-like, optional
+    drop_nonfinite : bool, default=False
+    **settings
+        Fields of :class:`AuditSettings`: ``n_bootstrap=200``, ``n_permutations=200``,
+        ``seed=0``, ``C=1.0`` (logistic heads), ``alpha=1.0`` (ridge heads),
+        ``n_folds=5``, ``n_bins=5``, ``thresholds=Thresholds()``, ``device``, ...
+
+    Returns
+    -------
+    AuditResult
+
+    Examples
+    --------
+    >>> import numpy as np, wsca_audit as wa
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.normal(size=(300, 8)); y = (z[:, 0] > 0).astype(int)
+    >>> site = (z[:, 1] > 0).astype(int)                      # encoded, not read by the head
+    >>> W = np.zeros((2, 8)); W[1, 0] = 1.0
+    >>> res = wa.analyze(z, y, {"site": site}, primary_weight=W, n_bootstrap=50,
+    ...                  n_permutations=50, progress=False)
+    >>> res.tasks["site"]["verdict"]
+    'encoded_not_used'
+    """
+    if metadata is None:
+        metadata = {}
+    primary = None
+    if primary_weight is not None:
+        primary = PrimaryHead.from_arrays(primary_weight, primary_bias)
+    elif primary_bias is not None:
+        raise AuditError("primary_bias was given without primary_weight")
+    es = EmbeddingSet(
+        embeddings,
+        targets,
+        metadata,
+        kinds=kinds,
+        primary=primary,
+        sample_ids=sample_ids,
+        drop_nonfinite=drop_nonfinite,
+    )
+    return analyze_embeddings(es, **settings)
+
+
+def analyze_embeddings(es: EmbeddingSet, model_info: dict | None = None, **settings) -> AuditResult:
+    """Audit a validated :class:`EmbeddingSet` (see :func:`analyze` for the settings)."""
+    thresholds = settings.pop("thresholds", None)
+    if isinstance(thresholds, dict):
+        thresholds = corr.Thresholds(**thresholds)
+    unknown = set(settings) - set(AuditSettings.__dataclass_fields__)
+    if unknown:
+        raise AuditError(
+            f"unknown setting(s) {sorted(unknown)}; valid: "
+            f"{sorted(AuditSettings.__dataclass_fields__)}"
+        )
+    cfg = AuditSettings(**settings, **({"thresholds": thresholds} if thresholds else {}))
+    cfg.validate()
+    if es.primary is None:
+        raise AuditError(
+            "no primary head: pass primary_weight= (the model's final linear layer), or "
+            "collect with an Auditor whose model ends in an nn.Linear"
+        )
+    return _Analysis(es, cfg, model_info or {}).run()
+
+
+class _Analysis:
+    """One audit run; holds the shared tensors so that each task only adds its heads."""
+
+    def __init__(self, es: EmbeddingSet, cfg: AuditSettings, model_info: dict) -> None:
+        self.es = es
+        self.cfg = cfg
+        self.model_info = model_info
+        self.warnings = list(es.warnings)
+        self.device = torch.device(cfg.device) if cfg.device else torch.device("cpu")
+        self.dtype = getattr(torch, cfg.dtype)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        warnings.warn(message, AuditWarning, stacklevel=4)
+
+    def _t(self, x) -> Tensor:
+        return torch.as_tensor(x, dtype=self.dtype, device=self.device)
+
+    # ------------------------------------------------------------------ shared pieces
+    def _prepare(self) -> None:
+        es, cfg = self.es, self.cfg
+        n, d = es.n_samples, es.embedding_dim
+        if n < 2 * cfg.n_folds:
+            raise AuditError(f"{n} samples are too few for {cfg.n_folds}-fold cross-fitting")
+        Z = self._t(es.embeddings)
+        self.Z = Z
+        self.W = self._t(es.primary.weight)
+        self.b = self._t(es.primary.bias)
+
+        # primary labels: class indices for the metric, strata for centring and permutations
+        self.labels = None
+        if es.targets is not None:
+            _, codes = np.unique(es.targets, return_inverse=True)
+            self.labels = torch.as_tensor(codes, device=self.device)
+            self.label_values = np.unique(es.targets)
+        else:
+            self._warn(
+                "no targets were recorded: usage is not deconfounded from the primary label "
+                "and the primary metric is not reported"
+            )
+        strata = self.labels if self.labels is not None else torch.zeros(n, dtype=torch.long)
+        self.strata = strata.cpu()
+
+        # standardised embeddings (probe design) and within-class centred ones (usage design)
+        self.mu = Z.mean(0)
+        self.sd = _safe_std(Z)
+        self.Zs = (Z - self.mu) / self.sd
+        Zw = Z.clone()
+        for s in torch.unique(self.strata).tolist():
+            m = (self.strata == s).to(self.device)
+            Zw[m] = Z[m] - Z[m].mean(0)
+        self.Zws = Zw / _safe_std(Zw)
+
+        self.contrasts = corr.primary_contrasts(self.W)
+        self.primary_logits_w = Zw @ self.contrasts.T  # (N, C') usage's primary side
+        self.primary_vectors = corr.primary_class_vectors(self.W, cfg.center_classes)
+        self.basis, self.pca_share = corr.pca_basis(Z, cfg.pca_variance, cfg.pca_min_components)
+
+        self.boot = corr.bootstrap_counts(n, cfg.n_bootstrap, self.gen).to(
+            device=self.device, dtype=self.dtype
+        )
+        if 0 < cfg.n_bootstrap < 50:
+            self._warn(f"n_bootstrap={cfg.n_bootstrap} gives rough confidence intervals")
+
+    # ------------------------------------------------------------------ primary metric
+    def _primary_metric(self) -> dict:
+        if self.labels is None:
+            return {"name": None, "value": None}
+        logits = self.Z @ self.W.T + self.b
+        n_out = self.W.shape[0]
+        n_labels = len(self.label_values)
+        ones = torch.ones(1, self.es.n_samples, dtype=self.dtype, device=self.device)
+        weights = torch.cat([ones, self.boot]) if self.cfg.n_bootstrap else ones
+        if n_out <= 2 and n_labels == 2:
+            score = logits[:, 0] if n_out == 1 else logits[:, 1] - logits[:, 0]
+            vals = weighted_auc(score, self.labels == 1, weights)
+            name = "auc"
+        else:
+            if n_out != 1 and int(self.labels.max()) >= n_out:
+                self._warn(
+                    f"targets have {n_labels} classes but the head has {n_out} outputs; "
+                    "the primary metric compares argmax indices with sorted target values"
+                )
+            vals = weighted_accuracy(logits.argmax(1), self.labels, weights)
+            name = "accuracy"
+        lo, hi = corr.percentile_ci(vals[1:], self.cfg.ci_level) if len(vals) > 1 else (None, None)
+        return {"name": name, "value": float(vals[0]), "ci_low": lo, "ci_high": hi}
+
+    # ------------------------------------------------------------------ head fitting
+    def _fit(self, loss, X, k, targets, weights, groups, init=None):
+        """Fit a batch of heads, split into chunks that fit the memory budget."""
+        n = X.shape[0]
+        per_problem = n * max(k, 1) * X.element_size() * 12
+        chunk = max(1, int(self.cfg.max_batch_mb * 2**20 // per_problem))
+        reg = 1.0 / self.cfg.C if loss != "squared" else self.cfg.alpha
+        coefs, icpts = [], []
+        for start in range(0, targets.shape[0], chunk):
+            sl = slice(start, start + chunk)
+            head = BatchedLinearHead(loss, reg=reg, n_classes=k if loss == "multinomial" else None)
+            head.fit(
+                X,
+                targets[sl],
+                weights[sl],
+                groups=groups[sl],
+                init=None if init is None else (init[0][sl], init[1][sl]),
+            )
+            coefs.append(head.coef_)
+            icpts.append(head.intercept_)
+        head.coef_, head.intercept_ = torch.cat(coefs), torch.cat(icpts)
+        return head
+
+    def _family(self, loss, X, k, target, valid, folds=None):
+        """Point fit + folds from zero, then bootstrap (warm) and permutation refits.
+
+        Returns the fitted head with problems ordered [point, folds, bootstrap,
+        permutations] and the weights and targets used for each problem.
+        """
+        cfg = self.cfg
+        n = X.shape[0]
+        v = valid.to(self.dtype)
+        ttype = torch.long if loss != "squared" else self.dtype
+        t = target.to(ttype)
+        n_f = 0 if folds is None else folds.shape[0]
+        w1 = torch.cat([v[None], folds * v]) if n_f else v[None]
+        t1 = t[None].expand(1 + n_f, n)
+        first = self._fit(loss, X, k, t1, w1, torch.zeros(1 + n_f, dtype=torch.long))
+
+        perm_t = corr.stratified_permutations(
+            target.cpu(), self.strata, valid.cpu(), cfg.n_permutations, self.gen
+        ).to(device=self.device, dtype=ttype)
+        nb, npm = cfg.n_bootstrap, cfg.n_permutations
+        w2 = torch.cat([self.boot * v, v[None].expand(npm, n)])
+        t2 = torch.cat([t[None].expand(nb, n), perm_t])
+        groups = torch.cat([torch.zeros(nb, dtype=torch.long), torch.ones(npm, dtype=torch.long)])
+        coef0 = torch.cat([first.coef_[:1].expand(nb, -1, -1), torch.zeros_like(first.coef_[:1]).expand(npm, -1, -1)])
+        icpt0 = torch.cat([first.intercept_[:1].expand(nb, -1), torch.zeros_like(first.intercept_[:1]).expand(npm, -1)])
+        if nb + npm:
+            second = self._fit(loss, X, k, t2, w2, groups, init=(coef0, icpt0))
+            first.coef_ = torch.cat([first.coef_, second.coef_])
+            first.intercept_ = torch.cat([first.intercept_, second.intercept_])
+        weights = torch.cat([w1, w2])
+        return first, weights
+
+    def _folds(self, codes: Tensor, valid: Tensor) -> Tensor:
+        """Stratified fold train-masks (n_folds x n) over the valid samples."""
+        n = codes.shape[0]
+        fold_of = torch.full((n,), -1, dtype=torch.long)
+        order = torch.randperm(n, generator=self.gen)
+        c = codes.cpu()[order]
+        ok = valid.cpu()[order]
+        for level in torch.unique(c[ok]).tolist():
+            idx = order[ok & (c == level)]
+            fold_of[idx] = torch.arange(idx.numel()) % self.cfg.n_folds
+        train = torch.stack([(fold_of != f) & (fold_of >= 0) for f in range(self.cfg.n_folds)])
+        self._fold_of = fold_of.to(self.device)
+        return train.to(device=self.device, dtype=self.dtype)
+
+    def _held_out(self, head, n_folds, X) -> Tensor:
+        """Held-out scores (N x K): each sample scored by the fold head that did not see it."""
+        scores = head.decision_function(X)[1 : 1 + n_folds]  # (F, N, K)
+        idx = self._fold_of.clamp_min(0)
+        return scores[idx, torch.arange(X.shape[0], device=self.device)]
+
+    # ------------------------------------------------------------------ one task
+    def _task(self, name: str, kind: str, values: np.ndarray) -> dict | None:
+        cfg, n = self.cfg, self.es.n_samples
+        miss = missing_mask(values)
+        valid = torch.as_tensor(~miss, device=self.device)
+        n_valid = int(valid.sum())
+        if miss.any():
+            self._warn(f"{name}: {int(miss.sum())} missing values were masked")
+        if kind == "categorical":
+            levels, codes_np = np.unique(values[~miss].astype(str), return_inverse=True)
+            codes_all = np.zeros(n, dtype=np.int64)
+            codes_all[~miss] = codes_np
+            level_labels = [str(v) for v in levels]
+        else:
+            x = values.astype(np.float64)
+            levels = np.unique(x[~miss])
+            lo, hi = (float(levels.min()), float(levels.max())) if len(levels) else (0.0, 0.0)
+            edges = np.linspace(lo, hi, cfg.n_bins + 1)
+            bins = np.clip(np.searchsorted(edges, np.nan_to_num(x), side="right") - 1, 0, cfg.n_bins - 1)
+            used, codes_np = np.unique(bins[~miss], return_inverse=True)
+            codes_all = np.zeros(n, dtype=np.int64)
+            codes_all[~miss] = codes_np
+            level_labels = [f"[{edges[b]:.4g}, {edges[b + 1]:.4g}]" for b in used]
+        if len(levels) < 2:
+            self._warn(f"{name}: only one distinct value among {n_valid} samples; task skipped")
+            return None
+        counts = np.bincount(codes_all[~miss], minlength=len(level_labels))
+        if kind == "categorical" and counts.min() < _MIN_LEVEL_COUNT:
+            self._warn(
+                f"{name}: level(s) {[level_labels[i] for i in np.flatnonzero(counts < _MIN_LEVEL_COUNT)]} "
+                f"have fewer than {_MIN_LEVEL_COUNT} samples; estimates for them are unstable"
+            )
+        codes = torch.as_tensor(codes_all, device=self.device)
+        k = len(level_labels)
+        loss = "binary" if k == 2 else "multinomial"
+        folds = self._folds(codes, valid)
+        nf, nb, npm = cfg.n_folds, cfg.n_bootstrap, cfg.n_permutations
+
+        # 1. probe on standardised embeddings: wsc (+ encoding for categorical)
+        probe, probe_w = self._family(loss, self.Zs, k, codes, valid, folds)
+        aux_raw = probe.coef_ / self.sd  # back to the embedding's own coordinates
+        aux_vectors = corr.aux_class_vectors(aux_raw, cfg.center_classes)
+        wsc_m = corr.cosine_matrix(self.primary_vectors, aux_vectors, self.basis)
+        wsc_all = corr.max_abs(wsc_m)
+        keep = torch.cat([torch.tensor([0]), torch.arange(1 + nf, 1 + nf + nb + npm)])
+        wsc_all, wsc_m = wsc_all[keep], wsc_m[keep]
+
+        # 2. encoding on held-out folds, CI from the same bootstrap resamples
+        v = valid.to(self.dtype)
+        enc_w = torch.cat([v[None], self.boot * v]) if nb else v[None]
+        if kind == "categorical":
+            held = self._held_out(probe, nf, self.Zs)
+            if k == 2:
+                enc = weighted_auc(held[:, 0], codes == 1, enc_w)
+            else:
+                enc = macro_ovr_auc(torch.softmax(held, 1), codes, enc_w)
+            metric = "auc"
+        else:
+            xv = torch.as_tensor(np.nan_to_num(values.astype(np.float64)), device=self.device)
+            t = (xv - xv[valid].mean()) / xv[valid].std().clamp_min(1e-12)
+            t = torch.where(valid, t, torch.zeros_like(t)).to(self.dtype)
+            ridge = self._fit(
+                "squared",
+                self.Zs,
+                1,
+                t[None].expand(nf, n),
+                folds * v,
+                torch.zeros(nf, dtype=torch.long),
+            )
+            ridge.intercept_ = torch.cat([ridge.intercept_[:1], ridge.intercept_])
+            ridge.coef_ = torch.cat([ridge.coef_[:1], ridge.coef_])
+            held = self._held_out(ridge, nf, self.Zs)
+            enc = weighted_r2(held[:, 0], t, enc_w)
+            metric = "r2"
+
+        # 3. usage head on within-class centred embeddings
+        if kind == "categorical":
+            u_head, u_w = self._family(loss, self.Zws, k, codes, valid)
+        else:
+            tw = t.clone()
+            for s in torch.unique(self.strata).tolist():
+                m = (self.strata == s).to(self.device) & valid
+                if m.any():
+                    tw[m] = t[m] - t[m].mean()
+            u_head, u_w = self._family("squared", self.Zws, 1, tw, valid)
+        aux_logits = u_head.decision_function(self.Zws)  # (P, N, K)
+        if aux_logits.shape[-1] > 1:
+            aux_logits = aux_logits - aux_logits.mean(-1, keepdim=True)
+        usage_m = corr.usage_matrix(self.primary_logits_w, aux_logits, u_w)
+        usage_all = corr.max_abs(usage_m)
+
+        def summarise(all_values: Tensor) -> dict:
+            point = float(all_values[0])
+            boot = all_values[1 : 1 + nb]
+            null = all_values[1 + nb :]
+            lo, hi = corr.percentile_ci(boot, cfg.ci_level) if nb else (math.nan, math.nan)
+            out = {"value": point, "ci_low": lo, "ci_high": hi}
+            if npm:
+                out["p_value"] = corr.permutation_p(point, null)
+                out["null_mean"] = float(null.double().mean())
+                out["null_q95"] = float(torch.quantile(null.double(), 0.95))
+            else:
+                out["p_value"] = math.nan
+            return out
+
+        enc_lo, enc_hi = corr.percentile_ci(enc[1:], cfg.ci_level) if nb else (math.nan, math.nan)
+        rows_wsc = [str(c) for c in range(self.primary_vectors.shape[0])]
+        rows_use = (
+            ["1-0"] if self.W.shape[0] == 2 else [str(c) for c in range(self.contrasts.shape[0])]
+        )
+        usage_cols = level_labels if (kind == "categorical" and k > 2) else (
+            [level_labels[1]] if kind == "categorical" else ["value"]
+        )
+        return {
+            "kind": kind,
+            "n_valid": n_valid,
+            "levels": level_labels,
+            "encoding": {"metric": metric, "value": float(enc[0]), "ci_low": enc_lo, "ci_high": enc_hi},
+            "wsc": summarise(wsc_all),
+            "usage": summarise(usage_all),
+            "verdict": None,
+            "per_class": {
+                "wsc": {"rows": rows_wsc, "cols": level_labels, "matrix": _rows(wsc_m[0])},
+                "usage": {"rows": rows_use, "cols": usage_cols, "matrix": _rows(usage_m[0])},
+            },
+        }
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> AuditResult:
+        t0 = time.perf_counter()
+        self._prepare()
+        es = self.es
+        tasks: dict[str, dict] = {}
+        names = list(es.metadata)
+        if not names:
+            self._warn("no metadata columns were given: the report holds the primary metric only")
+        bar = tqdm(names, desc="wsca: auditing", disable=not self.cfg.progress, unit="task")
+        for name in bar:
+            bar.set_postfix_str(name)
+            res = self._task(name, es.kinds[name], es.metadata[name])
+            if res is not None:
+                tasks[name] = res
+        bar.close()
+
+        for key in ("usage", "wsc"):
+            adj = corr.benjamini_hochberg([t[key]["p_value"] for t in tasks.values()])
+            for t, p in zip(tasks.values(), adj):
+                t[key]["p_value_raw"] = t[key]["p_value"]
+                t[key]["p_value"] = p
+        for t in tasks.values():
+            t["verdict"] = corr.verdict(
+                (t["encoding"]["ci_low"], t["encoding"]["ci_high"]),
+                t["encoding"]["metric"],
+                (t["usage"]["ci_low"], t["usage"]["ci_high"]),
+                t["usage"]["p_value"],
+                self.cfg.thresholds,
+            )
+        settings = self.cfg.to_dict()
+        settings["pca_components"] = int(self.basis.shape[0])
+        settings["pca_variance_explained"] = self.pca_share
+        settings["runtime_s"] = round(time.perf_counter() - t0, 3)
+        report = {
+            "schema_version": SCHEMA_VERSION,
+            "model": dict(self.model_info),
+            "layer": es.layer,
+            "n_samples": es.n_samples,
+            "embedding_dim": es.embedding_dim,
+            "primary": {
+                "n_classes": int(self.W.shape[0]) if self.W.shape[0] > 1 else 2,
+                "n_outputs": int(self.W.shape[0]),
+                "head": es.primary.source,
+                "metric": self._primary_metric(),
+            },
+            "tasks": tasks,
+            "settings": settings,
+            "warnings": list(self.warnings),
+        }
+        return AuditResult(report)
+
+
+def _safe_std(Z: Tensor) -> Tensor:
+    sd = Z.std(0)
+    return torch.where(sd > 1e-12 * (1 + Z.abs().amax(0)), sd, torch.ones_like(sd))
+
+
+def _rows(m: Tensor) -> list[list[float]]:
+    return [[round(float(x), 6) for x in row] for row in m]

@@ -1,0 +1,367 @@
+"""Hook registration, layer resolution and the ``Auditor`` that collects embeddings.
+
+The embedding is the INPUT of a chosen module (a forward pre-hook sees exactly the
+tensor the head consumes). ``layer="auto"`` traces one forward pass with pre-hooks on
+every ``nn.Linear`` and takes the last one called, in forward order (registration order
+is not trusted: heads are often defined before the backbone).
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+
+from .embeddings import KINDS, EmbeddingSet, _as_array
+from .errors import AuditError, AuditWarning
+from .heads import PrimaryHead
+
+
+def _module_name(model: nn.Module, module: nn.Module) -> str:
+    for name, m in model.named_modules():
+        if m is module:
+            return name or "<root>"
+    raise AuditError(f"layer {type(module).__name__} is not a submodule of the model")
+
+
+def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
+    """Find the module named by ``layer`` (a dotted name or a module object).
+
+    Raises an AuditError that lists the closest candidate names when it does not exist.
+    """
+    if isinstance(layer, nn.Module):
+        return _module_name(model, layer), layer
+    if not isinstance(layer, str):
+        raise AuditError(f"layer must be 'auto', a dotted module name or a module; got {layer!r}")
+    try:
+        return layer, model.get_submodule(layer)
+    except AttributeError:
+        names = [n for n, _ in model.named_modules() if n]
+        close = difflib.get_close_matches(layer, names, n=5, cutoff=0.4)
+        linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        hint = f" Closest names: {close}." if close else ""
+        raise AuditError(
+            f"the model has no module named {layer!r}.{hint} Linear layers: {linear[-8:]}; "
+            f"all modules: {names[:30]}{' ...' if len(names) > 30 else ''}"
+        ) from None
+
+
+class Auditor:
+    """Collect penultimate-layer embeddings from any ``torch.nn.Module`` and audit them.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A trained classifier.
+    layer : "auto", str or torch.nn.Module, default="auto"
+        The embedding is this module's INPUT. ``"auto"`` is the last ``nn.Linear`` reached
+        in forward order (its weight is then the primary head).
+    metadata : mapping of str to {"categorical", "continuous"}, optional
+        The metadata columns to audit. ``None`` accepts every recorded column and infers
+        its kind.
+    primary_weight, primary_bias : array-like, optional
+        The primary head, when it is not the chosen layer (or the next ``nn.Linear``).
+    keep_on_device : bool, default=False
+        Keep embeddings on the GPU instead of copying them to pinned host memory.
+
+    Examples
+    --------
+    >>> import torch, wsca_audit as wa
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> auditor = wa.Auditor(model.eval(), metadata={"site": "categorical"})
+    >>> with auditor.collect(), torch.no_grad():
+    ...     for _ in range(4):
+    ...         x = torch.randn(50, 4)
+    ...         _ = model(x)
+    ...         auditor.record(targets=(x[:, 0] > 0).long(), metadata={"site": (x[:, 1] > 0).long()})
+    >>> auditor.layer_name, auditor.embeddings().embeddings.shape
+    ('2', (200, 8))
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str | nn.Module = "auto",
+        metadata: Mapping[str, str] | None = None,
+        *,
+        primary_weight=None,
+        primary_bias=None,
+        keep_on_device: bool = False,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise AuditError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        self.model = model
+        self.layer = layer
+        self.metadata_kinds = dict(metadata) if metadata is not None else None
+        for name, kind in (self.metadata_kinds or {}).items():
+            if kind not in KINDS:
+                raise AuditError(f"metadata kind of {name!r} must be one of {KINDS}; got {kind!r}")
+        self.keep_on_device = keep_on_device
+        self._user_head = (
+            PrimaryHead.from_arrays(primary_weight, primary_bias)
+            if primary_weight is not None
+            else None
+        )
+        self.layer_name: str | None = None
+        self._layer_module: nn.Module | None = None
+        self._head: PrimaryHead | None = None
+        self._collecting = False
+        self._pending: list[torch.Tensor] = []
+        self._embeddings: list[torch.Tensor] = []
+        self._targets: list[np.ndarray] = []
+        self._meta: dict[str, list[np.ndarray]] = {}
+        self._ids: list[np.ndarray] = []
+        self._n_batches = 0
+        self._warnings: list[str] = []
+        self._was_training = False
+        if layer != "auto":
+            self.layer_name, self._layer_module = resolve_layer(model, layer)
+
+    # ------------------------------------------------------------------ hooks
+    def _store(self, z) -> None:
+        if not isinstance(z, torch.Tensor):
+            raise AuditError(f"layer {self.layer_name!r} received a {type(z).__name__}, not a tensor")
+        z = z.detach()
+        if z.dim() == 1:
+            z = z[:, None]
+        if z.dim() != 2:
+            raise AuditError(
+                f"the input of layer {self.layer_name!r} has shape {tuple(z.shape)}; an embedding "
+                "must be (batch, features). Choose a layer after pooling/flattening."
+            )
+        if z.is_cuda and not self.keep_on_device:
+            # pinned buffer + non_blocking: no host synchronisation per batch
+            buf = torch.empty(z.shape, dtype=torch.float32, pin_memory=True)
+            buf.copy_(z, non_blocking=True)
+            z = buf
+        else:
+            # a copy: the caller may reuse the tensor's storage for the next batch
+            z = z.to(torch.float32, copy=True)
+        self._pending.append(z)
+
+    def _pre_hook(self, module, args):
+        if not args:
+            raise AuditError(f"layer {self.layer_name!r} was called without positional input")
+        self._store(args[0])
+
+    @contextmanager
+    def collect(self) -> Iterator[Auditor]:
+        """Register the hooks; they are removed on exit, also when the loop raises.
+
+        Inside, run the model and call :meth:`record` after each forward pass.
+        """
+        if self._collecting:
+            raise AuditError("collect() is already active on this auditor")
+        self._collecting = True
+        if self.model.training:
+            self._warn(
+                "the model is in train mode during collection: dropout and batch-norm make "
+                "the embeddings noisy; call model.eval() first"
+            )
+        handles: list = []
+        try:
+            self._ensure_head()
+            if self._layer_module is not None and self._head is not None:
+                handles.append(self._layer_module.register_forward_pre_hook(self._pre_hook))
+            else:
+                self._install_trace(handles)
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+            handles.clear()
+            self._collecting = False
+            if any(z.is_pinned() for z in self._pending + self._embeddings) and torch.cuda.is_available():
+                torch.cuda.synchronize()
+
+    def _install_trace(self, handles: list) -> None:
+        """First forward pass: find the head (and, for 'auto', the layer) in forward order."""
+        calls: list[tuple[nn.Module, torch.Tensor | None]] = []
+        linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
+        trace_handles: list = []
+        target = self._layer_module
+
+        def linear_hook(module, args):
+            calls.append((module, args[0] if args else None))
+
+        def layer_hook(module, args):
+            calls.append((module, None))
+            if not args:
+                raise AuditError(f"layer {self.layer_name!r} was called without positional input")
+            self._store(args[0])
+
+        def root_hook(module, args, output):
+            for h in trace_handles:
+                h.remove()
+            if target is None:  # layer="auto": last Linear called
+                lin = [(m, z) for m, z in calls if isinstance(m, nn.Linear)]
+                if not lin:
+                    raise AuditError(
+                        "no nn.Linear was called in the forward pass, so layer='auto' cannot find "
+                        "the head. Pass layer='<module name>' (its input is the embedding) and "
+                        "primary_weight=<the head's weight>"
+                    )
+                head, z = lin[-1]
+                self._layer_module = head
+                self.layer_name = _module_name(self.model, head)
+                self._store(z)
+                self._head = PrimaryHead.from_linear(head, self.layer_name)
+            else:  # a named layer that is not the head: the next Linear called after it
+                pos = next((i for i, (m, _) in enumerate(calls) if m is target), None)
+                if pos is None:
+                    raise AuditError(f"layer {self.layer_name!r} was not called in the forward pass")
+                nxt = [m for m, _ in calls[pos + 1 :] if isinstance(m, nn.Linear) and m is not target]
+                if not nxt:
+                    raise AuditError(
+                        f"no nn.Linear is called after layer {self.layer_name!r}; pass "
+                        "primary_weight= (and primary_bias=) for the head"
+                    )
+                self._head = PrimaryHead.from_linear(nxt[0], _module_name(self.model, nxt[0]))
+            handles.append(self._layer_module.register_forward_pre_hook(self._pre_hook))
+
+        if target is None:
+            for m in linears:
+                trace_handles.append(m.register_forward_pre_hook(linear_hook))
+        else:
+            trace_handles.append(target.register_forward_pre_hook(layer_hook))
+            for m in linears:
+                if m is not target:
+                    trace_handles.append(m.register_forward_pre_hook(linear_hook))
+        root = self.model.register_forward_hook(root_hook)
+        trace_handles.append(root)
+        handles.extend(trace_handles)
+
+    def _ensure_head(self) -> None:
+        if self._head is None:
+            if self._user_head is not None:
+                self._head = self._user_head
+            elif isinstance(self._layer_module, nn.Linear):
+                self._head = PrimaryHead.from_linear(self._layer_module, self.layer_name)
+
+    # ------------------------------------------------------------------ recording
+    def record(self, targets=None, metadata: Mapping | None = None, sample_ids=None) -> None:
+        """Attach labels and metadata to the embeddings of the forward pass(es) just run.
+
+        Parameters
+        ----------
+        targets : array-like of shape (batch,), optional
+        metadata : mapping of str to array-like of shape (batch,), optional
+        sample_ids : array-like of shape (batch,), optional
+        """
+        if not self._pending:
+            raise AuditError(
+                "record() was called but no forward pass reached the audited layer since the "
+                "last record(); run model(x) inside `with auditor.collect():` first"
+            )
+        n = sum(int(z.shape[0]) for z in self._pending)
+        batch_targets = None
+        if targets is not None:
+            batch_targets = _as_array(targets, "targets").reshape(-1)
+            if len(batch_targets) != n:
+                raise AuditError(f"targets has {len(batch_targets)} values but the batch has {n} embeddings")
+        if self._n_batches and (batch_targets is None) != (not self._targets):
+            raise AuditError("give targets for every batch or for none")
+        metadata = dict(metadata or {})
+        if self.metadata_kinds is not None:
+            missing = [c for c in self.metadata_kinds if c not in metadata]
+            if missing:
+                raise AuditError(f"record() is missing metadata column(s) {missing}; got {sorted(metadata)}")
+            metadata = {c: metadata[c] for c in self.metadata_kinds}
+        if self._n_batches and set(metadata) != set(self._meta):
+            raise AuditError(
+                f"metadata columns changed between batches: {sorted(self._meta)} then {sorted(metadata)}"
+            )
+        cols = {}
+        for name, col in metadata.items():
+            arr = _as_array(col, f"metadata[{name!r}]").reshape(-1)
+            if len(arr) != n:
+                raise AuditError(
+                    f"metadata[{name!r}] has {len(arr)} values but the batch has {n} embeddings"
+                )
+            cols[name] = arr
+        batch_ids = None
+        if sample_ids is not None:
+            batch_ids = _as_array(sample_ids, "sample_ids").reshape(-1)
+            if len(batch_ids) != n:
+                raise AuditError(f"sample_ids has {len(batch_ids)} values but the batch has {n} embeddings")
+        self._embeddings.extend(self._pending)
+        self._pending = []
+        if batch_targets is not None:
+            self._targets.append(batch_targets)
+        for name, arr in cols.items():
+            self._meta.setdefault(name, []).append(arr)
+        if batch_ids is not None:
+            self._ids.append(batch_ids)
+        self._n_batches += 1
+
+    def _warn(self, message: str) -> None:
+        self._warnings.append(message)
+        warnings.warn(message, AuditWarning, stacklevel=3)
+
+    # ------------------------------------------------------------------ results
+    def embeddings(self, drop_nonfinite: bool = False) -> EmbeddingSet:
+        """Everything recorded so far, as a validated :class:`EmbeddingSet`."""
+        if self._pending:
+            self._warn(
+                f"{sum(int(z.shape[0]) for z in self._pending)} embeddings from forward passes "
+                "without a record() call were ignored"
+            )
+        if not self._embeddings:
+            raise AuditError(
+                "nothing was recorded: run the model inside `with auditor.collect():` and call "
+                "auditor.record(targets=..., metadata=...) after each batch"
+            )
+        Z = torch.cat([z.to("cpu") for z in self._embeddings]).numpy()
+        meta = {name: _concat(parts) for name, parts in self._meta.items()}
+        head = self._user_head or self._head
+        ids = _concat(self._ids) if self._ids else None
+        es = EmbeddingSet(
+            Z,
+            _concat(self._targets) if self._targets else None,
+            meta,
+            kinds=self.metadata_kinds,
+            primary=head,
+            sample_ids=ids,
+            drop_nonfinite=drop_nonfinite,
+            layer=self.layer_name or "auto",
+            warnings=list(self._warnings),
+        )
+        return es
+
+    def model_info(self) -> dict:
+        """What the report says about the model."""
+        return {
+            "class": type(self.model).__module__ + "." + type(self.model).__qualname__,
+            "n_parameters": int(sum(p.numel() for p in self.model.parameters())),
+            "head": None if self._head is None else self._head.source,
+        }
+
+    def analyze(self, drop_nonfinite: bool = False, **settings):
+        """Audit what was collected; settings as :func:`wsca_audit.analyze`.
+
+        Returns
+        -------
+        AuditResult
+        """
+        from .analysis import analyze_embeddings
+
+        return analyze_embeddings(
+            self.embeddings(drop_nonfinite=drop_nonfinite), model_info=self.model_info(), **settings
+        )
+
+    def reset(self) -> None:
+        """Forget everything recorded (the resolved layer and head are kept)."""
+        self._pending, self._embeddings, self._targets, self._ids = [], [], [], []
+        self._meta, self._n_batches, self._warnings = {}, 0, []
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    kinds = {p.dtype.kind for p in parts}
+    if len(kinds) > 1 or "O" in kinds:
+        return np.concatenate([p.astype(object) for p in parts])
+    return np.concatenate(parts)

@@ -1,0 +1,243 @@
+"""The measures (paper's weight-space cosine, deconfounded usage), resampling and verdicts.
+
+Two measures compare the model's primary head with an auxiliary head fitted for a
+metadata variable (see docs/method.md for the derivations):
+
+``wsc``
+    Wong et al. (MIDL 2026), faithfully: both heads' class vectors are projected onto
+    the principal subspace of the centred embeddings (99% of the variance, at least 50
+    components, at most ``d``) and compared by their signed cosine, giving a
+    ``C_primary x C_aux`` matrix; ``value`` is its largest absolute entry.
+``usage``
+    The correlation of the two heads' logits over the data, after the primary label is
+    removed by centring the embeddings within each class. This is the cosine of the two
+    weight vectors in the metric of the within-class covariance: it reads activation
+    *patterns*, not filter weights (Haufe et al., 2014), and a metadata variable that
+    merely co-varies with the label no longer looks used.
+
+Confidence intervals are percentile bootstrap intervals over refitted heads; p-values
+come from refits with the metadata permuted within label strata, corrected across
+tasks with Benjamini-Hochberg.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .metrics import weighted_corr
+
+VERDICTS = ("uses", "encoded_not_used", "not_encoded", "inconclusive")
+
+
+# --------------------------------------------------------------------------- geometry
+def pca_basis(
+    Z: Tensor, variance: float = 0.99, min_components: int = 50
+) -> tuple[Tensor, float]:
+    """Orthonormal basis of the principal subspace of the centred embeddings.
+
+    Returns the basis (k x d) with ``k`` the number of components that explain
+    ``variance`` of the total, raised to ``min_components`` and capped at ``d``
+    (the paper's rule), and the share of variance that ``k`` components explain.
+    """
+    Zc = Z - Z.mean(0, keepdim=True)
+    cov = (Zc.T @ Zc).to(torch.float64) / max(Z.shape[0] - 1, 1)
+    evals, evecs = torch.linalg.eigh(cov)
+    evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
+    total = float(evals.sum())
+    if total <= 0:
+        return evecs.T.to(Z.dtype), 1.0
+    share = torch.cumsum(evals, 0) / total
+    k = int(torch.searchsorted(share, torch.tensor(variance, dtype=share.dtype))) + 1
+    k = min(max(k, min_components), Z.shape[1])
+    return evecs[:, :k].T.contiguous().to(Z.dtype), float(share[k - 1])
+
+
+def primary_class_vectors(weight: Tensor, center: bool = True) -> Tensor:
+    """The primary head's class vectors as the paper compares them (C x d).
+
+    A softmax head is defined only up to a vector added to every class, which changes
+    no prediction; ``center`` removes it (the mean class vector), so two heads that
+    predict identically get identical cosines. A single-logit head is left as it is.
+    """
+    if center and weight.shape[0] > 1:
+        return weight - weight.mean(0, keepdim=True)
+    return weight
+
+
+def primary_contrasts(weight: Tensor) -> Tensor:
+    """Directions along which the primary prediction changes (one row per contrast).
+
+    One logit: ``w``; two logits: ``w1 - w0``; ``C >= 3``: each class against the mean.
+    """
+    if weight.shape[0] == 2:
+        return weight[1:] - weight[:1]
+    return primary_class_vectors(weight, center=True)
+
+
+def aux_class_vectors(coef: Tensor, center: bool = True) -> Tensor:
+    """Class vectors of batched auxiliary heads, shape (problems, classes, d).
+
+    A binary logistic head ``v`` is the symmetric two-class softmax ``[-v/2, v/2]``, so
+    that a binary task keeps its two class vectors, as in the paper.
+    """
+    if coef.shape[1] == 1:
+        return torch.cat([-0.5 * coef, 0.5 * coef], dim=1)
+    if center:
+        return coef - coef.mean(1, keepdim=True)
+    return coef
+
+
+def cosine_matrix(primary: Tensor, aux: Tensor, basis: Tensor | None = None) -> Tensor:
+    """Signed cosines between primary rows (C x d) and each problem's aux rows (P x K x d)."""
+    if basis is not None:
+        primary = primary @ basis.T
+        aux = aux @ basis.T
+    a = primary / primary.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    b = aux / aux.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    return torch.einsum("cd,pkd->pck", a, b)
+
+
+def usage_matrix(primary_logits: Tensor, aux_logits: Tensor, weights: Tensor) -> Tensor:
+    """Weighted correlation of primary contrast logits (N x C) with aux logits (P x N x K)."""
+    return weighted_corr(primary_logits, aux_logits, weights)
+
+
+def max_abs(matrix: Tensor) -> Tensor:
+    """Aggregate of a (P x C x K) matrix: the largest absolute entry per problem."""
+    return matrix.abs().flatten(1).amax(1)
+
+
+# --------------------------------------------------------------------------- resampling
+def bootstrap_counts(n: int, n_bootstrap: int, generator: torch.Generator) -> Tensor:
+    """Bootstrap resamples as count vectors (n_bootstrap x n): one weight per sample."""
+    if n_bootstrap == 0:
+        return torch.zeros(0, n)
+    idx = torch.randint(0, n, (n_bootstrap, n), generator=generator)
+    counts = torch.zeros(n_bootstrap, n)
+    counts.scatter_add_(1, idx, torch.ones(n_bootstrap, n))
+    return counts
+
+
+def stratified_permutations(
+    values: Tensor, strata: Tensor, valid: Tensor, n_permutations: int, generator: torch.Generator
+) -> Tensor:
+    """``values`` permuted within each stratum among valid samples (n_permutations x n).
+
+    Shuffling within label strata keeps the metadata-label association (the confounding)
+    and breaks only the association with the embedding beyond the label.
+    """
+    out = values.unsqueeze(0).repeat(n_permutations, 1)
+    for s in torch.unique(strata[valid]).tolist():
+        idx = torch.nonzero(valid & (strata == s)).flatten()
+        if idx.numel() < 2:
+            continue
+        keys = torch.rand(n_permutations, idx.numel(), generator=generator)
+        perm = idx[torch.argsort(keys, dim=1)]
+        out[:, idx] = values[perm]
+    return out
+
+
+def percentile_ci(samples: Tensor, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval, ignoring NaN resamples."""
+    x = samples[torch.isfinite(samples)].double()
+    if x.numel() == 0:
+        return float("nan"), float("nan")
+    lo = float(torch.quantile(x, (1 - level) / 2))
+    hi = float(torch.quantile(x, 1 - (1 - level) / 2))
+    return lo, hi
+
+
+def permutation_p(observed: float, null: Tensor) -> float:
+    """One-sided permutation p-value with the +1 correction (never exactly 0)."""
+    null = null[torch.isfinite(null)]
+    if null.numel() == 0 or not np.isfinite(observed):
+        return float("nan")
+    return float((1 + (null >= observed - 1e-12).sum()) / (1 + null.numel()))
+
+
+def benjamini_hochberg(p_values: list[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (NaN entries are left out and stay NaN).
+
+    Examples
+    --------
+    >>> benjamini_hochberg([0.01, 0.04, 0.03])
+    [0.03, 0.04, 0.04]
+    """
+    p = np.asarray(p_values, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = np.isfinite(p)
+    m = int(ok.sum())
+    if m == 0:
+        return out.tolist()
+    q = p[ok]
+    order = np.argsort(q)
+    ranked = q[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum.accumulate(ranked[::-1])[::-1].clip(max=1.0)
+    res = np.empty(m)
+    res[order] = adjusted
+    out[ok] = res
+    return [round(float(v), 12) if np.isfinite(v) else float("nan") for v in out]
+
+
+# --------------------------------------------------------------------------- verdicts
+@dataclass(frozen=True)
+class Thresholds:
+    """Decision thresholds of the verdicts (all applied to 95% bootstrap intervals).
+
+    Attributes
+    ----------
+    usage : float, default=0.2
+        ``uses`` needs the usage interval's lower end at or above this (and a
+        BH-adjusted permutation p-value at or below ``alpha``);
+        ``encoded_not_used`` needs its upper end below it.
+    auc : float, default=0.6
+        A categorical variable counts as encoded when the held-out AUC interval lies
+        at or above this, and as not encoded when it lies below.
+    r2 : float, default=0.05
+        The same for continuous variables with held-out R².
+    alpha : float, default=0.05
+        Significance level for the permutation test.
+    """
+
+    usage: float = 0.2
+    auc: float = 0.6
+    r2: float = 0.05
+    alpha: float = 0.05
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def verdict(
+    encoding_ci: tuple[float, float],
+    encoding_metric: str,
+    usage_ci: tuple[float, float],
+    usage_p: float,
+    thresholds: Thresholds,
+) -> str:
+    """Verdict of one task.
+
+    ``not_encoded``: the encoding interval lies below its threshold (a linear head cannot
+    read what the embedding does not hold). ``uses``: encoded, usage interval at or above
+    the usage threshold and the permutation test significant. ``encoded_not_used``:
+    encoded and the usage interval below the threshold. Otherwise ``inconclusive``.
+    """
+    enc_thr = thresholds.auc if encoding_metric == "auc" else thresholds.r2
+    enc_lo, enc_hi = encoding_ci
+    use_lo, use_hi = usage_ci
+    if not all(np.isfinite([enc_lo, enc_hi])):
+        return "inconclusive"
+    if enc_hi < enc_thr:
+        return "not_encoded"
+    encoded = enc_lo >= enc_thr
+    if not all(np.isfinite([use_lo, use_hi])):
+        return "inconclusive"
+    if encoded and use_lo >= thresholds.usage and np.isfinite(usage_p) and usage_p <= thresholds.alpha:
+        return "uses"
+    if encoded and use_hi < thresholds.usage:
+        return "encoded_not_used"
+    return "inconclusive"

@@ -1,0 +1,217 @@
+"""EmbeddingSet: the validated data every analysis starts from (embeddings, targets, metadata).
+
+It is what ``Auditor`` collects from a model, and what ``wsca_audit.analyze`` builds from
+arrays of any source (numpy, torch, lists, pandas). All input checks live here, so that
+each later stage can trust its input.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import AuditError, AuditWarning
+from .heads import PrimaryHead
+
+KINDS = ("categorical", "continuous")
+
+
+def _as_array(x, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        return x.numpy()
+    if hasattr(x, "to_numpy"):  # pandas Series / Index / DataFrame column
+        return x.to_numpy()
+    try:
+        return np.asarray(x)
+    except Exception as exc:
+        raise AuditError(f"{name} could not be read as an array: {exc}") from exc
+
+
+def missing_mask(values: np.ndarray) -> np.ndarray:
+    """True where a metadata value is missing (None, NaN, pandas NA, NaT)."""
+    if values.dtype.kind in "fc":
+        return ~np.isfinite(values)
+    if values.dtype.kind in "iub":
+        return np.zeros(values.shape, dtype=bool)
+    out = np.zeros(values.shape, dtype=bool)
+    for i, v in enumerate(values.tolist()):
+        if v is None:
+            out[i] = True
+        elif isinstance(v, float) and not np.isfinite(v):
+            out[i] = True
+        elif type(v).__name__ in ("NAType", "NaTType"):
+            out[i] = True
+    return out
+
+
+def infer_kind(values: np.ndarray) -> str:
+    """``continuous`` for numbers with more than 10 distinct values, else ``categorical``."""
+    valid = values[~missing_mask(values)]
+    if valid.dtype.kind in "fiu" and len(np.unique(valid)) > 10:
+        return "continuous"
+    return "categorical"
+
+
+@dataclass
+class EmbeddingSet:
+    """Embeddings with their targets and metadata, validated.
+
+    Parameters
+    ----------
+    embeddings : array-like of shape (n_samples, embedding_dim)
+        Penultimate-layer embeddings (numpy, torch, half precision accepted).
+    targets : array-like of shape (n_samples,), optional
+        Primary labels (class indices). Needed for the primary metric and to remove the
+        label from the usage measure.
+    metadata : mapping of str to array-like of shape (n_samples,)
+        One column per metadata variable; missing values (None, NaN) are masked per task.
+    kinds : mapping of str to {"categorical", "continuous"}, optional
+        Kind of each column; inferred when missing.
+    primary : PrimaryHead, optional
+        The model's own head.
+    sample_ids : array-like of shape (n_samples,), optional
+    drop_nonfinite : bool, default=False
+        Drop samples with NaN/inf embeddings (with a warning) instead of raising.
+    layer : str, default="user"
+        Where the embeddings came from.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> es = EmbeddingSet(np.random.randn(50, 4), np.arange(50) % 2, {"site": np.arange(50) % 3})
+    >>> es.n_samples, es.embedding_dim, es.kinds
+    (50, 4, {'site': 'categorical'})
+    """
+
+    embeddings: np.ndarray
+    targets: np.ndarray | None = None
+    metadata: Mapping[str, object] = field(default_factory=dict)
+    kinds: Mapping[str, str] | None = None
+    primary: PrimaryHead | None = None
+    sample_ids: np.ndarray | None = None
+    drop_nonfinite: bool = False
+    layer: str = "user"
+    warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        Z = _as_array(self.embeddings, "embeddings")
+        if Z.dtype == object or Z.dtype.kind not in "fiub":
+            raise AuditError(f"embeddings must be numeric; got dtype {Z.dtype}")
+        if Z.ndim == 1:
+            Z = Z[:, None]
+        if Z.ndim != 2:
+            raise AuditError(
+                f"embeddings must have shape (n_samples, embedding_dim); got {Z.shape}. "
+                "Pick a layer whose input is one vector per sample (e.g. after pooling)."
+            )
+        if Z.shape[0] == 0:
+            raise AuditError(
+                "no embeddings were recorded: run the model inside `auditor.collect()` "
+                "and call `auditor.record(...)` after each batch before analyze()"
+            )
+        Z = Z.astype(np.float32, copy=False)
+        n = Z.shape[0]
+
+        columns: dict[str, np.ndarray] = {}
+        if not isinstance(self.metadata, Mapping):
+            if hasattr(self.metadata, "columns"):  # a pandas DataFrame
+                self.metadata = {c: self.metadata[c] for c in self.metadata.columns}
+            else:
+                raise AuditError("metadata must be a mapping of column name -> values")
+        for name, col in self.metadata.items():
+            if not isinstance(name, str) or not name:
+                raise AuditError(f"metadata names must be non-empty strings; got {name!r}")
+            arr = _as_array(col, f"metadata[{name!r}]")
+            if arr.ndim != 1:
+                arr = arr.reshape(len(arr), -1) if arr.ndim > 1 else arr.reshape(-1)
+                if arr.ndim != 1:
+                    raise AuditError(f"metadata[{name!r}] must be one value per sample")
+            if len(arr) != n:
+                raise AuditError(
+                    f"metadata[{name!r}] has {len(arr)} values but there are {n} embeddings"
+                )
+            columns[name] = arr
+        kinds = dict(self.kinds or {})
+        for name in kinds:
+            if name not in columns:
+                raise AuditError(
+                    f"metadata column {name!r} was declared but no values were given; "
+                    f"got columns {sorted(columns)}"
+                )
+            if kinds[name] not in KINDS:
+                raise AuditError(f"kind of {name!r} must be one of {KINDS}; got {kinds[name]!r}")
+        for name, arr in columns.items():
+            if name not in kinds:
+                kinds[name] = infer_kind(arr)
+            if kinds[name] == "continuous":
+                valid = ~missing_mask(arr)
+                try:
+                    columns[name] = np.where(valid, arr, np.nan).astype(np.float64)
+                except (TypeError, ValueError) as exc:
+                    raise AuditError(
+                        f"metadata[{name!r}] is declared continuous but has non-numeric "
+                        f"values such as {arr[valid][:3].tolist()}"
+                    ) from exc
+
+        targets = None
+        if self.targets is not None:
+            targets = _as_array(self.targets, "targets").reshape(-1)
+            if len(targets) != n:
+                raise AuditError(f"targets has {len(targets)} values but there are {n} embeddings")
+            if missing_mask(targets).any():
+                raise AuditError("targets contain missing values (None/NaN); drop those samples")
+        ids = None
+        if self.sample_ids is not None:
+            ids = _as_array(self.sample_ids, "sample_ids").reshape(-1)
+            if len(ids) != n:
+                raise AuditError(f"sample_ids has {len(ids)} values but there are {n} embeddings")
+
+        bad = ~np.isfinite(Z).all(1)
+        if bad.any():
+            msg = f"{int(bad.sum())} of {n} embeddings contain NaN or inf"
+            if not self.drop_nonfinite:
+                raise AuditError(msg + "; pass drop_nonfinite=True to drop them")
+            keep = ~bad
+            Z = Z[keep]
+            columns = {k: v[keep] for k, v in columns.items()}
+            targets = None if targets is None else targets[keep]
+            ids = None if ids is None else ids[keep]
+            self._warn(msg + "; they were dropped")
+            if Z.shape[0] == 0:
+                raise AuditError("every embedding is NaN or inf")
+
+        if self.primary is not None and self.primary.weight.shape[1] != Z.shape[1]:
+            raise AuditError(
+                f"the primary head reads {self.primary.weight.shape[1]} features but the "
+                f"embeddings have {Z.shape[1]}: the layer does not feed the head"
+            )
+        self.embeddings = Z
+        self.metadata = columns
+        self.kinds = kinds
+        self.targets = targets
+        self.sample_ids = ids
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        warnings.warn(message, AuditWarning, stacklevel=3)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    def analyze(self, **settings) -> AuditResult:  # noqa: F821 - see analysis.analyze
+        """Run the audit on this set; keyword arguments as :func:`wsca_audit.analyze`."""
+        from .analysis import analyze_embeddings
+
+        return analyze_embeddings(self, **settings)
