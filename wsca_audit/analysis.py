@@ -276,37 +276,39 @@ class _Analysis:
         head.coef_, head.intercept_ = torch.cat(coefs), torch.cat(icpts)
         return head
 
-    def _family(self, loss, X, k, target, valid, folds=None):
-        """Point fit + folds from zero, then bootstrap (warm) and permutation refits.
+    def _family(self, loss, X, k, target, valid, folds=None, perm_targets=None):
+        """Point fit and folds from zero, then bootstrap refits (warm-started from the
+        point fit) and permutation refits (from zero), each group one batched solve.
 
-        Returns the fitted head with problems ordered [point, folds, bootstrap,
-        permutations] and the weights and targets used for each problem.
+        Returns the head, with problems ordered [point, folds, bootstraps, permutations],
+        and the sample weights of each problem.
         """
-        cfg = self.cfg
         n = X.shape[0]
         v = valid.to(self.dtype)
         ttype = torch.long if loss != "squared" else self.dtype
         t = target.to(ttype)
         n_f = 0 if folds is None else folds.shape[0]
         w1 = torch.cat([v[None], folds * v]) if n_f else v[None]
-        t1 = t[None].expand(1 + n_f, n)
-        first = self._fit(loss, X, k, t1, w1, torch.zeros(1 + n_f, dtype=torch.long))
+        first = self._fit(loss, X, k, t[None].expand(1 + n_f, n), w1, torch.zeros(1 + n_f, dtype=torch.long))
 
-        perm_t = corr.stratified_permutations(
-            target.cpu(), self.strata, valid.cpu(), cfg.n_permutations, self.gen
-        ).to(device=self.device, dtype=ttype)
-        nb, npm = cfg.n_bootstrap, cfg.n_permutations
+        nb = self.cfg.n_bootstrap
+        npm = 0 if perm_targets is None else perm_targets.shape[0]
+        if nb + npm == 0:
+            return first, w1
         w2 = torch.cat([self.boot * v, v[None].expand(npm, n)])
-        t2 = torch.cat([t[None].expand(nb, n), perm_t])
+        t2 = t[None].expand(nb, n)
+        if npm:
+            t2 = torch.cat([t2, perm_targets.to(device=self.device, dtype=ttype)])
         groups = torch.cat([torch.zeros(nb, dtype=torch.long), torch.ones(npm, dtype=torch.long)])
-        coef0 = torch.cat([first.coef_[:1].expand(nb, -1, -1), torch.zeros_like(first.coef_[:1]).expand(npm, -1, -1)])
-        icpt0 = torch.cat([first.intercept_[:1].expand(nb, -1), torch.zeros_like(first.intercept_[:1]).expand(npm, -1)])
-        if nb + npm:
-            second = self._fit(loss, X, k, t2, w2, groups, init=(coef0, icpt0))
-            first.coef_ = torch.cat([first.coef_, second.coef_])
-            first.intercept_ = torch.cat([first.intercept_, second.intercept_])
-        weights = torch.cat([w1, w2])
-        return first, weights
+        zeros_c, zeros_i = torch.zeros_like(first.coef_[:1]), torch.zeros_like(first.intercept_[:1])
+        init = (
+            torch.cat([first.coef_[:1].expand(nb, -1, -1), zeros_c.expand(npm, -1, -1)]),
+            torch.cat([first.intercept_[:1].expand(nb, -1), zeros_i.expand(npm, -1)]),
+        )
+        second = self._fit(loss, X, k, t2, w2, groups, init=init)
+        first.coef_ = torch.cat([first.coef_, second.coef_])
+        first.intercept_ = torch.cat([first.intercept_, second.intercept_])
+        return first, torch.cat([w1, w2])
 
     def _folds(self, codes: Tensor, valid: Tensor) -> Tensor:
         """Stratified fold train-masks (n_folds x n) over the valid samples."""
@@ -365,18 +367,21 @@ class _Analysis:
         loss = "binary" if k == 2 else "multinomial"
         folds = self._folds(codes, valid)
         nf, nb, npm = cfg.n_folds, cfg.n_bootstrap, cfg.n_permutations
-
-        # 1. probe on standardised embeddings: wsc (+ encoding for categorical)
-        probe, probe_w = self._family(loss, self.Zs, k, codes, valid, folds)
-        aux_raw = probe.coef_ / self.sd  # back to the embedding's own coordinates
-        aux_vectors = corr.aux_class_vectors(aux_raw, cfg.center_classes)
-        wsc_m = corr.cosine_matrix(self.primary_vectors, aux_vectors, self.basis)
-        wsc_all = corr.max_abs(wsc_m)
-        keep = torch.cat([torch.tensor([0]), torch.arange(1 + nf, 1 + nf + nb + npm)])
-        wsc_all, wsc_m = wsc_all[keep], wsc_m[keep]
-
-        # 2. encoding on held-out folds, CI from the same bootstrap resamples
         v = valid.to(self.dtype)
+        # one set of within-label permutations serves both nulls
+        perm_idx = corr.stratified_permutations(self.strata, valid.cpu(), npm, self.gen)
+        perm_idx = perm_idx.to(self.device)
+        perm_codes = codes[perm_idx]
+
+        # 1. probe on standardised embeddings: the paper's wsc and its empirical null
+        probe, _ = self._family(loss, self.Zs, k, codes, valid, folds, perm_codes)
+        aux_vectors = corr.aux_class_vectors(probe.coef_ / self.sd, cfg.center_classes)
+        wsc_m = corr.cosine_matrix(self.primary_vectors, aux_vectors, self.basis)
+        keep = torch.cat([torch.tensor([0]), torch.arange(1 + nf, 1 + nf + nb + npm)])
+        wsc_m = wsc_m[keep.to(wsc_m.device)]
+        wsc_all = corr.max_abs(wsc_m)
+
+        # 2. encoding on held-out folds; its CI resamples the held-out predictions
         enc_w = torch.cat([v[None], self.boot * v]) if nb else v[None]
         if kind == "categorical":
             held = self._held_out(probe, nf, self.Zs)
@@ -386,74 +391,100 @@ class _Analysis:
                 enc = macro_ovr_auc(torch.softmax(held, 1), codes, enc_w)
             metric = "auc"
         else:
-            xv = torch.as_tensor(np.nan_to_num(values.astype(np.float64)), device=self.device)
-            t = (xv - xv[valid].mean()) / xv[valid].std().clamp_min(1e-12)
-            t = torch.where(valid, t, torch.zeros_like(t)).to(self.dtype)
-            ridge = self._fit(
-                "squared",
-                self.Zs,
-                1,
-                t[None].expand(nf, n),
-                folds * v,
-                torch.zeros(nf, dtype=torch.long),
-            )
-            ridge.intercept_ = torch.cat([ridge.intercept_[:1], ridge.intercept_])
+            x = torch.as_tensor(np.nan_to_num(values.astype(np.float64)), device=self.device)
+            t = torch.where(valid, (x - x[valid].mean()) / x[valid].std().clamp_min(1e-12), 0.0)
+            t = t.to(self.dtype)
+            ridge = self._fit("squared", self.Zs, 1, t[None].expand(nf, n), folds * v,
+                              torch.zeros(nf, dtype=torch.long))
+            # _held_out expects the point fit first
             ridge.coef_ = torch.cat([ridge.coef_[:1], ridge.coef_])
-            held = self._held_out(ridge, nf, self.Zs)
-            enc = weighted_r2(held[:, 0], t, enc_w)
+            ridge.intercept_ = torch.cat([ridge.intercept_[:1], ridge.intercept_])
+            enc = weighted_r2(self._held_out(ridge, nf, self.Zs)[:, 0], t, enc_w)
             metric = "r2"
 
-        # 3. usage head on within-class centred embeddings
+        # 3. usage: heads on within-class centred embeddings, compared in its covariance
+        #    metric (= correlation of the two heads' logits over the data)
         if kind == "categorical":
+            target_m = torch.nn.functional.one_hot(codes, k).to(self.dtype)
+            target_m = target_m[:, 1:] if k == 2 else target_m
             u_head, u_w = self._family(loss, self.Zws, k, codes, valid)
         else:
-            tw = t.clone()
-            for s in torch.unique(self.strata).tolist():
-                m = (self.strata == s).to(self.device) & valid
-                if m.any():
-                    tw[m] = t[m] - t[m].mean()
-            u_head, u_w = self._family("squared", self.Zws, 1, tw, valid)
-        aux_logits = u_head.decision_function(self.Zws)  # (P, N, K)
+            target_m = t[:, None]
+            u_head, u_w = self._family("squared", self.Zws, 1, self._center(t[:, None], valid)[:, 0], valid)
+        aux_logits = u_head.decision_function(self.Zws)  # (1 + nb, N, K)
         if aux_logits.shape[-1] > 1:
             aux_logits = aux_logits - aux_logits.mean(-1, keepdim=True)
         usage_m = corr.usage_matrix(self.primary_logits_w, aux_logits, u_w)
         usage_all = corr.max_abs(usage_m)
 
-        def summarise(all_values: Tensor) -> dict:
-            point = float(all_values[0])
-            boot = all_values[1 : 1 + nb]
-            null = all_values[1 + nb :]
+        # permutation test of usage's numerator: the within-class correlation of the
+        # primary logit with the metadata itself (see docs/method.md: a test on the
+        # ratio has little power when a few directions dominate the covariance)
+        if npm:
+            if kind == "categorical":
+                perm_m = torch.nn.functional.one_hot(perm_codes, k).to(self.dtype)
+                perm_m = perm_m[..., 1:] if k == 2 else perm_m
+            else:
+                perm_m = t[perm_idx][..., None]
+            ms = torch.cat([target_m[None], perm_m])
+            means = self._class_means(target_m, valid)
+            ms = ms - means[None]
+            logits = self._center(self.primary_logits_w, valid)
+            stat = corr.max_abs(corr.usage_matrix(logits, ms, v[None].expand(1 + npm, n)))
+            ratio = float(usage_all[0] / stat[0]) if float(stat[0]) > 0 else 1.0
+            usage_null = stat[1:] * ratio
+        else:
+            stat, usage_null = None, torch.zeros(0)
+
+        def summarise(values_all: Tensor, null: Tensor, p: float) -> dict:
+            boot = values_all[1 : 1 + nb]
             lo, hi = corr.percentile_ci(boot, cfg.ci_level) if nb else (math.nan, math.nan)
-            out = {"value": point, "ci_low": lo, "ci_high": hi}
-            if npm:
-                out["p_value"] = corr.permutation_p(point, null)
+            out = {"value": float(values_all[0]), "ci_low": lo, "ci_high": hi, "p_value": p}
+            if null.numel():
                 out["null_mean"] = float(null.double().mean())
                 out["null_q95"] = float(torch.quantile(null.double(), 0.95))
-            else:
-                out["p_value"] = math.nan
             return out
 
+        wsc_null = wsc_all[1 + nb :]
+        wsc_p = corr.permutation_p(float(wsc_all[0]), wsc_null) if npm else math.nan
+        use_p = corr.permutation_p(float(stat[0]), stat[1:]) if npm else math.nan
         enc_lo, enc_hi = corr.percentile_ci(enc[1:], cfg.ci_level) if nb else (math.nan, math.nan)
-        rows_wsc = [str(c) for c in range(self.primary_vectors.shape[0])]
-        rows_use = (
-            ["1-0"] if self.W.shape[0] == 2 else [str(c) for c in range(self.contrasts.shape[0])]
-        )
-        usage_cols = level_labels if (kind == "categorical" and k > 2) else (
-            [level_labels[1]] if kind == "categorical" else ["value"]
-        )
+        c_out = self.W.shape[0]
+        rows_use = ["1-0"] if c_out == 2 else [str(c) for c in range(self.contrasts.shape[0])]
+        if kind == "continuous":
+            usage_cols = ["value"]
+        else:
+            usage_cols = level_labels[1:] if k == 2 else level_labels
         return {
             "kind": kind,
             "n_valid": n_valid,
             "levels": level_labels,
             "encoding": {"metric": metric, "value": float(enc[0]), "ci_low": enc_lo, "ci_high": enc_hi},
-            "wsc": summarise(wsc_all),
-            "usage": summarise(usage_all),
+            "wsc": summarise(wsc_all, wsc_null, wsc_p),
+            "usage": summarise(usage_all, usage_null, use_p),
             "verdict": None,
             "per_class": {
-                "wsc": {"rows": rows_wsc, "cols": level_labels, "matrix": _rows(wsc_m[0])},
+                "wsc": {
+                    "rows": [str(c) for c in range(self.primary_vectors.shape[0])],
+                    "cols": level_labels,
+                    "matrix": _rows(wsc_m[0]),
+                },
                 "usage": {"rows": rows_use, "cols": usage_cols, "matrix": _rows(usage_m[0])},
             },
         }
+
+    def _class_means(self, M: Tensor, valid: Tensor) -> Tensor:
+        """Per-sample mean of M's rows over the valid samples of the sample's label."""
+        out = torch.zeros_like(M)
+        for s in torch.unique(self.strata).tolist():
+            m = (self.strata == s).to(self.device) & valid
+            if m.any():
+                out[(self.strata == s).to(self.device)] = M[m].mean(0)
+        return out
+
+    def _center(self, M: Tensor, valid: Tensor) -> Tensor:
+        """M centred within each label over valid samples (zero where invalid)."""
+        return torch.where(valid[:, None], M - self._class_means(M, valid), 0.0)
 
     # ------------------------------------------------------------------ run
     def run(self) -> AuditResult:

@@ -123,21 +123,22 @@ def bootstrap_counts(n: int, n_bootstrap: int, generator: torch.Generator) -> Te
 
 
 def stratified_permutations(
-    values: Tensor, strata: Tensor, valid: Tensor, n_permutations: int, generator: torch.Generator
+    strata: Tensor, valid: Tensor, n_permutations: int, generator: torch.Generator
 ) -> Tensor:
-    """``values`` permuted within each stratum among valid samples (n_permutations x n).
+    """Index arrays (n_permutations x n) that shuffle samples within each stratum.
 
+    Only valid samples are shuffled (among themselves); others map to themselves.
     Shuffling within label strata keeps the metadata-label association (the confounding)
     and breaks only the association with the embedding beyond the label.
     """
-    out = values.unsqueeze(0).repeat(n_permutations, 1)
+    n = strata.shape[0]
+    out = torch.arange(n).unsqueeze(0).repeat(n_permutations, 1)
     for s in torch.unique(strata[valid]).tolist():
         idx = torch.nonzero(valid & (strata == s)).flatten()
         if idx.numel() < 2:
             continue
         keys = torch.rand(n_permutations, idx.numel(), generator=generator)
-        perm = idx[torch.argsort(keys, dim=1)]
-        out[:, idx] = values[perm]
+        out[:, idx] = idx[torch.argsort(keys, dim=1)]
     return out
 
 
