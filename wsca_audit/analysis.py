@@ -186,7 +186,7 @@ class _Analysis:
     # ------------------------------------------------------------------ shared pieces
     def _prepare(self) -> None:
         es, cfg = self.es, self.cfg
-        n, d = es.n_samples, es.embedding_dim
+        n = es.n_samples
         if n < 2 * cfg.n_folds:
             raise AuditError(f"{n} samples are too few for {cfg.n_folds}-fold cross-fitting")
         Z = self._t(es.embeddings)
@@ -289,7 +289,9 @@ class _Analysis:
         t = target.to(ttype)
         n_f = 0 if folds is None else folds.shape[0]
         w1 = torch.cat([v[None], folds * v]) if n_f else v[None]
-        first = self._fit(loss, X, k, t[None].expand(1 + n_f, n), w1, torch.zeros(1 + n_f, dtype=torch.long))
+        first = self._fit(
+            loss, X, k, t[None].expand(1 + n_f, n), w1, torch.zeros(1 + n_f, dtype=torch.long)
+        )
 
         nb = self.cfg.n_bootstrap
         npm = 0 if perm_targets is None else perm_targets.shape[0]
@@ -348,7 +350,9 @@ class _Analysis:
             levels = np.unique(x[~miss])
             lo, hi = (float(levels.min()), float(levels.max())) if len(levels) else (0.0, 0.0)
             edges = np.linspace(lo, hi, cfg.n_bins + 1)
-            bins = np.clip(np.searchsorted(edges, np.nan_to_num(x), side="right") - 1, 0, cfg.n_bins - 1)
+            bins = np.clip(
+                np.searchsorted(edges, np.nan_to_num(x), side="right") - 1, 0, cfg.n_bins - 1
+            )
             used, codes_np = np.unique(bins[~miss], return_inverse=True)
             codes_all = np.zeros(n, dtype=np.int64)
             codes_all[~miss] = codes_np
@@ -394,8 +398,14 @@ class _Analysis:
             x = torch.as_tensor(np.nan_to_num(values.astype(np.float64)), device=self.device)
             t = torch.where(valid, (x - x[valid].mean()) / x[valid].std().clamp_min(1e-12), 0.0)
             t = t.to(self.dtype)
-            ridge = self._fit("squared", self.Zs, 1, t[None].expand(nf, n), folds * v,
-                              torch.zeros(nf, dtype=torch.long))
+            ridge = self._fit(
+                "squared",
+                self.Zs,
+                1,
+                t[None].expand(nf, n),
+                folds * v,
+                torch.zeros(nf, dtype=torch.long),
+            )
             # _held_out expects the point fit first
             ridge.coef_ = torch.cat([ridge.coef_[:1], ridge.coef_])
             ridge.intercept_ = torch.cat([ridge.intercept_[:1], ridge.intercept_])
@@ -410,7 +420,9 @@ class _Analysis:
             u_head, u_w = self._family(loss, self.Zws, k, codes, valid)
         else:
             target_m = t[:, None]
-            u_head, u_w = self._family("squared", self.Zws, 1, self._center(t[:, None], valid)[:, 0], valid)
+            u_head, u_w = self._family(
+                "squared", self.Zws, 1, self._center(t[:, None], valid)[:, 0], valid
+            )
         aux_logits = u_head.decision_function(self.Zws)  # (1 + nb, N, K)
         if aux_logits.shape[-1] > 1:
             aux_logits = aux_logits - aux_logits.mean(-1, keepdim=True)
@@ -459,7 +471,12 @@ class _Analysis:
             "kind": kind,
             "n_valid": n_valid,
             "levels": level_labels,
-            "encoding": {"metric": metric, "value": float(enc[0]), "ci_low": enc_lo, "ci_high": enc_hi},
+            "encoding": {
+                "metric": metric,
+                "value": float(enc[0]),
+                "ci_low": enc_lo,
+                "ci_high": enc_hi,
+            },
             "wsc": summarise(wsc_all, wsc_null, wsc_p),
             "usage": summarise(usage_all, usage_null, use_p),
             "verdict": None,

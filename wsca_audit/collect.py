@@ -125,7 +125,9 @@ class Auditor:
     # ------------------------------------------------------------------ hooks
     def _store(self, z) -> None:
         if not isinstance(z, torch.Tensor):
-            raise AuditError(f"layer {self.layer_name!r} received a {type(z).__name__}, not a tensor")
+            raise AuditError(
+                f"layer {self.layer_name!r} received a {type(z).__name__}, not a tensor"
+            )
         z = z.detach()
         if z.dim() == 1:
             z = z[:, None]
@@ -176,7 +178,10 @@ class Auditor:
                 h.remove()
             handles.clear()
             self._collecting = False
-            if any(z.is_pinned() for z in self._pending + self._embeddings) and torch.cuda.is_available():
+            if (
+                any(z.is_pinned() for z in self._pending + self._embeddings)
+                and torch.cuda.is_available()
+            ):
                 torch.cuda.synchronize()
 
     def _install_trace(self, handles: list) -> None:
@@ -214,8 +219,12 @@ class Auditor:
             else:  # a named layer that is not the head: the next Linear called after it
                 pos = next((i for i, (m, _) in enumerate(calls) if m is target), None)
                 if pos is None:
-                    raise AuditError(f"layer {self.layer_name!r} was not called in the forward pass")
-                nxt = [m for m, _ in calls[pos + 1 :] if isinstance(m, nn.Linear) and m is not target]
+                    raise AuditError(
+                        f"layer {self.layer_name!r} was not called in the forward pass"
+                    )
+                nxt = [
+                    m for m, _ in calls[pos + 1 :] if isinstance(m, nn.Linear) and m is not target
+                ]
                 if not nxt:
                     raise AuditError(
                         f"no nn.Linear is called after layer {self.layer_name!r}; pass "
@@ -263,14 +272,18 @@ class Auditor:
         if targets is not None:
             batch_targets = _as_array(targets, "targets").reshape(-1)
             if len(batch_targets) != n:
-                raise AuditError(f"targets has {len(batch_targets)} values but the batch has {n} embeddings")
+                raise AuditError(
+                    f"targets has {len(batch_targets)} values but the batch has {n} embeddings"
+                )
         if self._n_batches and (batch_targets is None) != (not self._targets):
             raise AuditError("give targets for every batch or for none")
         metadata = dict(metadata or {})
         if self.metadata_kinds is not None:
             missing = [c for c in self.metadata_kinds if c not in metadata]
             if missing:
-                raise AuditError(f"record() is missing metadata column(s) {missing}; got {sorted(metadata)}")
+                raise AuditError(
+                    f"record() is missing metadata column(s) {missing}; got {sorted(metadata)}"
+                )
             metadata = {c: metadata[c] for c in self.metadata_kinds}
         if self._n_batches and set(metadata) != set(self._meta):
             raise AuditError(
@@ -288,7 +301,9 @@ class Auditor:
         if sample_ids is not None:
             batch_ids = _as_array(sample_ids, "sample_ids").reshape(-1)
             if len(batch_ids) != n:
-                raise AuditError(f"sample_ids has {len(batch_ids)} values but the batch has {n} embeddings")
+                raise AuditError(
+                    f"sample_ids has {len(batch_ids)} values but the batch has {n} embeddings"
+                )
         self._embeddings.extend(self._pending)
         self._pending = []
         if batch_targets is not None:

@@ -34,9 +34,7 @@ VERDICTS = ("uses", "encoded_not_used", "not_encoded", "inconclusive")
 
 
 # --------------------------------------------------------------------------- geometry
-def pca_basis(
-    Z: Tensor, variance: float = 0.99, min_components: int = 50
-) -> tuple[Tensor, float]:
+def pca_basis(Z: Tensor, variance: float = 0.99, min_components: int = 50) -> tuple[Tensor, float]:
     """Orthonormal basis of the principal subspace of the centred embeddings.
 
     Returns the basis (k x d) with ``k`` the number of components that explain
@@ -191,7 +189,7 @@ class Thresholds:
 
     Attributes
     ----------
-    usage : float, default=0.2
+    usage : float, default=0.25
         ``uses`` needs the usage interval's lower end at or above this (and a
         BH-adjusted permutation p-value at or below ``alpha``);
         ``encoded_not_used`` needs its upper end below it.
@@ -204,7 +202,7 @@ class Thresholds:
         Significance level for the permutation test.
     """
 
-    usage: float = 0.2
+    usage: float = 0.25
     auc: float = 0.6
     r2: float = 0.05
     alpha: float = 0.05
@@ -237,7 +235,12 @@ def verdict(
     encoded = enc_lo >= enc_thr
     if not all(np.isfinite([use_lo, use_hi])):
         return "inconclusive"
-    if encoded and use_lo >= thresholds.usage and np.isfinite(usage_p) and usage_p <= thresholds.alpha:
+    if (
+        encoded
+        and use_lo >= thresholds.usage
+        and np.isfinite(usage_p)
+        and usage_p <= thresholds.alpha
+    ):
         return "uses"
     if encoded and use_hi < thresholds.usage:
         return "encoded_not_used"

@@ -66,7 +66,9 @@ def weighted_r2(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
     mean = (weights * target).sum(1) / wsum
     ss_res = (weights * (target - pred) ** 2).sum(1)
     ss_tot = (weights * (target[None, :] - mean[:, None]) ** 2).sum(1)
-    return torch.where(ss_tot > 0, 1 - ss_res / ss_tot.clamp_min(1e-30), torch.full_like(ss_res, float("nan")))
+    return torch.where(
+        ss_tot > 0, 1 - ss_res / ss_tot.clamp_min(1e-30), torch.full_like(ss_res, float("nan"))
+    )
 
 
 def weighted_accuracy(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
@@ -77,9 +79,7 @@ def weighted_accuracy(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
 
 def macro_ovr_auc(scores: Tensor, labels: Tensor, weights: Tensor) -> Tensor:
     """Macro one-vs-rest AUC: ``scores`` has one column per level, ``labels`` are indices."""
-    per_level = [
-        weighted_auc(scores[:, k], labels == k, weights) for k in range(scores.shape[1])
-    ]
+    per_level = [weighted_auc(scores[:, k], labels == k, weights) for k in range(scores.shape[1])]
     return torch.nanmean(torch.stack(per_level), dim=0)
 
 
@@ -96,7 +96,9 @@ def weighted_corr(a: Tensor, b: Tensor, weights: Tensor) -> Tensor:
     -------
     Tensor of shape (n_problems, p, q)
     """
-    w = weights / weights.sum(1, keepdim=True).clamp_min(1e-30)
+    a = a.to(b.dtype)
+    w = weights.to(b.dtype)
+    w = w / w.sum(1, keepdim=True).clamp_min(1e-30)
     if a.dim() == 2:
         a = a.unsqueeze(0)
     a = a - torch.einsum("pn,pnk->pk", w, a.expand(w.shape[0], -1, -1))[:, None, :]

@@ -109,7 +109,15 @@ class AuditResult:
     # ------------------------------------------------------------------ text
     def summary(self) -> str:
         """A fixed-width table: one row per task with encoding, wsc, usage and verdict."""
-        head = ("task", "kind", "encoding [95% CI]", "wsc [95% CI]", "usage [95% CI]", "p(usage)", "verdict")
+        head = (
+            "task",
+            "kind",
+            "encoding [95% CI]",
+            "wsc [95% CI]",
+            "usage [95% CI]",
+            "p(usage)",
+            "verdict",
+        )
         rows = [head]
         for name, t in self.tasks.items():
             enc, wsc, use = t["encoding"], t["wsc"], t["usage"]
@@ -162,15 +170,25 @@ class AuditResult:
             ]
             colours = [_VERDICT_COLOURS.get(self.tasks[n]["verdict"], "#999") for n in names]
             ax.bar(
-                [i + offset for i in x], vals, width=0.38, yerr=err, capsize=3,
-                color=colours if key == "usage" else "white", edgecolor=colours,
-                hatch=hatch, label=key,
+                [i + offset for i in x],
+                vals,
+                width=0.38,
+                yerr=err,
+                capsize=3,
+                color=colours if key == "usage" else "white",
+                edgecolor=colours,
+                hatch=hatch,
+                label=key,
             )
             nulls = [self.tasks[n][key].get("null_q95") for n in names]
             ax.scatter(
                 [i + offset for i, q in zip(x, nulls) if q is not None],
-                [q for q in nulls if q is not None], marker="_", s=200, color="black",
-                label="null 95%" if key == "usage" else None, zorder=3,
+                [q for q in nulls if q is not None],
+                marker="_",
+                s=200,
+                color="black",
+                label="null 95%" if key == "usage" else None,
+                zorder=3,
             )
         if "usage" in thr:
             ax.axhline(thr["usage"], color="#c0392b", ls="--", lw=1, label="'uses' threshold")
@@ -184,13 +202,24 @@ class AuditResult:
             v = enc["value"] or 0.0
             lo = enc["ci_low"] if enc["ci_low"] is not None else v
             hi = enc["ci_high"] if enc["ci_high"] is not None else v
-            ax2.errorbar(i, v, yerr=[[max(v - lo, 0)], [max(hi - v, 0)]], fmt="o", capsize=3,
-                         color=_VERDICT_COLOURS.get(self.tasks[n]["verdict"], "#999"))
-            ax2.annotate(enc["metric"], (i, v), textcoords="offset points", xytext=(6, 0), fontsize=7)
+            ax2.errorbar(
+                i,
+                v,
+                yerr=[[max(v - lo, 0)], [max(hi - v, 0)]],
+                fmt="o",
+                capsize=3,
+                color=_VERDICT_COLOURS.get(self.tasks[n]["verdict"], "#999"),
+            )
+            ax2.annotate(
+                enc["metric"], (i, v), textcoords="offset points", xytext=(6, 0), fontsize=7
+            )
         if "auc" in thr:
             ax2.axhline(thr["auc"], color="grey", ls=":", lw=1)
         ax2.set_xticks(x, names, rotation=20)
-        ax2.set_ylim(min(0.0, *[self.tasks[n]["encoding"]["value"] or 0 for n in names]) - 0.05, 1.05)
+        ax2.set_xlim(-0.5, len(names) - 0.3)
+        ax2.set_ylim(
+            min(0.0, *[self.tasks[n]["encoding"]["value"] or 0 for n in names]) - 0.05, 1.05
+        )
         ax2.set_title("Encoding (held-out)")
         return fig
 
@@ -230,14 +259,14 @@ class AuditResult:
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
 th{{background:#f4f4f4}}</style></head><body>
 <h1>WSCA audit report</h1>
-<p>{esc(str(self._report.get('n_samples')))} samples, embedding dimension
-{esc(str(self._report.get('embedding_dim')))}, layer <code>{esc(str(self._report.get('layer')))}</code>;
-primary {esc(str(primary.get('name')))} = {_fmt(primary.get('value'))}.</p>
+<p>{esc(str(self._report.get("n_samples")))} samples, embedding dimension
+{esc(str(self._report.get("embedding_dim")))}, layer <code>{esc(str(self._report.get("layer")))}</code>;
+primary {esc(str(primary.get("name")))} = {_fmt(primary.get("value"))}.</p>
 <table><tr><th>task</th><th>kind</th><th>encoding [95% CI]</th><th>wsc (paper) [95% CI]</th>
 <th>usage (deconfounded) [95% CI]</th><th>p (usage, BH)</th><th>verdict</th></tr>
-{''.join(rows)}</table>
+{"".join(rows)}</table>
 {img}
-<h2>Warnings</h2><ul>{warn or '<li>none</li>'}</ul>
+<h2>Warnings</h2><ul>{warn or "<li>none</li>"}</ul>
 <h2>How to read this</h2>
 <p><b>usage</b> is the correlation of the model's head with the metadata head after the
 primary label is removed (within-class centring), in the metric of the embedding

@@ -104,7 +104,9 @@ class ShortcutSplit:
     free_x: np.ndarray  # artefact independent of the label (shortcut-free test data)
 
 
-def make_split(bias: float, eval_bias: float = 0.8, seed: int = 0, train_frac: float = 0.6) -> ShortcutSplit:
+def make_split(
+    bias: float, eval_bias: float = 0.8, seed: int = 0, train_frac: float = 0.6
+) -> ShortcutSplit:
     """Split the digits, then add the artefact at ``bias`` (train) and ``eval_bias`` (audit).
 
     The split and the audit artefacts depend on ``seed`` only, so models trained at

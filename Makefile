@@ -1,0 +1,35 @@
+# One-command set-up: `make demo` runs the demo, `make test` runs the tests.
+# Both create .venv on first use. torch is installed first and pinned, so that the
+# CPU build is used here and pip never pulls CUDA packages for it.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup test demo lint benchmark clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(PY) -m ruff check wsca_audit tests benchmarks
+	$(PY) -m pytest -q --timeout=900
+
+demo: setup
+	$(PY) -m wsca_audit.demo
+
+lint: setup
+	$(PY) -m ruff check wsca_audit tests benchmarks
+	$(PY) -m ruff format --check wsca_audit tests benchmarks
+
+benchmark: setup
+	$(PY) benchmarks/induced_shortcut.py --seeds 0 1 2
+
+clean:
+	rm -rf $(VENV) wsca-demo .pytest_cache .hypothesis

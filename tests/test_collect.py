@@ -1,0 +1,168 @@
+"""Hooks and layer resolution on the model shapes users have."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import wsca_audit as wa
+from wsca_audit import AuditError
+
+
+class HeadFirst(nn.Module):
+    """The head is registered BEFORE the backbone: forward order must win."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+        self.backbone = nn.Sequential(nn.Linear(4, 6), nn.ReLU())
+
+    def forward(self, x):
+        return self.fc(self.backbone(x))
+
+
+class DictOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 5), nn.Tanh())
+        self.classifier = nn.Sequential(nn.Dropout(0.1), nn.Linear(5, 2))
+
+    def forward(self, x):
+        z = self.body(x)
+        return {"logits": self.classifier(z), "features": z}
+
+
+class TupleOut(DictOut):
+    def forward(self, x):
+        out = super().forward(x)
+        return out["logits"], out["features"]
+
+
+class NoLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(1, 2, 3)
+
+    def forward(self, x):
+        return self.conv(x[:, None]).mean(-1)
+
+
+def _loop(model, auditor, n_batches=3, bs=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    xs = []
+    with auditor.collect(), torch.no_grad():
+        for _ in range(n_batches):
+            x = torch.randn(bs, 4, generator=g)
+            xs.append(x)
+            model(x)
+            auditor.record(targets=(x[:, 0] > 0).long(), metadata={"site": (x[:, 1] > 0).long()})
+    return torch.cat(xs)
+
+
+@pytest.mark.parametrize(
+    ("model", "layer_name", "embed"),
+    [
+        (
+            nn.Sequential(nn.Linear(4, 7), nn.ReLU(), nn.Linear(7, 2)).eval(),
+            "2",
+            lambda m, x: m[1](m[0](x)),
+        ),
+        (HeadFirst().eval(), "fc", lambda m, x: m.backbone(x)),
+        (DictOut().eval(), "classifier.1", lambda m, x: m.body(x)),
+        (TupleOut().eval(), "classifier.1", lambda m, x: m.body(x)),
+    ],
+)
+def test_auto_finds_the_last_linear_in_forward_order(model, layer_name, embed):
+    auditor = wa.Auditor(model, metadata={"site": "categorical"})
+    x = _loop(model, auditor)
+    es = auditor.embeddings()
+    assert auditor.layer_name == layer_name
+    with torch.no_grad():
+        np.testing.assert_allclose(es.embeddings, embed(model, x).numpy(), rtol=1e-6)
+    head = model.get_submodule(layer_name)
+    np.testing.assert_allclose(es.primary.weight, head.weight.detach().numpy(), rtol=1e-6)
+    assert es.n_samples == 60 and es.targets.shape == (60,)
+
+
+def test_named_layer_and_module_object_and_next_linear_head():
+    model = DictOut().eval()
+    for layer in ("classifier", model.classifier):
+        auditor = wa.Auditor(model, layer=layer, metadata={"site": "categorical"})
+        x = _loop(model, auditor)
+        es = auditor.embeddings()
+        assert auditor.layer_name == "classifier"
+        assert es.primary.source == "classifier.1"  # the next Linear called
+        with torch.no_grad():
+            np.testing.assert_allclose(es.embeddings, model.body(x).numpy(), rtol=1e-6)
+
+
+def test_hooks_removed_on_exit_and_on_exception_and_data_kept():
+    model = HeadFirst().eval()
+    auditor = wa.Auditor(model, metadata={"site": "categorical"})
+
+    def n_hooks():
+        return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
+
+    with pytest.raises(RuntimeError, match="user loop failed"), auditor.collect():
+        x = torch.randn(8, 4)
+        model(x)
+        auditor.record(targets=torch.zeros(8), metadata={"site": np.arange(8) % 2})
+        assert n_hooks() > 0
+        raise RuntimeError("user loop failed")
+    assert n_hooks() == 0
+    assert auditor.embeddings().n_samples == 8  # what was collected is kept
+    _loop(model, auditor)
+    assert n_hooks() == 0
+    assert auditor.embeddings().n_samples == 68
+
+
+def test_no_graph_is_kept_when_grad_enabled():
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    auditor = wa.Auditor(model.eval())
+    with auditor.collect():
+        model(torch.randn(5, 4, requires_grad=True))
+        auditor.record(targets=np.arange(5) % 2)
+    z = auditor._embeddings[0]
+    assert not z.requires_grad and z.grad_fn is None
+
+
+def test_unknown_layer_lists_candidates():
+    with pytest.raises(AuditError, match=r"no module named 'classifer'.*classifier"):
+        wa.Auditor(DictOut(), layer="classifer")
+
+
+def test_model_without_linear_head():
+    model = NoLinear().eval()
+    auditor = wa.Auditor(model)
+    with pytest.raises(AuditError, match=r"no nn\.Linear"), auditor.collect():
+        model(torch.randn(4, 4))
+    # fallback: name the layer and give the head
+    auditor = wa.Auditor(model, layer="conv", primary_weight=np.ones((1, 4)))
+    with pytest.raises(AuditError, match=r"shape \(4, 1, 4\)"), auditor.collect():
+        model(torch.randn(4, 4))
+
+
+def test_record_errors():
+    model = nn.Sequential(nn.Linear(4, 2)).eval()
+    auditor = wa.Auditor(model, metadata={"site": "categorical"})
+    with pytest.raises(AuditError, match="no forward pass"):
+        auditor.record(targets=[0, 1])
+    with auditor.collect():
+        model(torch.randn(5, 4))
+        with pytest.raises(
+            AuditError, match=r"metadata\['site'\] has 4 values but the batch has 5"
+        ):
+            auditor.record(targets=np.zeros(5), metadata={"site": [1, 2, 3, 4]})
+        with pytest.raises(AuditError, match="missing metadata column"):
+            auditor.record(targets=np.zeros(5), metadata={})
+    with pytest.raises(AuditError, match="nothing was recorded"):
+        auditor.analyze()
+
+
+def test_train_mode_warns_and_lands_in_report():
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))  # train mode
+    auditor = wa.Auditor(model, metadata={"site": "categorical"})
+    with pytest.warns(wa.AuditWarning, match="train mode"):
+        _loop(model, auditor, n_batches=5)
+    res = auditor.analyze(n_bootstrap=10, n_permutations=10, progress=False)
+    assert any("train mode" in w for w in res.warnings)

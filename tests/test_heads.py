@@ -1,0 +1,87 @@
+"""The batched solver against scikit-learn's LogisticRegression / Ridge (the reference)."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import cosine
+from sklearn.linear_model import LogisticRegression, Ridge
+
+from wsca_audit import AuditError, BatchedLinearHead
+
+
+@pytest.fixture(scope="module")
+def weights(digits_std):
+    n = len(digits_std[1])
+    rng = np.random.default_rng(0)
+    w = rng.multinomial(n, np.ones(n) / n, size=3).astype(float)  # bootstrap counts
+    w[2, : n // 3] = 0.0  # a fold mask
+    return w
+
+
+@pytest.mark.parametrize("C", [0.05, 1.0])
+def test_binary_matches_sklearn(digits_std, weights, C):
+    X, y = digits_std
+    yb = (y >= 5).astype(int)
+    targets = torch.tensor(np.stack([yb, yb, yb]))
+    head = BatchedLinearHead("binary", reg=1 / C).fit(
+        torch.tensor(X, dtype=torch.float32), targets, torch.tensor(weights)
+    )
+    for i in range(3):
+        ref = LogisticRegression(C=C, tol=1e-10, max_iter=20000).fit(
+            X, yb, sample_weight=weights[i]
+        )
+        assert cosine(ref.coef_, head.coef_[i].numpy()) >= 0.999
+        assert head.intercept_[i, 0].item() == pytest.approx(ref.intercept_[0], abs=2e-3)
+
+
+def test_multinomial_matches_sklearn(digits_std, weights):
+    X, y = digits_std
+    targets = torch.tensor(np.stack([y, y]))
+    head = BatchedLinearHead("multinomial", reg=1.0, n_classes=10).fit(
+        torch.tensor(X, dtype=torch.float32), targets, torch.tensor(weights[:2])
+    )
+    for i in range(2):
+        ref = LogisticRegression(C=1.0, tol=1e-10, max_iter=20000).fit(
+            X, y, sample_weight=weights[i]
+        )
+        assert head.coef_[i].shape == ref.coef_.shape
+        assert cosine(ref.coef_, head.coef_[i].numpy()) >= 0.999
+        for k in range(10):  # every class vector, not only the whole matrix
+            assert cosine(ref.coef_[k], head.coef_[i, k].numpy()) >= 0.999
+
+
+def test_ridge_matches_sklearn(digits_std, weights):
+    X, y = digits_std
+    t = y + np.random.default_rng(1).normal(size=len(y))
+    head = BatchedLinearHead("squared", reg=3.0).fit(
+        torch.tensor(X, dtype=torch.float32), torch.tensor(np.stack([t] * 3)), torch.tensor(weights)
+    )
+    for i in range(3):
+        ref = Ridge(alpha=3.0).fit(X, t, sample_weight=weights[i])
+        assert cosine(ref.coef_, head.coef_[i].numpy()) >= 0.999
+        assert head.intercept_[i, 0].item() == pytest.approx(ref.intercept_, abs=1e-3)
+
+
+def test_permuted_targets_and_warm_start_agree_with_cold(digits_std):
+    X, y = digits_std
+    Xt = torch.tensor(X, dtype=torch.float32)
+    yb = torch.tensor((y >= 5).astype(int))
+    g = torch.Generator().manual_seed(0)
+    targets = torch.stack([yb, yb[torch.randperm(len(yb), generator=g)]])
+    cold = BatchedLinearHead("binary").fit(Xt, targets, groups=torch.tensor([0, 1]))
+    warm = BatchedLinearHead("binary").fit(Xt, targets, init=(cold.coef_ * 0.9, cold.intercept_))
+    assert cosine(cold.coef_.numpy(), warm.coef_.numpy()) >= 0.99999
+    assert warm.n_iter_ <= cold.n_iter_
+    # each problem equals its own single fit: batching changes nothing
+    single = BatchedLinearHead("binary").fit(Xt, targets[1:])
+    assert cosine(single.coef_.numpy(), cold.coef_[1:].numpy()) >= 0.99999
+
+
+def test_bad_arguments():
+    X = torch.randn(10, 3)
+    with pytest.raises(AuditError, match="loss"):
+        BatchedLinearHead("hinge").fit(X, torch.zeros(1, 10))
+    with pytest.raises(AuditError, match="reg"):
+        BatchedLinearHead("binary", reg=0).fit(X, torch.zeros(1, 10))
+    with pytest.raises(AuditError, match="samples"):
+        BatchedLinearHead("binary").fit(X, torch.zeros(1, 9))
