@@ -106,7 +106,8 @@ def analyze(
     **settings
         Fields of :class:`AuditSettings`: ``n_bootstrap=200``, ``n_permutations=200``,
         ``seed=0``, ``C=1.0`` (logistic heads), ``alpha=1.0`` (ridge heads),
-        ``n_folds=5``, ``n_bins=5``, ``thresholds=Thresholds()``, ``device``, ...
+        ``n_folds=5``, ``n_bins=5``, ``thresholds=Thresholds()``, ``device=None`` (CUDA
+        when available, else CPU), ``dtype="float32"``, ``progress=True``, ...
 
     Returns
     -------
@@ -172,7 +173,9 @@ class _Analysis:
         self.cfg = cfg
         self.model_info = model_info
         self.warnings = list(es.warnings)
-        self.device = torch.device(cfg.device) if cfg.device else torch.device("cpu")
+        # CUDA where present, unless the caller chose a device
+        auto = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(cfg.device or auto)
         self.dtype = getattr(torch, cfg.dtype)
         self.gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -534,6 +537,7 @@ class _Analysis:
                 self.cfg.thresholds,
             )
         settings = self.cfg.to_dict()
+        settings["device"] = str(self.device)
         settings["pca_components"] = int(self.basis.shape[0])
         settings["pca_variance_explained"] = self.pca_share
         settings["runtime_s"] = round(time.perf_counter() - t0, 3)

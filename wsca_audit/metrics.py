@@ -60,7 +60,7 @@ def weighted_r2(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
     --------
     >>> import torch
     >>> weighted_r2(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 4.0]), torch.ones(1, 3))
-    tensor([0.6429])
+    tensor([0.7857])
     """
     wsum = weights.sum(1).clamp_min(1e-30)
     mean = (weights * target).sum(1) / wsum
