@@ -159,3 +159,29 @@ def test_same_seed_same_report(data):
     b = wa.analyze(X, y, meta, primary_weight=W, seed=3, **FAST).to_dict()
     a["settings"].pop("runtime_s"), b["settings"].pop("runtime_s")
     assert a == b
+
+
+def test_multiclass_primary_head_has_per_class_matrices(digits_std):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = digits_std
+    clf = LogisticRegression(C=0.1, max_iter=2000).fit(X, y)
+    site = np.array(["a", "b", "c"])[np.arange(len(y)) % 3]
+    res = wa.analyze(
+        X,
+        y,
+        {"site": site, "ink": X[:, 20:30].sum(1)},
+        primary_weight=clf.coef_,
+        primary_bias=clf.intercept_,
+        **FAST,
+    )
+    d = res.to_dict()
+    assert d["primary"]["metric"]["name"] == "accuracy"
+    assert d["primary"]["metric"]["value"] == pytest.approx(clf.score(X, y), abs=1e-6)
+    wsc = d["tasks"]["site"]["per_class"]["wsc"]
+    assert np.array(wsc["matrix"]).shape == (10, 3) and wsc["cols"] == ["a", "b", "c"]
+    use = d["tasks"]["site"]["per_class"]["usage"]
+    assert np.array(use["matrix"]).shape == (10, 3)
+    assert np.array(d["tasks"]["ink"]["per_class"]["usage"]["matrix"]).shape == (10, 1)
+    # site is assigned round-robin: not read by the head
+    assert d["tasks"]["site"]["verdict"] in ("not_encoded", "inconclusive", "encoded_not_used")
