@@ -215,10 +215,7 @@ class _Analysis:
         self.mu = Z.mean(0)
         self.sd = _safe_std(Z)
         self.Zs = (Z - self.mu) / self.sd
-        Zw = Z.clone()
-        for s in torch.unique(self.strata).tolist():
-            m = (self.strata == s).to(self.device)
-            Zw[m] = Z[m] - Z[m].mean(0)
+        Zw = self._center(Z, torch.ones(n, dtype=torch.bool, device=self.device))
         self.Zws = Zw / _safe_std(Zw)
 
         self.contrasts = corr.primary_contrasts(self.W)
@@ -329,9 +326,9 @@ class _Analysis:
         self._fold_of = fold_of.to(self.device)
         return train.to(device=self.device, dtype=self.dtype)
 
-    def _held_out(self, head, n_folds, X) -> Tensor:
+    def _held_out(self, head, first_fold: int, X) -> Tensor:
         """Held-out scores (N x K): each sample scored by the fold head that did not see it."""
-        scores = head.decision_function(X)[1 : 1 + n_folds]  # (F, N, K)
+        scores = head.decision_function(X)[first_fold : first_fold + self.cfg.n_folds]
         idx = self._fold_of.clamp_min(0)
         return scores[idx, torch.arange(X.shape[0], device=self.device)]
 
@@ -391,7 +388,7 @@ class _Analysis:
         # 2. encoding on held-out folds; its CI resamples the held-out predictions
         enc_w = torch.cat([v[None], self.boot * v]) if nb else v[None]
         if kind == "categorical":
-            held = self._held_out(probe, nf, self.Zs)
+            held = self._held_out(probe, 1, self.Zs)
             if k == 2:
                 enc = weighted_auc(held[:, 0], codes == 1, enc_w)
             else:
@@ -409,10 +406,7 @@ class _Analysis:
                 folds * v,
                 torch.zeros(nf, dtype=torch.long),
             )
-            # _held_out expects the point fit first
-            ridge.coef_ = torch.cat([ridge.coef_[:1], ridge.coef_])
-            ridge.intercept_ = torch.cat([ridge.intercept_[:1], ridge.intercept_])
-            enc = weighted_r2(self._held_out(ridge, nf, self.Zs)[:, 0], t, enc_w)
+            enc = weighted_r2(self._held_out(ridge, 0, self.Zs)[:, 0], t, enc_w)
             metric = "r2"
 
         # 3. usage: heads on within-class centred embeddings, compared in its covariance
