@@ -328,7 +328,9 @@ class _Analysis:
 
     def _held_out(self, head, first_fold: int, X) -> Tensor:
         """Held-out scores (N x K): each sample scored by the fold head that did not see it."""
-        scores = head.decision_function(X)[first_fold : first_fold + self.cfg.n_folds]
+        sl = slice(first_fold, first_fold + self.cfg.n_folds)
+        # score only the fold heads, not every bootstrap/permutation refit
+        scores = torch.einsum("nd,fkd->fnk", X, head.coef_[sl]) + head.intercept_[sl, None, :]
         idx = self._fold_of.clamp_min(0)
         return scores[idx, torch.arange(X.shape[0], device=self.device)]
 
