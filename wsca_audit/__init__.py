@@ -5,12 +5,14 @@ covariance-aware usage measure, for any PyTorch model. See DESIGN.md and docs/.
 """
 
 from .analysis import AuditSettings, analyze
+from .card import write_model_card
 from .collect import Auditor
 from .correlation import Thresholds
 from .embeddings import EmbeddingSet
 from .errors import AuditError, AuditWarning
 from .heads import BatchedLinearHead, PrimaryHead
 from .report import SCHEMA_VERSION, AuditResult
+from .tracking import load_from_mlflow, log_to_mlflow
 
 __version__ = "0.1.0"
 
@@ -27,4 +29,7 @@ __all__ = [
     "Thresholds",
     "__version__",
     "analyze",
+    "load_from_mlflow",
+    "log_to_mlflow",
+    "write_model_card",
 ]

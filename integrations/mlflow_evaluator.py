@@ -1,0 +1,119 @@
+"""MLflow evaluator plugin: ``mlflow.models.evaluate(..., evaluators=["wsca"])``.
+
+Registered under the entry-point group ``mlflow.model_evaluator`` as ``wsca``. It loads the
+logged PyTorch model (``mlflow.pytorch`` flavour, logged with
+``serialization_format="pickle"``: MLflow's ``pt2`` format inlines the layers, so there is
+nothing to hook), feeds it the evaluation table in
+batches with an :class:`wsca_audit.Auditor` attached, analyses, and logs the report into
+the evaluation run with :func:`wsca_audit.log_to_mlflow`.
+
+``evaluator_config={"wsca": {...}}`` keys (MLflow wants one config per evaluator name):
+
+- ``metadata`` (required): ``{column: "categorical" | "continuous" | None}``; these
+  columns of ``data`` are audit variables, not model inputs.
+- ``feature_columns``: model input columns (default: every other column). A single column
+  whose cells are arrays is stacked (images, sequences).
+- ``input_shape``: shape of one sample, e.g. ``[1, 28, 28]``; rows are reshaped to it.
+- ``layer`` (default ``"auto"``), ``batch_size`` (256), ``device`` (the model's),
+- ``settings``: keyword arguments of ``analyze()`` (``n_bootstrap``, ``seed``...).
+
+Example
+-------
+>>> mlflow.models.evaluate(model_uri, data=df, targets="label", model_type="classifier",
+...     evaluators=["wsca"], evaluator_config={"wsca": {"metadata": {"site": "categorical"}}})
+... # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from mlflow.models.evaluation import EvaluationResult, ModelEvaluator
+
+import wsca_audit as wa
+from wsca_audit.tracking import mlflow_payload
+
+_KNOWN = {"metadata", "feature_columns", "input_shape", "layer", "batch_size", "device", "settings"}
+
+
+def _inputs(features, config: dict) -> np.ndarray:
+    meta_cols = set(config["metadata"])
+    missing = meta_cols - set(features.columns)
+    if missing:
+        raise wa.AuditError(
+            f"metadata columns {sorted(missing)} are not in the evaluation data; keep them in "
+            "`data` (and out of `feature_names`)"
+        )
+    cols = config.get("feature_columns") or [c for c in features.columns if c not in meta_cols]
+    if not cols:
+        raise wa.AuditError("no feature columns left after removing the metadata columns")
+    if len(cols) == 1 and isinstance(features[cols[0]].iloc[0], (list, tuple, np.ndarray)):
+        x = np.stack([np.asarray(v, dtype=np.float32) for v in features[cols[0]]])
+    else:
+        x = features[cols].to_numpy(dtype=np.float32)
+    if config.get("input_shape"):
+        try:
+            x = x.reshape(len(x), *config["input_shape"])
+        except ValueError as exc:
+            raise wa.AuditError(f"cannot reshape inputs {x.shape} to input_shape: {exc}") from exc
+    return x
+
+
+class WSCAEvaluator(ModelEvaluator):
+    """The ``wsca`` evaluator (see the module docstring for ``evaluator_config``)."""
+
+    @classmethod
+    def can_evaluate(cls, *, model_type: str, evaluator_config: dict, **kwargs: Any) -> bool:
+        return model_type == "classifier" and "metadata" in (evaluator_config or {})
+
+    def evaluate(
+        self,
+        *,
+        model_type: str,
+        dataset,
+        run_id: str,
+        evaluator_config: dict,
+        model=None,
+        **kwargs: Any,
+    ):
+        import torch
+
+        config = dict(evaluator_config or {})
+        unknown = set(config) - _KNOWN
+        if unknown:
+            raise wa.AuditError(f"unknown wsca evaluator_config keys {sorted(unknown)}; known: {sorted(_KNOWN)}")
+        if model is None:
+            raise wa.AuditError("the wsca evaluator needs a model (not a static predictions table)")
+        net = model.get_raw_model() if hasattr(model, "get_raw_model") else None
+        if not isinstance(net, torch.nn.Module):
+            raise wa.AuditError(
+                "the wsca evaluator needs a model logged with mlflow.pytorch (got "
+                f"{type(net).__name__})"
+            )
+        if isinstance(net, torch.fx.GraphModule) and not any(
+            isinstance(m, torch.nn.Linear) for m in net.modules()
+        ):
+            raise wa.AuditError(
+                "the logged model is a torch.export graph (MLflow's 'pt2' serialization): its "
+                "layers are inlined and cannot be hooked. Log it with "
+                "mlflow.pytorch.log_model(..., serialization_format='pickle') to audit it"
+            )
+        features = dataset.features_data
+        x = _inputs(features, config)
+        y = np.asarray(dataset.labels_data)
+        meta = {c: features[c].to_numpy() for c in config["metadata"]}
+        device = torch.device(config.get("device") or next(net.parameters()).device)
+        net = net.to(device).eval()
+        auditor = wa.Auditor(net, layer=config.get("layer", "auto"), metadata=config["metadata"])
+        bs = int(config.get("batch_size", 256))
+        with auditor.collect(), torch.inference_mode():
+            for i in range(0, len(x), bs):
+                net(torch.as_tensor(x[i : i + bs], device=device))
+                auditor.record(
+                    targets=y[i : i + bs], metadata={c: v[i : i + bs] for c, v in meta.items()}
+                )
+        result = auditor.analyze(**config.get("settings", {}))
+        wa.log_to_mlflow(result, run_id)
+        metrics, _, _ = mlflow_payload(result)
+        return EvaluationResult(metrics=metrics, artifacts={}, run_id=run_id)

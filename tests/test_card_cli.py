@@ -1,0 +1,93 @@
+"""Model cards (Markdown + YAML front matter + HTML) and the `wsca-audit` command."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+import wsca_audit as wa
+from wsca_audit.cli import main as cli
+
+
+def _front_matter(text):
+    assert text.startswith("---\n")
+    head, body = text[4:].split("\n---\n", 1)
+    return yaml.safe_load(head), body
+
+
+def test_card_front_matter_is_model_index_yaml(small_result, tmp_path):
+    path = wa.write_model_card(
+        small_result, tmp_path / "CARD.md", model_name="digits-net", license="apache-2.0",
+        intended_use="Research only.", run_id="abc123",
+    )  # fmt: skip
+    front, body = _front_matter(path.read_text())
+    assert front["license"] == "apache-2.0"
+    (entry,) = front["model-index"]
+    assert entry["name"] == "digits-net"
+    metrics = {m["type"]: m for m in entry["results"][0]["metrics"]}
+    assert metrics["auc"]["value"] == pytest.approx(small_result["primary"]["metric"]["value"])
+    usage = metrics["wsca_usage_scanner_id_"]
+    assert usage["value"] == pytest.approx(small_result.tasks["scanner id/ü"]["usage"]["value"])
+    assert front["wsca"]["verdicts"] == small_result.verdicts
+    assert front["wsca"]["mlflow_run_id"] == "abc123"
+    for section in ("Model details", "Intended use", "Factors", "Metrics", "Evaluation data",
+                    "Quantitative analyses", "Caveats and recommendations"):  # fmt: skip
+        assert f"## {section}\n" in body
+    assert "`scanner id/ü`" in body and "Research only." in body and "abc123" in body
+    assert "](CARD_figures/wsca_summary.png)" in body
+    assert (tmp_path / "CARD_figures" / "wsca_summary.png").read_bytes()[:4] == b"\x89PNG"
+    html = path.with_suffix(".html").read_text()
+    assert "data:image/png;base64," in html and "<h2>Quantitative analyses</h2>" in html
+
+
+def test_card_escapes_html_in_names(tmp_path, small_result):
+    rep = small_result.to_dict()
+    rep["tasks"] = {"<script>x</script>": rep["tasks"]["ink"]}
+    wa.write_model_card(wa.AuditResult(rep), tmp_path / "c.md")
+    html = (tmp_path / "c.html").read_text()
+    assert "<script>x" not in html and "&lt;script&gt;" in html
+
+
+def test_card_rejects_non_result(tmp_path):
+    with pytest.raises(wa.AuditError):
+        wa.write_model_card({"tasks": {}}, tmp_path / "c.md")
+
+
+def test_cli_report_and_fail_on(small_result, tmp_path, capsys):
+    small_result.save(tmp_path / "rep")
+    assert cli(["report", str(tmp_path / "rep")]) == 0
+    assert "scanner id/ü" in capsys.readouterr().out
+    verdicts = set(small_result.verdicts.values())
+    assert cli(["report", str(tmp_path / "rep"), "--fail-on", next(iter(verdicts))]) == 1
+    absent = [v for v in ("uses", "not_encoded", "inconclusive", "encoded_not_used") if v not in verdicts]
+    assert cli(["report", str(tmp_path / "rep"), "--fail-on", absent[0]]) == 0
+    assert cli(["report", str(tmp_path / "rep"), "--json"]) == 0
+    assert '"schema_version": 1' in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text("{not json")
+    assert cli(["report", str(tmp_path / "bad.json")]) == 3
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_cli_card_from_run_states_run_id(small_result, mlflow_server, tmp_path):
+    run_id = wa.log_to_mlflow(small_result, tracking_uri=mlflow_server.uri)
+    out = tmp_path / "MODEL_CARD.md"
+    code = cli(["card", "--run-id", run_id, "--tracking-uri", mlflow_server.uri,
+                "--out", str(out), "--model-name", "m"])  # fmt: skip
+    assert code == 0
+    front, body = _front_matter(out.read_text())
+    assert front["wsca"]["mlflow_run_id"] == run_id and f"MLflow run `{run_id}`" in body
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["report"], ["card"], ["log"]])
+def test_console_script_help(command):
+    exe = [sys.executable, "-m", "wsca_audit.cli", *command, "--help"]
+    out = subprocess.run(exe, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "usage: wsca-audit" in out.stdout
+
+
+def test_cli_usage_error_exit_code():
+    with pytest.raises(SystemExit) as exc:
+        cli(["report", "--fail-on", "nonsense", "x"])
+    assert exc.value.code == 2

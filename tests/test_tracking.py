@@ -1,0 +1,130 @@
+"""MLflow logging against a real `mlflow server` and the local sqlite store."""
+
+import json
+import re
+import warnings
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+import wsca_audit as wa
+from wsca_audit.cli import main as cli
+from wsca_audit.tracking import PENDING_NOTE, mlflow_payload, sanitize_name, task_keys
+
+VALID = re.compile(r"^[A-Za-z0-9_./ -]+$")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("scanner", "scanner"), ("scanner id/ü", "scanner_id_"), ("../../x", "x"), ("...", "task"),
+     ("a..b", "a.b"), ("Age (years)", "Age_years_")],
+)  # fmt: skip
+def test_sanitize_name(name, expected):
+    assert sanitize_name(name) == expected
+
+
+def test_task_keys_are_unique_and_stable():
+    keys = task_keys(["a b", "a/b", "a_b", "c"])
+    assert keys == {"a b": "a_b", "a/b": "a_b_2", "a_b": "a_b_3", "c": "c"}
+    assert task_keys(["a b", "a/b", "a_b", "c"]) == keys
+
+
+def test_payload_names_are_valid_mlflow_names(small_result):
+    metrics, params, tags = mlflow_payload(small_result)
+    for key in [*metrics, *params, *tags]:
+        assert VALID.match(key), key
+    for measure in ("usage", "wsc", "encoding"):
+        for suffix in ("", "_ci_low", "_ci_high"):
+            assert f"wsca.scanner_id_.{measure}{suffix}" in metrics
+    assert "wsca.ink.usage_p_value" in metrics and "wsca.primary.auc" in metrics
+    assert tags["wsca.task.scanner_id_"] == "scanner id/ü"
+    assert tags["wsca.verdict.ink"] == small_result.verdicts["ink"]
+    assert params["wsca.thresholds.usage"] == "0.25"
+
+
+def test_log_to_real_server_and_read_back_over_rest(small_result, mlflow_server):
+    run_id = wa.log_to_mlflow(
+        small_result, tracking_uri=mlflow_server.uri, experiment_name="wsca-tests", run_name="rest"
+    )
+    assert run_id
+    run = mlflow_server.get("api/2.0/mlflow/runs/get", run_id=run_id)["run"]
+    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    params = {p["key"]: p["value"] for p in run["data"]["params"]}
+    usage = small_result.tasks["scanner id/ü"]["usage"]
+    assert metrics["wsca.scanner_id_.usage"] == pytest.approx(usage["value"])
+    assert metrics["wsca.scanner_id_.usage_ci_low"] == pytest.approx(usage["ci_low"])
+    assert tags["wsca.verdict.scanner_id_"] == small_result.verdicts["scanner id/ü"]
+    assert params["wsca.n_bootstrap"] == "30"
+    assert run["info"]["status"] == "FINISHED"
+    listed = mlflow_server.get("api/2.0/mlflow/artifacts/list", run_id=run_id, path="wsca")
+    names = {f["path"] for f in listed["files"]}
+    assert {"wsca/report.json", "wsca/report.html", "wsca/figures"} <= names
+    body = mlflow_server.get("get-artifact", run_id=run_id, path="wsca/report.json")
+    assert json.loads(body) == small_result.to_dict()
+    back = wa.load_from_mlflow(run_id, tracking_uri=mlflow_server.uri)
+    assert back.to_dict() == small_result.to_dict()
+
+
+def test_log_into_active_run_of_local_store(small_result, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with mlflow.start_run() as active:
+            run_id = wa.log_to_mlflow(small_result, step=3)
+        assert run_id == active.info.run_id
+        hist = MlflowClient().get_metric_history(run_id, "wsca.ink.usage")
+        assert [m.step for m in hist] == [3]
+        assert wa.load_from_mlflow(run_id).verdicts == small_result.verdicts
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_second_audit_into_same_run_keeps_params_and_warns(small_result, mlflow_server):
+    run_id = wa.log_to_mlflow(small_result, tracking_uri=mlflow_server.uri)
+    report = small_result.to_dict()
+    report["settings"]["n_bootstrap"] = 99
+    with pytest.warns(wa.AuditWarning, match="n_bootstrap"):
+        again = wa.log_to_mlflow(wa.AuditResult(report), run_id, tracking_uri=mlflow_server.uri, step=1)
+    assert again == run_id
+    run = MlflowClient(mlflow_server.uri).get_run(run_id)
+    assert run.data.params["wsca.n_bootstrap"] == "30"
+
+
+def test_unreachable_server_keeps_report_then_cli_uploads(small_result, tmp_path, mlflow_server):
+    from conftest import _free_port
+
+    dead = f"http://127.0.0.1:{_free_port()}"
+    with pytest.warns(wa.AuditWarning, match="wsca-audit log") as rec:
+        got = wa.log_to_mlflow(
+            small_result, tracking_uri=dead, experiment_name="later", fallback_dir=tmp_path / "p"
+        )
+    assert got is None
+    (pending,) = (tmp_path / "p").iterdir()
+    assert str(pending) in str(rec[0].message)
+    assert wa.AuditResult.load(pending).to_dict() == small_result.to_dict()
+    assert json.loads((pending / PENDING_NOTE).read_text())["tracking_uri"] == dead
+
+    # still down: a clear error (exit 3), nothing deleted
+    assert cli(["log", str(pending)]) == 3
+    assert (pending / "report.json").is_file()
+    # back (here: another server): upload to it
+    assert cli(["log", str(pending), "--tracking-uri", mlflow_server.uri]) == 0
+    client = MlflowClient(mlflow_server.uri)
+    exp = client.get_experiment_by_name("later")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.metrics["wsca.ink.usage"] == pytest.approx(small_result.tasks["ink"]["usage"]["value"])
+    assert "mlflow-target.json" not in {
+        f.path.split("/")[-1] for f in client.list_artifacts(run.info.run_id, "wsca")
+    }
+
+
+def test_load_from_mlflow_errors_are_audit_errors(mlflow_server):
+    with pytest.raises(wa.AuditError, match=r"could not read wsca/report\.json"):
+        wa.load_from_mlflow("0" * 32, tracking_uri=mlflow_server.uri)
+
+
+def test_log_to_mlflow_rejects_non_results():
+    with warnings.catch_warnings(), pytest.raises(wa.AuditError, match="expects an AuditResult"):
+        wa.log_to_mlflow({"schema_version": 1})

@@ -1,0 +1,316 @@
+"""Model cards (Mitchell et al., "Model Cards for Model Reporting", FAT* 2019) from an audit.
+
+The Markdown card starts with YAML front matter in the Hugging Face Hub's ``model-index``
+format (each metric has ``type``, ``name`` and ``value``), so the Hub shows the primary
+metric and the WSCA usage values; an HTML rendering with the figure embedded is written
+next to it. Cards only read an :class:`AuditResult`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import AuditError
+from .report import AuditResult
+from .tracking import sanitize_name
+
+_VERDICT_TEXT = {
+    "uses": "the model's head USES this variable (beyond what the label explains)",
+    "encoded_not_used": "encoded in the embedding, but the head does not use it",
+    "not_encoded": "not readable from the embedding",
+    "inconclusive": "not decided at this sample size (see the intervals)",
+}
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return f"{x:.{digits}f}"
+
+
+def _ci(block: dict) -> str:
+    return f"{_f(block.get('value'))} [{_f(block.get('ci_low'))}, {_f(block.get('ci_high'))}]"
+
+
+@dataclass
+class _Section:
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    bullets: list[str] = field(default_factory=list)
+    table: tuple[list[str], list[list[str]]] | None = None
+    image: tuple[str, str] | None = None  # (relative path, alt text)
+
+
+def _front_matter(result: AuditResult, model_name: str, meta: dict) -> dict:
+    primary = (result.to_dict().get("primary") or {}).get("metric") or {}
+    metrics = []
+    if primary.get("value") is not None:
+        metrics.append(
+            {"type": primary["name"], "name": f"primary {primary['name']}", "value": primary["value"]}
+        )
+    for name, t in result.tasks.items():
+        if t["usage"].get("value") is not None:
+            metrics.append(
+                {
+                    "type": f"wsca_usage_{sanitize_name(name)}",
+                    "name": f"WSCA usage ({name}); verdict: {t['verdict']}",
+                    "value": t["usage"]["value"],
+                }
+            )
+    front: dict[str, Any] = {}
+    if meta.get("license"):
+        front["license"] = meta["license"]
+    front["tags"] = ["wsca-audit", "shortcut-learning", *meta.get("tags", [])]
+    front["model-index"] = [
+        {
+            "name": model_name,
+            "results": [
+                {
+                    "task": {"type": meta.get("task_type", "image-classification")},
+                    "dataset": {
+                        "name": meta.get("dataset_name") or "evaluation data",
+                        "type": meta.get("dataset_type") or "custom",
+                    },
+                    "metrics": metrics,
+                }
+            ],
+        }
+    ]
+    front["wsca"] = {
+        "schema_version": result["schema_version"],
+        "verdicts": result.verdicts,
+        **({"mlflow_run_id": meta["run_id"]} if meta.get("run_id") else {}),
+    }
+    return front
+
+
+def _sections(result: AuditResult, model_name: str, meta: dict, figure: str | None) -> list:
+    rep = result.to_dict()
+    primary = (rep.get("primary") or {}).get("metric") or {}
+    details = [
+        f"Audited layer: `{rep.get('layer')}` (embedding dimension {rep.get('embedding_dim')}).",
+    ]
+    if meta.get("model_details"):
+        details.insert(0, meta["model_details"])
+    if meta.get("run_id"):
+        details.append(f"Generated from MLflow run `{meta['run_id']}`.")
+    s = [
+        _Section("Model details", paragraphs=details),
+        _Section(
+            "Intended use",
+            paragraphs=[meta.get("intended_use") or "Not stated by the model's authors."],
+            bullets=[f"Out of scope: {meta['out_of_scope']}"] if meta.get("out_of_scope") else [],
+        ),
+        _Section(
+            "Factors",
+            paragraphs=[
+                "The audit asks, for each metadata variable below, whether the model's own "
+                "classification head relies on it (acquisition factors such as scanner or "
+                "site should not drive a clinical prediction)."
+            ],
+            bullets=[f"`{n}` ({t['kind']}): {_VERDICT_TEXT.get(t['verdict'], t['verdict'])}"
+                     for n, t in result.tasks.items()],
+        ),
+        _Section(
+            "Metrics",
+            paragraphs=[
+                f"Primary metric on the evaluation data: {primary.get('name', '-')} "
+                f"{_ci(primary)} (95% bootstrap CI).",
+                "WSCA `usage`: correlation of the model's head with an auxiliary head for the "
+                "variable, after removing the label (within-class centring), in the embedding's "
+                "covariance metric. `wsc`: the published weight-space cosine. `encoding`: "
+                "held-out AUC or R² of the variable from the embedding. p-values are "
+                "permutation tests within label strata, Benjamini-Hochberg adjusted.",
+            ],
+        ),
+        _Section(
+            "Evaluation data",
+            paragraphs=[
+                meta.get("evaluation_data")
+                or f"{rep.get('n_samples')} samples (description not provided)."
+            ],
+        ),
+    ]
+    rows = [
+        [
+            f"`{n}`",
+            t["kind"],
+            f"{t['encoding']['metric']} {_ci(t['encoding'])}",
+            _ci(t["wsc"]),
+            _ci(t["usage"]),
+            _f(t["usage"].get("p_value"), 4),
+            f"**{t['verdict']}**",
+        ]
+        for n, t in result.tasks.items()
+    ]
+    quant = _Section(
+        "Quantitative analyses",
+        table=(["variable", "kind", "encoding", "wsc", "usage", "p (usage)", "verdict"], rows),
+    )
+    if figure:
+        quant.image = (figure, "WSCA summary: usage and wsc per variable with 95% CIs")
+    s.append(quant)
+    caveats = list(meta.get("caveats") or [])
+    flagged = [n for n, v in result.verdicts.items() if v == "uses"]
+    if flagged:
+        caveats.insert(
+            0,
+            "The head uses " + ", ".join(f"`{n}`" for n in flagged) + ": predictions may "
+            "change with acquisition conditions and not only with the clinical signal.",
+        )
+    caveats += [f"Audit warning: {w}" for w in result.warnings]
+    caveats.append(
+        "WSCA measures linear alignment of the final head with each variable on this "
+        "evaluation data; it does not prove the absence of non-linear or unlisted shortcuts."
+    )
+    s.append(_Section("Caveats and recommendations", bullets=caveats))
+    return s
+
+
+def _markdown(front: dict, title: str, sections: list[_Section]) -> str:
+    import yaml
+
+    out = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "", f"# {title}", ""]
+    for sec in sections:
+        out += [f"## {sec.title}", ""]
+        for p in sec.paragraphs:
+            out += [p, ""]
+        if sec.bullets:
+            out += [f"- {b}" for b in sec.bullets] + [""]
+        if sec.table:
+            head, rows = sec.table
+            cell = lambda c: str(c).replace("|", "\\|")  # noqa: E731
+            out.append("| " + " | ".join(head) + " |")
+            out.append("|" + "---|" * len(head))
+            out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+            out.append("")
+        if sec.image:
+            out += [f"![{sec.image[1]}]({sec.image[0]})", ""]
+    return "\n".join(out)
+
+
+def _inline(text: str) -> str:
+    """Escape, then render the two Markdown spans the card uses: `code` and **bold**."""
+    import re
+
+    t = html.escape(text)
+    t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", t)
+
+
+def _html(title: str, sections: list[_Section], png: bytes | None) -> str:
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for sec in sections:
+        body.append(f"<h2>{html.escape(sec.title)}</h2>")
+        body += [f"<p>{_inline(p)}</p>" for p in sec.paragraphs]
+        if sec.bullets:
+            body.append("<ul>" + "".join(f"<li>{_inline(b)}</li>" for b in sec.bullets) + "</ul>")
+        if sec.table:
+            head, rows = sec.table
+            body.append(
+                "<table><tr>"
+                + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+                + "</tr>"
+                + "".join(
+                    "<tr>" + "".join(f"<td>{_inline(str(c))}</td>" for c in r) + "</tr>"
+                    for r in rows
+                )
+                + "</table>"
+            )
+        if sec.image and png:
+            body.append(
+                f"<img alt='{html.escape(sec.image[1])}' style='max-width:100%' "
+                f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+            )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:70em}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
+th{{background:#f4f4f4}}</style></head><body>
+{chr(10).join(body)}
+</body></html>
+"""
+
+
+def write_model_card(
+    result: AuditResult,
+    path: str | Path = "MODEL_CARD.md",
+    *,
+    model_name: str = "model",
+    intended_use: str | None = None,
+    out_of_scope: str | None = None,
+    model_details: str | None = None,
+    evaluation_data: str | None = None,
+    dataset_name: str | None = None,
+    caveats: list[str] | None = None,
+    license: str | None = None,
+    tags: list[str] | None = None,
+    run_id: str | None = None,
+    html_path: str | Path | None = None,
+) -> Path:
+    """Write a Markdown model card (with HF ``model-index`` front matter) and its HTML.
+
+    The summary figure is written to ``<card stem>_figures/wsca_summary.png`` and linked
+    from the Markdown; the HTML (default: the card's path with ``.html``) embeds it.
+
+    Parameters
+    ----------
+    result : AuditResult
+    path : path of the Markdown card.
+    model_name, intended_use, out_of_scope, model_details, evaluation_data, dataset_name,
+    caveats, license, tags : the card's free-text fields (None: a neutral placeholder).
+    run_id : the MLflow run the audit came from; stated in the card and front matter.
+
+    Returns
+    -------
+    Path of the Markdown card.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> res = AuditResult({"schema_version": 1, "tasks": {}, "warnings": [], "n_samples": 10})
+    >>> p = write_model_card(res, pathlib.Path(tempfile.mkdtemp()) / "CARD.md", model_name="m")
+    >>> p.read_text().startswith("---")
+    True
+    """
+    if not isinstance(result, AuditResult):
+        raise AuditError(f"write_model_card expects an AuditResult, got {type(result).__name__}")
+    path = Path(path)
+    meta = {
+        "intended_use": intended_use,
+        "out_of_scope": out_of_scope,
+        "model_details": model_details,
+        "evaluation_data": evaluation_data,
+        "dataset_name": dataset_name,
+        "caveats": caveats,
+        "license": license,
+        "tags": tags or [],
+        "run_id": run_id,
+    }
+    png = None
+    figure_rel = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if result.tasks:
+            buf = io.BytesIO()
+            result.figure().savefig(buf, format="png", dpi=110)
+            png = buf.getvalue()
+            fig_dir = path.parent / f"{path.stem}_figures"
+            fig_dir.mkdir(exist_ok=True)
+            (fig_dir / "wsca_summary.png").write_bytes(png)
+            figure_rel = f"{fig_dir.name}/wsca_summary.png"
+        title = f"Model card: {model_name}"
+        sections = _sections(result, model_name, meta, figure_rel)
+        path.write_text(_markdown(_front_matter(result, model_name, meta), title, sections),
+                        encoding="utf-8")
+        out_html = Path(html_path) if html_path else path.with_suffix(".html")
+        out_html.write_text(_html(title, sections, png), encoding="utf-8")
+    except OSError as exc:
+        raise AuditError(f"could not write the model card to {path}: {exc}") from exc
+    return path

@@ -1,0 +1,182 @@
+"""The ``wsca-audit`` command: demo, report, card, log.
+
+Exit codes (for CI pipelines):
+  0  success (and no task has a verdict named by --fail-on)
+  1  a task has a verdict named by --fail-on (or the demo's verdicts did not differ)
+  2  bad command line (argparse)
+  3  the library refused the input or could not reach MLflow (the message says why)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from .errors import AuditError
+
+VERDICTS = ("uses", "encoded_not_used", "not_encoded", "inconclusive")
+EXIT_FLAGGED = 1
+EXIT_ERROR = 3
+
+
+def _fail_on(result, verdicts: list[str] | None) -> int:
+    if not verdicts:
+        return 0
+    hit = {n: v for n, v in result.verdicts.items() if v in verdicts}
+    if hit:
+        print(f"--fail-on {','.join(verdicts)}: " + ", ".join(f"{n}={v}" for n, v in hit.items()),
+              file=sys.stderr)
+        return EXIT_FLAGGED
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    return demo.main_from_args(args)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import AuditResult
+    from .tracking import load_from_mlflow
+
+    if args.run_id:
+        result = load_from_mlflow(args.run_id, tracking_uri=args.tracking_uri)
+    elif args.dir:
+        result = AuditResult.load(args.dir)
+    else:
+        raise AuditError("give a report folder (or report.json) or --run-id")
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
+    return _fail_on(result, args.fail_on)
+
+
+def _cmd_card(args: argparse.Namespace) -> int:
+    from .card import write_model_card
+    from .report import AuditResult
+    from .tracking import load_from_mlflow
+
+    if args.run_id:
+        result = load_from_mlflow(args.run_id, tracking_uri=args.tracking_uri)
+    elif args.report:
+        result = AuditResult.load(args.report)
+    else:
+        raise AuditError("give --run-id ID (an MLflow run) or --report DIR (a saved report)")
+    path = write_model_card(
+        result,
+        args.out,
+        model_name=args.model_name,
+        intended_use=args.intended_use,
+        evaluation_data=args.evaluation_data,
+        license=args.license,
+        run_id=args.run_id,
+    )
+    print(f"model card: {path} (HTML: {path.with_suffix('.html')})")
+    return _fail_on(result, args.fail_on)
+
+
+def _cmd_log(args: argparse.Namespace) -> int:
+    from .tracking import log_saved
+
+    run_id = log_saved(
+        args.dir,
+        args.run_id,
+        experiment_name=args.experiment,
+        run_name=args.run_name,
+        tracking_uri=args.tracking_uri,
+    )
+    print(f"logged {args.dir} to MLflow run {run_id}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .demo import add_arguments as demo_arguments
+
+    ap = argparse.ArgumentParser(
+        prog="wsca-audit",
+        description="Audit PyTorch classifiers for shortcut learning (Weight Space "
+        "Correlation Analysis): does the model's head USE scanner, site, sex...?",
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--version", action="version", version=f"wsca-audit {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fail_on = {
+        "action": "append",
+        "choices": VERDICTS,
+        "metavar": "VERDICT",
+        "help": "exit with status 1 when any task has this verdict (repeatable), e.g. "
+        "--fail-on uses",
+    }
+    uri = {"help": "MLflow tracking URI (default: MLFLOW_TRACKING_URI or MLflow's local store)"}
+
+    p = sub.add_parser(
+        "demo",
+        help="audit a pretrained MobileNetV2 on real brain MRI, with and without a shortcut",
+        description="Train (or load cached) two tumour classifiers on Br35H MRI, one with a "
+        "planted scanner shortcut; audit both, log MLflow runs and write model cards. "
+        "Exit 0 when the verdicts tell the two models apart.",
+    )
+    demo_arguments(p)
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("report", help="print the summary of a saved report (folder, file or run)",
+                       description="Print a report's summary table (or its JSON).")
+    p.add_argument("dir", nargs="?", help="report folder or report.json")
+    p.add_argument("--run-id", help="read the report from this MLflow run instead")
+    p.add_argument("--tracking-uri", **uri)
+    p.add_argument("--json", action="store_true", help="print the full JSON report")
+    p.add_argument("--fail-on", **fail_on)
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("card", help="write a model card (Markdown + HTML) from a run or report",
+                       description="Write a model card after Mitchell et al. with Hugging Face "
+                       "model-index front matter and an HTML rendering.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run-id", help="MLflow run holding a wsca report")
+    src.add_argument("--report", help="saved report folder or report.json")
+    p.add_argument("--out", default="MODEL_CARD.md", help="card path (default: MODEL_CARD.md)")
+    p.add_argument("--model-name", default="model")
+    p.add_argument("--intended-use")
+    p.add_argument("--evaluation-data", help="one sentence on the evaluation data")
+    p.add_argument("--license")
+    p.add_argument("--tracking-uri", **uri)
+    p.add_argument("--fail-on", **fail_on)
+    p.set_defaults(func=_cmd_card)
+
+    p = sub.add_parser("log", help="upload a saved report folder to MLflow (e.g. after an outage)",
+                       description="Upload a report folder written by result.save() or kept by "
+                       "log_to_mlflow when the server was unreachable. Without --run-id the "
+                       "run recorded in the folder (if any) is used, else a new run.")
+    p.add_argument("dir", help="report folder")
+    p.add_argument("--run-id")
+    p.add_argument("--experiment", help="experiment name for a new run")
+    p.add_argument("--run-name")
+    p.add_argument("--tracking-uri", **uri)
+    p.set_defaults(func=_cmd_log)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``wsca-audit`` console script.
+
+    Examples
+    --------
+    >>> import contextlib, io
+    >>> with contextlib.redirect_stderr(io.StringIO()) as err:
+    ...     code = main(["report", "/nonexistent"])
+    >>> code, err.getvalue().strip()
+    (3, 'error: no report at /nonexistent')
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except AuditError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

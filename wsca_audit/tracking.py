@@ -1,0 +1,406 @@
+"""MLflow logging of an AuditResult, and reading it back.
+
+Names (stable across versions; metadata names are sanitised to ``[A-Za-z0-9_.-]``):
+
+- metrics ``wsca.<task>.usage``, ``wsca.<task>.wsc``, ``wsca.<task>.encoding``, each with
+  ``_ci_low`` / ``_ci_high``, plus ``wsca.<task>.usage_p_value`` and ``wsca.<task>.wsc_p_value``;
+  ``wsca.primary.<auc|accuracy>`` (with CI) and ``wsca.runtime_s``;
+- params ``wsca.<setting>`` (nested settings joined with dots, e.g. ``wsca.thresholds.usage``);
+- tags ``wsca.verdict.<task>``, ``wsca.task.<task>`` (the original metadata name),
+  ``wsca.flagged`` (tasks with verdict ``uses``, comma-separated), ``wsca.schema_version``,
+  ``wsca.version``, ``wsca.layer``;
+- artifacts under ``wsca/``: ``report.json``, ``report.html``, ``figures/*.png`` and any
+  other file saved with the report (attribution overlays, model card).
+
+Nothing is lost when the tracking server is down: the report is first written to a local
+staging folder; if the upload fails it is moved to ``fallback_dir`` with a note of the
+intended run, an :class:`AuditWarning` says where, and ``wsca-audit log DIR`` uploads it
+later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import AuditError, AuditWarning
+from .report import REPORT_JSON, AuditResult
+
+ARTIFACT_PATH = "wsca"
+PENDING_NOTE = "mlflow-target.json"
+_MEASURES = ("usage", "wsc", "encoding")
+# MLflow's own defaults retry 7 times with exponential back-off (minutes when a server is
+# gone); an audit should fall back to disk quickly instead. User settings take precedence.
+_FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
+def sanitize_name(name: str) -> str:
+    """A metric/tag/file-safe version of a metadata name (stable across versions).
+
+    Characters outside ``[A-Za-z0-9_.-]`` become ``_``; dots may not start the name or
+    repeat (so no ``..`` path component can arise).
+
+    Examples
+    --------
+    >>> sanitize_name("scanner vendor/model (%)")
+    'scanner_vendor_model_'
+    >>> sanitize_name("../etc")
+    'etc'
+    """
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name))
+    safe = re.sub(r"\.{2,}", ".", safe).lstrip("._").rstrip(".") or "task"
+    return safe[:200]
+
+
+def task_keys(names: list[str]) -> dict[str, str]:
+    """Map task names to unique sanitised keys (``_2``, ``_3``... on collisions)."""
+    keys: dict[str, str] = {}
+    used: set[str] = set()
+    for name in names:
+        base = key = sanitize_name(name)
+        i = 2
+        while key in used:
+            key = f"{base}_{i}"
+            i += 1
+        used.add(key)
+        keys[name] = key
+    return keys
+
+
+def _flatten(prefix: str, d: dict) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{sanitize_name(k)}"
+        if isinstance(v, dict):
+            out.update(_flatten(key, v))
+        else:
+            out[key] = v
+    return out
+
+
+def mlflow_payload(result: AuditResult) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
+    """The (metrics, params, tags) that :func:`log_to_mlflow` writes, as plain dicts.
+
+    Examples
+    --------
+    >>> from wsca_audit.report import AuditResult
+    >>> rep = {"schema_version": 1, "warnings": [], "settings": {"seed": 0}, "tasks": {
+    ...     "site A": {"kind": "categorical", "verdict": "uses",
+    ...     "encoding": {"metric": "auc", "value": 0.9, "ci_low": 0.8, "ci_high": 0.95},
+    ...     "wsc": {"value": 0.1, "ci_low": 0.0, "ci_high": 0.2, "p_value": 0.5},
+    ...     "usage": {"value": 0.6, "ci_low": 0.5, "ci_high": 0.7, "p_value": 0.01}}}}
+    >>> metrics, params, tags = mlflow_payload(AuditResult(rep))
+    >>> metrics["wsca.site_A.usage"], params["wsca.seed"], tags["wsca.verdict.site_A"]
+    (0.6, '0', 'uses')
+    """
+    from . import __version__
+
+    report = result.to_dict()
+    keys = task_keys(list(result.tasks))
+    metrics: dict[str, float] = {}
+
+    def put(name: str, block: dict, value_key: str = "value") -> None:
+        for suffix, field in (("", value_key), ("_ci_low", "ci_low"), ("_ci_high", "ci_high")):
+            if block.get(field) is not None:
+                metrics[name + suffix] = float(block[field])
+
+    for name, task in result.tasks.items():
+        prefix = f"wsca.{keys[name]}"
+        for measure in _MEASURES:
+            block = task.get(measure) or {}
+            put(f"{prefix}.{measure}", block)
+            if block.get("p_value") is not None:
+                metrics[f"{prefix}.{measure}_p_value"] = float(block["p_value"])
+    primary = (report.get("primary") or {}).get("metric") or {}
+    if primary.get("name"):
+        put(f"wsca.primary.{sanitize_name(primary['name'])}", primary)
+    settings = dict(report.get("settings") or {})
+    runtime = settings.pop("runtime_s", None)
+    if runtime is not None:
+        metrics["wsca.runtime_s"] = float(runtime)
+    params = {k: str(v)[:6000] for k, v in _flatten("wsca", settings).items()}
+    tags = {
+        "wsca.schema_version": str(report.get("schema_version")),
+        "wsca.version": __version__,
+        "wsca.layer": str(report.get("layer")),
+        "wsca.flagged": ",".join(n for n, v in result.verdicts.items() if v == "uses"),
+    }
+    for name, task in result.tasks.items():
+        tags[f"wsca.verdict.{keys[name]}"] = str(task.get("verdict"))
+        tags[f"wsca.task.{keys[name]}"] = name[:5000]
+    return metrics, params, tags
+
+
+@contextlib.contextmanager
+def _fast_fail() -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in _FAST_FAIL_ENV}
+    for k, v in _FAST_FAIL_ENV.items():
+        os.environ.setdefault(k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+
+
+def _import_mlflow():
+    try:
+        import mlflow
+    except ImportError as exc:
+        raise AuditError(
+            "MLflow is not installed; `pip install 'wsca-audit[mlflow]'` (or `pip install mlflow`)"
+        ) from exc
+    return mlflow
+
+
+def _check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when an HTTP tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            resp.read(64)
+    except OSError as exc:  # URLError, ConnectionRefused, timeouts
+        raise ConnectionError(f"MLflow tracking server {uri} is unreachable: {exc}") from exc
+
+
+def _upload(
+    directory: Path,
+    *,
+    run_id: str | None,
+    experiment_name: str | None,
+    run_name: str | None,
+    tracking_uri: str | None,
+    metrics: dict[str, float],
+    params: dict[str, str],
+    tags: dict[str, str],
+    step: int | None,
+    artifact_path: str,
+) -> str:
+    mlflow = _import_mlflow()
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    _check_reachable(uri)
+    client = MlflowClient(tracking_uri=uri)
+    created = False
+    if run_id is None:
+        active = mlflow.active_run()
+        if active is not None and tracking_uri in (None, mlflow.get_tracking_uri()):
+            run_id = active.info.run_id
+        else:
+            exp_id = "0"
+            if experiment_name:
+                exp = client.get_experiment_by_name(experiment_name)
+                exp_id = exp.experiment_id if exp else client.create_experiment(experiment_name)
+            run_id = client.create_run(exp_id, run_name=run_name).info.run_id
+            created = True
+    # Params are immutable in MLflow: re-auditing into the same run (e.g. every epoch)
+    # keeps the first value and says so instead of failing.
+    existing = client.get_run(run_id).data.params
+    clash = sorted(k for k, v in params.items() if k in existing and existing[k] != v)
+    if clash:
+        warnings.warn(
+            f"run {run_id} already has different values for params {clash}; kept the old ones",
+            AuditWarning,
+            stacklevel=3,
+        )
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, now, step or 0) for k, v in metrics.items()],
+        params=[Param(k, v) for k, v in params.items() if k not in existing],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+    )
+    client.log_artifacts(run_id, str(directory), artifact_path)
+    if created:
+        client.set_terminated(run_id)
+    return run_id
+
+
+def log_to_mlflow(
+    result: AuditResult,
+    run_id: str | None = None,
+    *,
+    experiment_name: str | None = None,
+    run_name: str | None = None,
+    tracking_uri: str | None = None,
+    step: int | None = None,
+    extra_dir: str | Path | None = None,
+    artifact_path: str = ARTIFACT_PATH,
+    fallback_dir: str | Path = "wsca-pending",
+) -> str | None:
+    """Log an audit into an MLflow run: metrics, params, tags and the report artifacts.
+
+    Parameters
+    ----------
+    result : AuditResult
+    run_id : str, optional
+        Log into this run. Default: the active run (``mlflow.start_run()``), else a new
+        run in ``experiment_name`` (MLflow's default experiment when None), ended after.
+    tracking_uri : str, optional
+        Default: MLflow's own (``MLFLOW_TRACKING_URI`` or the local ``sqlite:///mlflow.db``).
+    step : int, optional
+        Metric step, e.g. the epoch when auditing during training.
+    extra_dir : path, optional
+        A folder whose files are uploaded with the report (e.g. attribution overlays).
+    fallback_dir : path
+        Where the report is kept when the upload fails.
+
+    Returns
+    -------
+    str or None
+        The run id, or None when MLflow could not be reached (see the warning: the
+        report was saved under ``fallback_dir`` and ``wsca-audit log DIR`` uploads it).
+
+    Examples
+    --------
+    >>> import tempfile, wsca_audit as wa
+    >>> res = wa.AuditResult({"schema_version": 1, "tasks": {}, "warnings": []})
+    >>> store = f"sqlite:///{tempfile.mkdtemp()}/mlflow.db"
+    >>> run_id = wa.log_to_mlflow(res, tracking_uri=store, experiment_name="audits")
+    >>> wa.load_from_mlflow(run_id, tracking_uri=store).verdicts
+    {}
+    """
+    if not isinstance(result, AuditResult):
+        raise AuditError(f"log_to_mlflow expects an AuditResult, got {type(result).__name__}")
+    metrics, params, tags = mlflow_payload(result)
+    stage = Path(tempfile.mkdtemp(prefix="wsca-stage-"))
+    try:
+        result.save(stage)
+        if extra_dir is not None:
+            shutil.copytree(extra_dir, stage, dirs_exist_ok=True)
+        try:
+            with _fast_fail():
+                return _upload(
+                    stage,
+                    run_id=run_id,
+                    experiment_name=experiment_name,
+                    run_name=run_name,
+                    tracking_uri=tracking_uri,
+                    metrics=metrics,
+                    params=params,
+                    tags=tags,
+                    step=step,
+                    artifact_path=artifact_path,
+                )
+        except AuditError:
+            raise
+        except Exception as exc:  # any transport/server failure: keep the report on disk
+            target = Path(fallback_dir) / time.strftime("%Y%m%d-%H%M%S")
+            n = 1
+            while target.exists():
+                n += 1
+                target = Path(fallback_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-{n}"
+            shutil.copytree(stage, target)
+            note = {
+                "run_id": run_id,
+                "experiment_name": experiment_name,
+                "run_name": run_name,
+                "tracking_uri": tracking_uri,
+                "step": step,
+                "artifact_path": artifact_path,
+                "error": f"{type(exc).__name__}: {exc}"[:2000],
+            }
+            (target / PENDING_NOTE).write_text(json.dumps(note, indent=2))
+            warnings.warn(
+                f"could not log to MLflow ({type(exc).__name__}: {str(exc)[:300]}). The report "
+                f"is saved in {target}; upload it later with `wsca-audit log {target}`",
+                AuditWarning,
+                stacklevel=2,
+            )
+            return None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def log_saved(
+    directory: str | Path,
+    run_id: str | None = None,
+    *,
+    experiment_name: str | None = None,
+    run_name: str | None = None,
+    tracking_uri: str | None = None,
+) -> str:
+    """Upload a saved report folder (``result.save(...)`` or a fallback) to MLflow.
+
+    Arguments left as None are taken from the folder's ``mlflow-target.json`` when it
+    has one (the run the failed upload meant to reach). Raises :class:`AuditError` when
+    the server is still unreachable; nothing is deleted. Returns the run id.
+    """
+    directory = Path(directory)
+    result = AuditResult.load(directory)  # validates before anything is sent
+    note: dict[str, Any] = {}
+    if (directory / PENDING_NOTE).is_file():
+        note = json.loads((directory / PENDING_NOTE).read_text())
+    metrics, params, tags = mlflow_payload(result)
+    stage = Path(tempfile.mkdtemp(prefix="wsca-stage-"))
+    try:
+        shutil.copytree(directory, stage, dirs_exist_ok=True)
+        (stage / PENDING_NOTE).unlink(missing_ok=True)
+        with _fast_fail():
+            return _upload(
+                stage,
+                run_id=run_id or note.get("run_id"),
+                experiment_name=experiment_name or note.get("experiment_name"),
+                run_name=run_name or note.get("run_name"),
+                tracking_uri=tracking_uri or note.get("tracking_uri"),
+                metrics=metrics,
+                params=params,
+                tags=tags,
+                step=note.get("step"),
+                artifact_path=note.get("artifact_path") or ARTIFACT_PATH,
+            )
+    except AuditError:
+        raise
+    except Exception as exc:
+        raise AuditError(
+            f"could not upload {directory} to MLflow ({type(exc).__name__}: {str(exc)[:300]}); "
+            "the folder is unchanged, try again when the server is back"
+        ) from exc
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def load_from_mlflow(
+    run_id: str, *, tracking_uri: str | None = None, artifact_path: str = ARTIFACT_PATH
+) -> AuditResult:
+    """Read the report logged by :func:`log_to_mlflow` back into an AuditResult.
+
+    Examples
+    --------
+    >>> import contextlib, io, tempfile
+    >>> store = f"sqlite:///{tempfile.mkdtemp()}/mlflow.db"
+    >>> with contextlib.redirect_stderr(io.StringIO()):
+    ...     load_from_mlflow("no-such-run", tracking_uri=store)
+    Traceback (most recent call last):
+    ...
+    wsca_audit.errors.AuditError: could not read wsca/report.json of MLflow run 'no-such-run': ...
+    """
+    _import_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    with tempfile.TemporaryDirectory(prefix="wsca-load-") as tmp:
+        try:
+            with _fast_fail():
+                local = MlflowClient(tracking_uri=tracking_uri).download_artifacts(
+                    run_id, f"{artifact_path}/{REPORT_JSON}", tmp
+                )
+        except Exception as exc:
+            raise AuditError(
+                f"could not read {artifact_path}/{REPORT_JSON} of MLflow run {run_id!r}: "
+                f"{type(exc).__name__}: {str(exc)[:300]}"
+            ) from exc
+        return AuditResult.load(local)
