@@ -49,7 +49,7 @@ def pca_basis(Z: Tensor, variance: float = 0.99, min_components: int = 50) -> tu
     if total <= 0:
         return evecs.T.to(Z.dtype), 1.0
     share = torch.cumsum(evals, 0) / total
-    k = int(torch.searchsorted(share, torch.tensor(variance, dtype=share.dtype))) + 1
+    k = int(torch.searchsorted(share, share.new_tensor(variance))) + 1
     k = min(max(k, min_components), Z.shape[1])
     return evecs[:, :k].T.contiguous().to(Z.dtype), float(share[k - 1])
 

@@ -273,12 +273,17 @@ class BatchedLinearHead:
             grad = grad * active[None, :, None]
             precond = self._preconditioner(X1, S, curv, pen, groups)
 
-            def hvp(v, curv=curv):
-                return lin_t(self._curv_times(curv, S, lin(v))) + pen * v
+            def hvp(v, idx, curv=curv):  # Hessian products for the problems in idx
+                m = idx.numel()
+                d_eta = (X1 @ v.reshape(d1, -1)).reshape(n, m, k)
+                g = self._curv_times(curv[:, idx], S[:, idx], d_eta)
+                return (X1.T @ g.reshape(n, -1)).reshape(d1, m, k) + pen * v
 
-            # inexact Newton: loose CG early, tight near the optimum; a quadratic loss
+            # inexact Newton: loose CG early, tighter near the optimum (floored at 1e-2:
+            # a linear rate of 1e-2 per Newton step is plenty, and a shared
+            # preconditioner needs many CG steps for tighter solves); a quadratic loss
             # is solved in one exact step
-            forcing = torch.clamp(torch.sqrt(gmax / scale), max=0.5)
+            forcing = torch.clamp(torch.sqrt(gmax / scale), min=1e-2, max=0.5)
             if self.loss == "squared":
                 forcing = torch.full_like(forcing, 1e-7)
             step = _pcg(hvp, precond, -grad, self.max_cg, forcing)
@@ -303,17 +308,48 @@ class BatchedLinearHead:
         return theta, it
 
     def _preconditioner(self, X1, S, curv, pen, groups):
-        """Cholesky factors of the group-average Hessian, one block per output."""
-        d1 = X1.shape[1]
-        diag = self._diag_curv(curv, S)  # (N, P, K)
-        eye = torch.eye(d1, dtype=torch.float64, device=X1.device)
+        """Cholesky factors of the group-average Hessian (exact in its class coupling).
+
+        Binary and ridge heads have one (D+1)-square block. A softmax head couples its
+        classes (curvature diag(p) - p p^T per sample); ignoring that coupling cost 25-30
+        CG steps per Newton step, so the factor is of the full K(D+1)-square Hessian,
+        built from at most ``_PRECOND_ROWS`` evenly spaced rows (a preconditioner only
+        needs to be close).
+        """
+        n, d1 = X1.shape
+        k = curv.shape[-1]
+        multinomial = self.loss == "multinomial"
         reg = pen[:, 0, 0].to(torch.float64)
+        rows = None
+        if multinomial and n > max(_PRECOND_ROWS, 4 * d1):
+            rows = torch.linspace(0, n - 1, max(_PRECOND_ROWS, 4 * d1), device=X1.device).long()
+        Xr = X1 if rows is None else X1[rows]
+        scale = 1.0 if rows is None else n / len(rows)
         factors = []
         for gid in torch.unique(groups).tolist():
             idx = torch.nonzero(groups == gid).flatten().to(X1.device)
-            cbar = diag[:, idx, :].mean(1)  # (N, K)
-            blocks = torch.einsum("nd,nk,ne->kde", X1, cbar, X1).to(torch.float64)
-            blocks = blocks + torch.diag(reg)
+            if multinomial:
+                p = curv[:, idx, :] if rows is None else curv[rows][:, idx, :]
+                w = (S[:, idx] if rows is None else S[rows][:, idx])[..., None]
+                # group mean of S * (diag(p) - p p^T): (rows, K, K)
+                cbar = torch.diag_embed((w * p).mean(1)) - torch.einsum("njk,njl->nkl", w * p, p) / len(idx)
+                H = torch.einsum("nd,nkl,ne->kdle", Xr, cbar * scale, Xr).reshape(k * d1, k * d1)
+                H = H.to(torch.float64) + torch.diag(reg.repeat(k))
+                # Lift the class-sum directions (curvature: penalty only, zero for the
+                # intercept) to the typical curvature. H maps zero-sum vectors to
+                # zero-sum vectors and CG stays among them, so this changes nothing
+                # there, but it makes the factor well conditioned (in float32 too).
+                ones = torch.full((k, k), 1.0 / k, dtype=torch.float64, device=X1.device)
+                eye_d = torch.eye(d1, dtype=torch.float64, device=X1.device)
+                H = H + H.diagonal().mean() * torch.kron(ones, eye_d)
+                blocks = H[None]
+            else:
+                cbar = self._diag_curv(curv, S)[:, idx, :].mean(1)  # (N, 1)
+                blocks = torch.einsum("nd,nk,ne->kde", X1, cbar, X1).to(torch.float64)
+                blocks = blocks + torch.diag(reg)
+            if not bool(torch.isfinite(blocks).all()):
+                raise AuditError("the head's curvature is not finite (NaN or inf in the inputs?)")
+            eye = torch.eye(blocks.shape[-1], dtype=torch.float64, device=X1.device)
             # a little jitter keeps the factor defined for a curvature-free intercept
             jitter = 1e-8 * blocks.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-12)
             L, info = torch.linalg.cholesky_ex(blocks + jitter[:, None, None] * eye)
@@ -322,41 +358,76 @@ class BatchedLinearHead:
                 L, info = torch.linalg.cholesky_ex(blocks + jitter[:, None, None] * eye)
             factors.append((idx, L.to(X1.dtype)))
 
-        def apply(r):  # (D1, P, K)
+        gid_of = torch.empty(curv.shape[1], dtype=torch.long, device=X1.device)
+        for i, (idx, _) in enumerate(factors):
+            gid_of[idx] = i
+
+        def apply(r, sub):  # r: (D1, len(sub), K) for the problems in sub
             out = torch.empty_like(r)
-            for idx, L in factors:
-                rg = r[:, idx, :].permute(2, 0, 1)  # (K, D1, Pg)
-                out[:, idx, :] = torch.cholesky_solve(rg, L).permute(1, 2, 0)
+            g_sub = gid_of[sub]
+            for i, (_, L) in enumerate(factors):
+                cols = torch.nonzero(g_sub == i).flatten()
+                if cols.numel() == 0:
+                    continue
+                if multinomial:  # class-major stacking, as H above
+                    rg = r[:, cols, :].permute(2, 0, 1).reshape(k * d1, -1)
+                    sol = torch.cholesky_solve(rg, L[0]).reshape(k, d1, -1)
+                    out[:, cols, :] = sol.permute(1, 2, 0)
+                else:
+                    rg = r[:, cols, :].permute(2, 0, 1)  # (1, D1, m)
+                    out[:, cols, :] = torch.cholesky_solve(rg, L).permute(1, 2, 0)
+            if multinomial:
+                # Softmax is unchanged when one vector is added to every class: along
+                # that direction the Hessian is only the penalty (zero for the
+                # intercept), and the solution has class-sums of zero. Gradients and
+                # Hessian products keep zero class-sums; keep CG's directions there too,
+                # or it wastes steps (and precision) drifting along that direction.
+                out -= out.mean(-1, keepdim=True)
             return out
 
         return apply
 
 
+_PRECOND_ROWS = 4096
+
+
 def _pcg(hvp, precond, b: Tensor, max_iter: int, rtol: Tensor) -> Tensor:
-    """Batched preconditioned conjugate gradients; problems are columns of dim 1."""
+    """Batched preconditioned conjugate gradients; problems are columns of dim 1.
+
+    Each iteration works only on the problems still running (``hvp(v, idx)`` and
+    ``precond(r, idx)`` take the column subset), so a few slow problems do not make
+    every problem pay for their extra iterations.
+    """
 
     def dot(u, v):
         return (u * v).sum((0, 2))
 
+    all_idx = torch.arange(b.shape[1], device=b.device)
     x = torch.zeros_like(b)
     r = b.clone()
-    z = precond(r)
+    z = precond(r, all_idx)
     p = z.clone()
     rz = dot(r, z)
     bnorm = dot(b, b).sqrt()
     running = bnorm > 0
     for _ in range(max_iter):
-        Ap = hvp(p)
-        pAp = dot(p, Ap)
-        alpha = torch.where(running & (pAp > 0), rz / pAp.clamp_min(1e-30), torch.zeros_like(rz))
-        x = x + alpha[None, :, None] * p
-        r = r - alpha[None, :, None] * Ap
-        running = running & (dot(r, r).sqrt() > rtol * bnorm)
-        if not bool(running.any()):
+        idx = torch.nonzero(running).flatten()
+        if idx.numel() == 0:
             break
-        z = precond(r)
-        rz_new = dot(r, z)
-        beta = torch.where(running, rz_new / rz.clamp_min(1e-30), torch.zeros_like(rz))
-        p = z + beta[None, :, None] * p
-        rz = rz_new
+        p_i, r_i = p[:, idx], r[:, idx]
+        Ap = hvp(p_i, idx)
+        pAp = dot(p_i, Ap)
+        alpha = torch.where(pAp > 0, rz[idx] / pAp.clamp_min(1e-30), torch.zeros_like(pAp))
+        x[:, idx] += alpha[None, :, None] * p_i
+        r_i = r_i - alpha[None, :, None] * Ap
+        r[:, idx] = r_i
+        still = (dot(r_i, r_i).sqrt() > rtol[idx] * bnorm[idx]) & (pAp > 0)
+        z_i = precond(r_i, idx)
+        rz_new = dot(r_i, z_i)
+        # rounding can leave a tiny residual with r.z <= 0: that problem is done
+        still &= rz_new > 0
+        beta = torch.where(still, rz_new / rz[idx].clamp_min(1e-30), torch.zeros_like(rz_new))
+        p[:, idx] = z_i + beta[None, :, None] * p_i
+        rz[idx] = rz_new
+        running[idx] = still
     return x
