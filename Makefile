@@ -33,6 +33,9 @@ lint: setup
 
 benchmark: setup
 	$(PY) benchmarks/induced_shortcut.py --seeds 0 1 2
+	$(PY) benchmarks/hook_overhead.py
+	$(PY) benchmarks/solver_vs_sklearn.py
+	$(PY) benchmarks/scaling.py --n 10000 100000 --refits 20
 
 clean:
 	rm -rf $(VENV) wsca-demo .pytest_cache .hypothesis

@@ -213,7 +213,7 @@ def run(
 ) -> dict[str, dict]:
     """Build (or load) both models, audit them, log runs and write cards.
 
-    Returns model name -> {"result", "run_id", "card", "report_dir"}.
+    Returns model name -> {"result", "run_id", "card", "report_dir", "audit_s"}.
     """
     from .tracking import log_to_mlflow
 
@@ -225,7 +225,9 @@ def run(
     done: dict[str, dict] = {}
     for name, model in models.items():
         bias = MODELS[name]
+        t_audit = time.perf_counter()
         result = audit(model, demo, n_resamples=n_resamples, progress=progress)
+        t_audit = time.perf_counter() - t_audit
         report_dir = result.save(out / name)
         run_id = _start_run(uri, out, name, bias) if use_mlflow else None
         card_dir = out / name / "card"
@@ -248,8 +250,11 @@ def run(
         if run_id is not None:
             log_to_mlflow(result, run_id, tracking_uri=uri, extra_dir=card_dir,
                           fallback_dir=out / "pending")
-        done[name] = {"result": result, "run_id": run_id, "card": card, "report_dir": report_dir}
-        print(f"\n== model '{name}' (scanner-marker bias in training: {bias})")
+        done[name] = {"result": result, "run_id": run_id, "card": card, "report_dir": report_dir,
+                      "audit_s": t_audit}
+        print(f"\n== model '{name}' (scanner-marker bias in training: {bias}); audit step "
+              f"{t_audit:.1f} s (analysis {result.settings.get('runtime_s', 0):.1f} s, the rest "
+              "is the evaluation loop)")
         print(result.summary())
     print(f"\nreports: {out}/<model>/report.html   model cards: {out}/<model>/card/MODEL_CARD.md")
     if any(d["run_id"] for d in done.values()):

@@ -313,7 +313,7 @@ class BatchedLinearHead:
         Binary and ridge heads have one (D+1)-square block. A softmax head couples its
         classes (curvature diag(p) - p p^T per sample); ignoring that coupling cost 25-30
         CG steps per Newton step, so the factor is of the full K(D+1)-square Hessian,
-        built from at most ``_PRECOND_ROWS`` evenly spaced rows (a preconditioner only
+        built from max(4096, 4 (D+1)) evenly spaced rows (a preconditioner only
         needs to be close).
         """
         n, d1 = X1.shape
@@ -333,8 +333,15 @@ class BatchedLinearHead:
                 w = (S[:, idx] if rows is None else S[rows][:, idx])[..., None]
                 # group mean of S * (diag(p) - p p^T): (rows, K, K)
                 cbar = torch.diag_embed((w * p).mean(1)) - torch.einsum("njk,njl->nkl", w * p, p) / len(idx)
-                H = torch.einsum("nd,nkl,ne->kdle", Xr, cbar * scale, Xr).reshape(k * d1, k * d1)
-                H = H.to(torch.float64) + torch.diag(reg.repeat(k))
+                # one BLAS-3 product per class pair (k <= l), mirrored
+                H = torch.empty(k, d1, k, d1, dtype=X1.dtype, device=X1.device)
+                cbar = cbar * scale
+                for a in range(k):
+                    for b in range(a, k):
+                        H[a, :, b] = (Xr * cbar[:, a, b, None]).T @ Xr
+                        if b != a:
+                            H[b, :, a] = H[a, :, b].T
+                H = H.reshape(k * d1, k * d1).to(torch.float64) + torch.diag(reg.repeat(k))
                 # Lift the class-sum directions (curvature: penalty only, zero for the
                 # intercept) to the typical curvature. H maps zero-sum vectors to
                 # zero-sum vectors and CG stays among them, so this changes nothing
