@@ -25,6 +25,23 @@ def _quiet_audit_warnings():
         yield
 
 
+@pytest.fixture(scope="session")
+def shortcut_model():
+    """Induced-shortcut CNNs on real digits, trained once per session: ``get(bias)`` ->
+    ``(model, split)`` (split seed 0, so all biases share their audit images)."""
+    from wsca_audit.shortcut import make_split, train_cnn
+
+    cache = {}
+
+    def get(bias):
+        if bias not in cache:
+            split = make_split(bias, seed=0)
+            cache[bias] = (train_cnn(split.train_x, split.train_y, seed=0), split)
+        return cache[bias]
+
+    return get
+
+
 def cosine(a, b):
     a, b = np.ravel(a), np.ravel(b)
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import wsca_audit as wa
-from wsca_audit.shortcut import counterfactual_effect, make_split, train_cnn
+from wsca_audit.shortcut import counterfactual_effect
 
 BIASES = (0.5, 0.8, 0.9, 1.0)
 
@@ -29,11 +29,10 @@ def _audit(model, split, targets=True, **kw):
 
 
 @pytest.fixture(scope="module")
-def audits():
+def audits(shortcut_model):
     out = {}
     for bias in BIASES:
-        split = make_split(bias, seed=0)
-        model = train_cnn(split.train_x, split.train_y, seed=0)
+        model, split = shortcut_model(bias)
         out[bias] = (model, split, _audit(model, split, n_bootstrap=100, n_permutations=100))
     return out
 
@@ -52,6 +51,9 @@ def test_usage_tracks_the_induced_shortcut(audits):
     # ground truth: the counterfactual effect of the artefact rises with the bias too
     effects = [counterfactual_effect(audits[b][0], audits[b][1].clean_x) for b in BIASES]
     assert all(a < b for a, b in zip(effects, effects[1:])), effects
+    # the Captum layer view agrees: attribution alignment rises with the bias as well
+    align = [audits[b][2].tasks["artefact"]["attribution"]["value"] for b in BIASES]
+    assert all(a < b for a, b in zip(align, align[1:])), align
     # ink is a real property of the digits the model was not trained to read
     assert all(audits[b][2].tasks["ink"]["verdict"] != "uses" for b in BIASES)
 

@@ -5,12 +5,16 @@ covariance-aware usage measure, for any PyTorch model. See DESIGN.md and docs/.
 """
 
 from .analysis import AuditSettings, analyze
+from .attribution import AttributionResult, InputAttribution, attribution_mass
 from .card import write_model_card
 from .collect import Auditor
 from .correlation import Thresholds
 from .embeddings import EmbeddingSet
 from .errors import AuditError, AuditWarning
+from .evidence import Evidence, boxes_to_roi
 from .heads import BatchedLinearHead, PrimaryHead
+from .intervention import InterventionResult, intervention_effect
+from .masking import MaskingResult, fill_region, roi_masking
 from .report import SCHEMA_VERSION, AuditResult
 from .tracking import load_from_mlflow, log_to_mlflow
 
@@ -18,6 +22,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AttributionResult",
     "AuditError",
     "AuditResult",
     "AuditSettings",
@@ -25,11 +30,20 @@ __all__ = [
     "Auditor",
     "BatchedLinearHead",
     "EmbeddingSet",
+    "Evidence",
+    "InputAttribution",
+    "InterventionResult",
+    "MaskingResult",
     "PrimaryHead",
     "Thresholds",
     "__version__",
     "analyze",
+    "attribution_mass",
+    "boxes_to_roi",
+    "fill_region",
+    "intervention_effect",
     "load_from_mlflow",
     "log_to_mlflow",
+    "roi_masking",
     "write_model_card",
 ]

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from . import attribution as attr
 from . import correlation as corr
 from .embeddings import EmbeddingSet, missing_mask
 from .errors import AuditError, AuditWarning
@@ -54,6 +55,7 @@ class AuditSettings:
     max_batch_mb: float = 1024.0
     progress: bool = True
     deconfounding: str = "within_class_centering"
+    layer_attribution: bool = True
 
     def validate(self) -> None:
         if self.n_bootstrap < 0 or self.n_permutations < 0:
@@ -216,7 +218,8 @@ class _Analysis:
         self.sd = _safe_std(Z)
         self.Zs = (Z - self.mu) / self.sd
         Zw = self._center(Z, torch.ones(n, dtype=torch.bool, device=self.device))
-        self.Zws = Zw / _safe_std(Zw)
+        self.sd_w = _safe_std(Zw)
+        self.Zws = Zw / self.sd_w
 
         self.contrasts = corr.primary_contrasts(self.W)
         self.primary_logits_w = Zw @ self.contrasts.T  # (N, C') usage's primary side
@@ -427,6 +430,7 @@ class _Analysis:
             aux_logits = aux_logits - aux_logits.mean(-1, keepdim=True)
         usage_m = corr.usage_matrix(self.primary_logits_w, aux_logits, u_w)
         usage_all = corr.max_abs(usage_m)
+        attr_m = self._attribution_alignment(u_head.coef_, u_w) if cfg.layer_attribution else None
 
         # permutation test of usage's numerator: the within-class correlation of the
         # primary logit with the metadata itself (see docs/method.md: a test on the
@@ -466,7 +470,15 @@ class _Analysis:
             usage_cols = ["value"]
         else:
             usage_cols = level_labels[1:] if k == 2 else level_labels
-        return {
+        per_class = {
+            "wsc": {
+                "rows": [str(c) for c in range(self.primary_vectors.shape[0])],
+                "cols": level_labels,
+                "matrix": _rows(wsc_m[0]),
+            },
+            "usage": {"rows": rows_use, "cols": usage_cols, "matrix": _rows(usage_m[0])},
+        }
+        out = {
             "kind": kind,
             "n_valid": n_valid,
             "levels": level_labels,
@@ -479,15 +491,37 @@ class _Analysis:
             "wsc": summarise(wsc_all, wsc_null, wsc_p),
             "usage": summarise(usage_all, usage_null, use_p),
             "verdict": None,
-            "per_class": {
-                "wsc": {
-                    "rows": [str(c) for c in range(self.primary_vectors.shape[0])],
-                    "cols": level_labels,
-                    "matrix": _rows(wsc_m[0]),
-                },
-                "usage": {"rows": rows_use, "cols": usage_cols, "matrix": _rows(usage_m[0])},
-            },
+            "per_class": per_class,
         }
+        if attr_m is not None:
+            a_all = corr.max_abs(attr_m)
+            lo, hi = corr.percentile_ci(a_all[1:], cfg.ci_level) if nb else (math.nan, math.nan)
+            out["attribution"] = {
+                "method": "captum.attr.LayerGradientXActivation",
+                "reference": "class mean",
+                "value": float(a_all[0]),
+                "ci_low": lo,
+                "ci_high": hi,
+            }
+            per_class["attribution"] = {
+                "rows": rows_use,
+                "cols": usage_cols,
+                "matrix": _rows(attr_m[0]),
+            }
+        return out
+
+    def _attribution_alignment(self, coef: Tensor, weights: Tensor) -> Tensor:
+        """Layer-attribution counterpart of usage (see attribution.py), (P, C', K).
+
+        The usage heads act on ``Zws = Zw / sd_w``; attributing a head with weights
+        ``W * sd_w`` on ``Zws`` gives exactly the attributions of ``W`` on ``Zw`` (grad x
+        input is invariant to rescaling a unit), so no second copy of Zw is kept.
+        """
+        if coef.shape[1] > 1:
+            coef = coef - coef.mean(1, keepdim=True)
+        head = attr.linear_head(self.W * self.sd_w, self.b)
+        contrasts = attr.output_contrasts(self.W.shape[0], self.dtype, self.device)
+        return attr.layer_alignment(head, contrasts, self.Zws, coef, weights)
 
     def _class_means(self, M: Tensor, valid: Tensor) -> Tensor:
         """Per-sample mean of M's rows over the valid samples of the sample's label."""

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AuditError
+from .naming import sanitize_name
 from .report import AuditResult
-from .tracking import sanitize_name
 
 _VERDICT_TEXT = {
     "uses": "the model's head USES this variable (beyond what the label explains)",
@@ -52,7 +52,11 @@ def _front_matter(result: AuditResult, model_name: str, meta: dict) -> dict:
     metrics = []
     if primary.get("value") is not None:
         metrics.append(
-            {"type": primary["name"], "name": f"primary {primary['name']}", "value": primary["value"]}
+            {
+                "type": primary["name"],
+                "name": f"primary {primary['name']}",
+                "value": primary["value"],
+            }
         )
     for name, t in result.tasks.items():
         if t["usage"].get("value") is not None:
@@ -114,8 +118,10 @@ def _sections(result: AuditResult, model_name: str, meta: dict, figure: str | No
                 "classification head relies on it (acquisition factors such as scanner or "
                 "site should not drive a clinical prediction)."
             ],
-            bullets=[f"`{n}` ({t['kind']}): {_VERDICT_TEXT.get(t['verdict'], t['verdict'])}"
-                     for n, t in result.tasks.items()],
+            bullets=[
+                f"`{n}` ({t['kind']}): {_VERDICT_TEXT.get(t['verdict'], t['verdict'])}"
+                for n, t in result.tasks.items()
+            ],
         ),
         _Section(
             "Metrics",
@@ -145,17 +151,35 @@ def _sections(result: AuditResult, model_name: str, meta: dict, figure: str | No
             _ci(t["wsc"]),
             _ci(t["usage"]),
             _f(t["usage"].get("p_value"), 4),
+            _ci(t["attribution"]) if t.get("attribution") else "-",
             f"**{t['verdict']}**",
         ]
         for n, t in result.tasks.items()
     ]
     quant = _Section(
         "Quantitative analyses",
-        table=(["variable", "kind", "encoding", "wsc", "usage", "p (usage)", "verdict"], rows),
+        table=(
+            ["variable", "kind", "encoding", "wsc", "usage", "p (usage)", "attribution", "verdict"],
+            rows,
+        ),
     )
     if figure:
         quant.image = (figure, "WSCA summary: usage and wsc per variable with 95% CIs")
     s.append(quant)
+    evidence = result.evidence_lines()
+    if evidence:
+        s.append(
+            _Section(
+                "Input-side evidence",
+                paragraphs=[
+                    "Where in the image the prediction comes from: Captum attributions (share "
+                    "of positive attribution mass inside the region of interest), the primary "
+                    "AUC with the region removed or kept alone (after Sourget et al., \"Mask of "
+                    "truth\"), and counterfactual interventions that set a variable in the input."
+                ],
+                bullets=evidence,
+            )
+        )
     caveats = list(meta.get("caveats") or [])
     flagged = [n for n, v in result.verdicts.items() if v == "uses"]
     if flagged:
@@ -307,8 +331,9 @@ def write_model_card(
             figure_rel = f"{fig_dir.name}/wsca_summary.png"
         title = f"Model card: {model_name}"
         sections = _sections(result, model_name, meta, figure_rel)
-        path.write_text(_markdown(_front_matter(result, model_name, meta), title, sections),
-                        encoding="utf-8")
+        path.write_text(
+            _markdown(_front_matter(result, model_name, meta), title, sections), encoding="utf-8"
+        )
         out_html = Path(html_path) if html_path else path.with_suffix(".html")
         out_html.write_text(_html(title, sections, png), encoding="utf-8")
     except OSError as exc:

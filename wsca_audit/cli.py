@@ -26,8 +26,10 @@ def _fail_on(result, verdicts: list[str] | None) -> int:
         return 0
     hit = {n: v for n, v in result.verdicts.items() if v in verdicts}
     if hit:
-        print(f"--fail-on {','.join(verdicts)}: " + ", ".join(f"{n}={v}" for n, v in hit.items()),
-              file=sys.stderr)
+        print(
+            f"--fail-on {','.join(verdicts)}: " + ", ".join(f"{n}={v}" for n, v in hit.items()),
+            file=sys.stderr,
+        )
         return EXIT_FLAGGED
     return 0
 
@@ -122,8 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo_arguments(p)
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("report", help="print the summary of a saved report (folder, file or run)",
-                       description="Print a report's summary table (or its JSON).")
+    p = sub.add_parser(
+        "report",
+        help="print the summary of a saved report (folder, file or run)",
+        description="Print a report's summary table (or its JSON).",
+    )
     p.add_argument("dir", nargs="?", help="report folder or report.json")
     p.add_argument("--run-id", help="read the report from this MLflow run instead")
     p.add_argument("--tracking-uri", **uri)
@@ -131,9 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-on", **fail_on)
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("card", help="write a model card (Markdown + HTML) from a run or report",
-                       description="Write a model card after Mitchell et al. with Hugging Face "
-                       "model-index front matter and an HTML rendering.")
+    p = sub.add_parser(
+        "card",
+        help="write a model card (Markdown + HTML) from a run or report",
+        description="Write a model card after Mitchell et al. with Hugging Face "
+        "model-index front matter and an HTML rendering.",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run-id", help="MLflow run holding a wsca report")
     src.add_argument("--report", help="saved report folder or report.json")
@@ -146,10 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-on", **fail_on)
     p.set_defaults(func=_cmd_card)
 
-    p = sub.add_parser("log", help="upload a saved report folder to MLflow (e.g. after an outage)",
-                       description="Upload a report folder written by result.save() or kept by "
-                       "log_to_mlflow when the server was unreachable. Without --run-id the "
-                       "run recorded in the folder (if any) is used, else a new run.")
+    p = sub.add_parser(
+        "log",
+        help="upload a saved report folder to MLflow (e.g. after an outage)",
+        description="Upload a report folder written by result.save() or kept by "
+        "log_to_mlflow when the server was unreachable. Without --run-id the "
+        "run recorded in the folder (if any) is used, else a new run.",
+    )
     p.add_argument("dir", help="report folder")
     p.add_argument("--run-id")
     p.add_argument("--experiment", help="experiment name for a new run")

@@ -98,7 +98,9 @@ def make_data(seed: int = 0) -> DemoData:
     train, evaluation = group_split(data.groups, (0.65, 0.35), seed=seed)
     rng = np.random.default_rng(seed)
     train_flags = {name: _flags(data.labels[train], b, rng) for name, b in MODELS.items()}
-    return DemoData(data, train, evaluation, train_flags, _flags(data.labels[evaluation], EVAL_BIAS, rng))
+    return DemoData(
+        data, train, evaluation, train_flags, _flags(data.labels[evaluation], EVAL_BIAS, rng)
+    )
 
 
 @torch.inference_mode()
@@ -140,10 +142,17 @@ def build_models(
                 imgs = demo.data.images[demo.train]
                 feats = (
                     _embed(model, imgs, "features (no marker)", progress),
-                    _embed(model, add_scanner_marker(imgs, np.ones(len(imgs))), "features (marker)", progress),
+                    _embed(
+                        model,
+                        add_scanner_marker(imgs, np.ones(len(imgs))),
+                        "features (marker)",
+                        progress,
+                    ),
                 )
             flags = demo.train_flags[name][:, None].astype(bool)
-            _train_head(model, np.where(flags, feats[1], feats[0]), demo.data.labels[demo.train], seed)
+            _train_head(
+                model, np.where(flags, feats[1], feats[0]), demo.data.labels[demo.train], seed
+            )
             torch.save(model.head.state_dict(), path)
         models[name] = model
     return models
@@ -248,13 +257,21 @@ def run(
             run_id=run_id,
         )
         if run_id is not None:
-            log_to_mlflow(result, run_id, tracking_uri=uri, extra_dir=card_dir,
-                          fallback_dir=out / "pending")
-        done[name] = {"result": result, "run_id": run_id, "card": card, "report_dir": report_dir,
-                      "audit_s": t_audit}
-        print(f"\n== model '{name}' (scanner-marker bias in training: {bias}); audit step "
-              f"{t_audit:.1f} s (analysis {result.settings.get('runtime_s', 0):.1f} s, the rest "
-              "is the evaluation loop)")
+            log_to_mlflow(
+                result, run_id, tracking_uri=uri, extra_dir=card_dir, fallback_dir=out / "pending"
+            )
+        done[name] = {
+            "result": result,
+            "run_id": run_id,
+            "card": card,
+            "report_dir": report_dir,
+            "audit_s": t_audit,
+        }
+        print(
+            f"\n== model '{name}' (scanner-marker bias in training: {bias}); audit step "
+            f"{t_audit:.1f} s (analysis {result.settings.get('runtime_s', 0):.1f} s, the rest "
+            "is the evaluation loop)"
+        )
         print(result.summary())
     print(f"\nreports: {out}/<model>/report.html   model cards: {out}/<model>/card/MODEL_CARD.md")
     if any(d["run_id"] for d in done.values()):
@@ -273,8 +290,12 @@ def verdicts_differ(done: dict[str, dict]) -> bool:
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", default="wsca-demo", help="output folder (default: wsca-demo)")
-    ap.add_argument("--n-resamples", type=int, default=200,
-                    help="bootstrap and permutation refits per task (default: 200)")
+    ap.add_argument(
+        "--n-resamples",
+        type=int,
+        default=200,
+        help="bootstrap and permutation refits per task (default: 200)",
+    )
     ap.add_argument("--no-mlflow", action="store_true", help="do not log MLflow runs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -282,7 +303,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="wsca-audit demo", description=__doc__,
+        prog="wsca-audit demo",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(ap)
@@ -290,8 +312,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def main_from_args(args: argparse.Namespace) -> int:
-    done = run(args.out, args.n_resamples, progress=not args.quiet,
-               use_mlflow=not args.no_mlflow, seed=args.seed)
+    done = run(
+        args.out,
+        args.n_resamples,
+        progress=not args.quiet,
+        use_mlflow=not args.no_mlflow,
+        seed=args.seed,
+    )
     ok = verdicts_differ(done)
     print("verdicts tell the two models apart:", "yes" if ok else "NO")
     return 0 if ok else 1

@@ -332,7 +332,9 @@ class BatchedLinearHead:
                 p = curv[:, idx, :] if rows is None else curv[rows][:, idx, :]
                 w = (S[:, idx] if rows is None else S[rows][:, idx])[..., None]
                 # group mean of S * (diag(p) - p p^T): (rows, K, K)
-                cbar = torch.diag_embed((w * p).mean(1)) - torch.einsum("njk,njl->nkl", w * p, p) / len(idx)
+                cbar = torch.diag_embed((w * p).mean(1)) - torch.einsum(
+                    "njk,njl->nkl", w * p, p
+                ) / len(idx)
                 # one BLAS-3 product per class pair (k <= l), mirrored
                 H = torch.empty(k, d1, k, d1, dtype=X1.dtype, device=X1.device)
                 cbar = cbar * scale

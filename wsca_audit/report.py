@@ -21,6 +21,13 @@ SCHEMA_VERSION = 1
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 SUMMARY_FIGURE = "figures/wsca_summary.png"
+EVIDENCE_FIGURES = "figures/evidence"
+# Evidence.kind -> section of report["evidence"]
+EVIDENCE_SECTIONS = {
+    "attribution": "attribution",
+    "roi_masking": "roi_masking",
+    "intervention": "interventions",
+}
 
 _VERDICT_COLOURS = {
     "uses": "#c0392b",
@@ -47,6 +54,12 @@ def _fmt(x: Any, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
     return f"{x:.{digits}f}"
+
+
+def _ci_text(m: dict | None) -> str:
+    if not m:
+        return "-"
+    return f"{_fmt(m.get('value'))} [{_fmt(m.get('ci_low'))}, {_fmt(m.get('ci_high'))}]"
 
 
 class AuditResult:
@@ -76,6 +89,7 @@ class AuditResult:
         if not isinstance(report.get("tasks", {}), dict):
             raise AuditError("report['tasks'] must be a mapping of task name -> result")
         self._report = _json_safe(report)
+        self._evidence: list[tuple[str, str, Any]] = []  # (section, key, Evidence) for figures
 
     # ------------------------------------------------------------------ access
     def to_dict(self) -> dict:
@@ -99,6 +113,87 @@ class AuditResult:
         """Task name -> verdict."""
         return {name: t.get("verdict") for name, t in self.tasks.items()}
 
+    @property
+    def evidence(self) -> dict:
+        """Input-side evidence: ``{"attribution"|"roi_masking"|"interventions": {key: {...}}}``."""
+        return self._report.get("evidence", {})
+
+    def add_evidence(self, evidence: Any, key: str | None = None) -> AuditResult:
+        """File a piece of input-side evidence into the report; returns ``self``.
+
+        Parameters
+        ----------
+        evidence : AttributionResult, MaskingResult or InterventionResult
+            From :func:`wsca_audit.attribution_mass`, :class:`wsca_audit.InputAttribution`,
+            :func:`wsca_audit.roi_masking` or :func:`wsca_audit.intervention_effect`.
+        key : str, optional
+            Name of the entry (default: the intervention's variable, the masking fill, the
+            attribution method). An existing entry of that name is replaced.
+
+        The JSON lands in ``report["evidence"][section][key]`` (schema_version 1, added
+        keys); the figures (overlays, mean maps, masking and intervention plots) are
+        written by :meth:`save` under ``figures/evidence/``.
+        """
+        kind = getattr(evidence, "kind", None)
+        if kind not in EVIDENCE_SECTIONS or not hasattr(evidence, "to_dict"):
+            raise AuditError(
+                "add_evidence takes the result of attribution_mass, InputAttribution.attribute, "
+                f"roi_masking or intervention_effect; got {type(evidence).__name__}"
+            )
+        section = EVIDENCE_SECTIONS[kind]
+        key = str(key if key is not None else evidence.default_key)
+        self._report.setdefault("evidence", {}).setdefault(section, {})[key] = _json_safe(
+            evidence.to_dict()
+        )
+        self._evidence = [e for e in self._evidence if (e[0], e[1]) != (section, key)]
+        self._evidence.append((section, key, evidence))
+        return self
+
+    def evidence_figures(self) -> dict[str, bytes]:
+        """PNG bytes of the evidence figures, keyed by their path under the report folder."""
+        from .naming import sanitize_name
+
+        out: dict[str, bytes] = {}
+        for section, key, ev in self._evidence:
+            prefix = f"{EVIDENCE_FIGURES}/{section}/{sanitize_name(key)}/"
+            for rel, png in ev.figures_png().items():
+                out[prefix + rel] = png
+        return out
+
+    def evidence_lines(self) -> list[str]:
+        """One plain-text line per piece of input-side evidence."""
+        ev, lines = self.evidence, []
+        for key, a in ev.get("attribution", {}).items():
+            if a.get("inside") is not None:
+                lines.append(
+                    f"attribution '{key}' ({a.get('method')}, {a.get('n_samples')} images): "
+                    f"{_fmt(a['inside'])} [{_fmt(a.get('ci_low'))}, {_fmt(a.get('ci_high'))}] "
+                    f"of the positive mass inside the ROI, which covers {_fmt(a.get('roi_area'))} "
+                    f"of the image (enrichment {_fmt(a.get('enrichment'), 2)})"
+                )
+            else:
+                lines.append(
+                    f"attribution '{key}' ({a.get('method')}, {a.get('n_samples')} images): "
+                    f"mean maps for {len(a.get('per_group', {}))} groups (no ROI given)"
+                )
+        for key, m in ev.get("roi_masking", {}).items():
+            parts = [
+                f"{name.replace('_', ' ')} {_ci_text(m.get(name))}"
+                for name in ("full", "roi_removed", "roi_only")
+            ]
+            lines.append(
+                f"ROI masking '{key}' (AUC, fill={m.get('fill')}): {'; '.join(parts)} "
+                f"-> {m.get('verdict')}"
+            )
+        for key, i in ev.get("interventions", {}).items():
+            use = self.tasks.get(key, {}).get("usage", {})
+            extra = f" (usage {_fmt(use.get('value'))})" if use else ""
+            lines.append(
+                f"intervention '{key}' {i.get('values', ['?'])[0]} -> {i.get('values', ['?'])[-1]}: "
+                f"primary score moves {_ci_text(i)} sd{extra}"
+            )
+        return lines
+
     def __getitem__(self, key: str) -> Any:
         return self._report[key]
 
@@ -116,6 +211,7 @@ class AuditResult:
             "wsc [95% CI]",
             "usage [95% CI]",
             "p(usage)",
+            "attr. align [95% CI]",
             "verdict",
         )
         rows = [head]
@@ -129,6 +225,7 @@ class AuditResult:
                     f"{_fmt(wsc['value'])} [{_fmt(wsc['ci_low'])}, {_fmt(wsc['ci_high'])}]",
                     f"{_fmt(use['value'])} [{_fmt(use['ci_low'])}, {_fmt(use['ci_high'])}]",
                     _fmt(use.get("p_value"), 4),
+                    _ci_text(t.get("attribution")),
                     t["verdict"],
                 )
             )
@@ -143,6 +240,9 @@ class AuditResult:
         if primary.get("name"):
             top += f"; primary {primary['name']} {_fmt(primary.get('value'))}"
         out = [top, "", *lines]
+        ev = self.evidence_lines()
+        if ev:
+            out += ["", "input-side evidence:", *(f"  - {line}" for line in ev)]
         if self.warnings:
             out += ["", "warnings:", *(f"  - {w}" for w in self.warnings)]
         return "\n".join(out)
@@ -224,8 +324,10 @@ class AuditResult:
         return fig
 
     # ------------------------------------------------------------------ html
-    def to_html(self, figure_png: bytes | None = None) -> str:
-        """A self-contained HTML report (the figure is embedded as a data URI)."""
+    def to_html(
+        self, figure_png: bytes | None = None, evidence_png: dict[str, bytes] | None = None
+    ) -> str:
+        """A self-contained HTML report (figures are embedded as data URIs)."""
         if figure_png is None and self.tasks:
             buf = io.BytesIO()
             self.figure().savefig(buf, format="png", dpi=110)
@@ -242,6 +344,7 @@ class AuditResult:
                 f"<td>{_fmt(wsc['value'])} [{_fmt(wsc['ci_low'])}, {_fmt(wsc['ci_high'])}]</td>"
                 f"<td>{_fmt(use['value'])} [{_fmt(use['ci_low'])}, {_fmt(use['ci_high'])}]</td>"
                 f"<td>{_fmt(use.get('p_value'), 4)}</td>"
+                f"<td>{_ci_text(t.get('attribution'))}</td>"
                 f"<td style='color:{colour};font-weight:bold'>{esc(str(t['verdict']))}</td></tr>"
             )
         img = ""
@@ -250,6 +353,24 @@ class AuditResult:
                 "<img alt='WSCA summary figure' style='max-width:100%' src='data:image/png;base64,"
                 + base64.b64encode(figure_png).decode()
                 + "'>"
+            )
+        if evidence_png is None:
+            evidence_png = self.evidence_figures()
+        evidence_html = ""
+        lines = self.evidence_lines()
+        if lines:
+            figs = "".join(
+                f"<figure><img alt='{esc(path)}' style='max-width:100%' "
+                f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+                f"<figcaption>{esc(path)}</figcaption></figure>"
+                for path, png in evidence_png.items()
+                if "/overlays/" not in path
+            )
+            evidence_html = (
+                "<h2>Input-side evidence</h2><ul>"
+                + "".join(f"<li>{esc(x)}</li>" for x in lines)
+                + "</ul>"
+                + figs
             )
         warn = "".join(f"<li>{esc(w)}</li>" for w in self.warnings)
         primary = self._report.get("primary", {}).get("metric", {})
@@ -263,14 +384,18 @@ th{{background:#f4f4f4}}</style></head><body>
 {esc(str(self._report.get("embedding_dim")))}, layer <code>{esc(str(self._report.get("layer")))}</code>;
 primary {esc(str(primary.get("name")))} = {_fmt(primary.get("value"))}.</p>
 <table><tr><th>task</th><th>kind</th><th>encoding [95% CI]</th><th>wsc (paper) [95% CI]</th>
-<th>usage (deconfounded) [95% CI]</th><th>p (usage, BH)</th><th>verdict</th></tr>
+<th>usage (deconfounded) [95% CI]</th><th>p (usage, BH)</th>
+<th>attribution alignment [95% CI]</th><th>verdict</th></tr>
 {"".join(rows)}</table>
 {img}
+{evidence_html}
 <h2>Warnings</h2><ul>{warn or "<li>none</li>"}</ul>
 <h2>How to read this</h2>
 <p><b>usage</b> is the correlation of the model's head with the metadata head after the
 primary label is removed (within-class centring), in the metric of the embedding
-covariance; the verdict is based on it. <b>wsc</b> is the weight-space cosine of Wong et
+covariance; the verdict is based on it. <b>attribution alignment</b> is its counterpart
+from Captum attributions (the same comparison with the covariance's diagonal only: do
+the prediction and the metadata rest on the same embedding units). <b>wsc</b> is the weight-space cosine of Wong et
 al. (MIDL 2026), reported as published. <b>encoding</b> says whether the metadata can be
 read from the embedding at all (held-out AUC or R²).</p>
 </body></html>
@@ -278,7 +403,8 @@ read from the embedding at all (held-out AUC or R²).</p>
 
     # ------------------------------------------------------------------ files
     def save(self, directory: str | Path) -> Path:
-        """Write ``report.json``, ``report.html`` and ``figures/wsca_summary.png``.
+        """Write ``report.json``, ``report.html``, ``figures/wsca_summary.png`` and the
+        evidence figures (``figures/evidence/<section>/<key>/``).
 
         Returns the directory. Existing files of the same names are overwritten.
         """
@@ -292,7 +418,11 @@ read from the embedding at all (held-out AUC or R²).</p>
                 self.figure().savefig(buf, format="png", dpi=110)
                 png = buf.getvalue()
                 (out / SUMMARY_FIGURE).write_bytes(png)
-            (out / REPORT_HTML).write_text(self.to_html(png), encoding="utf-8")
+            evidence_png = self.evidence_figures()
+            for rel, data in evidence_png.items():
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                (out / rel).write_bytes(data)
+            (out / REPORT_HTML).write_text(self.to_html(png, evidence_png), encoding="utf-8")
         except OSError as exc:
             raise AuditError(f"could not write the report to {out}: {exc}") from exc
         return out

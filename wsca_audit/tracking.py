@@ -2,13 +2,16 @@
 
 Names (stable across versions; metadata names are sanitised to ``[A-Za-z0-9_.-]``):
 
-- metrics ``wsca.<task>.usage``, ``wsca.<task>.wsc``, ``wsca.<task>.encoding``, each with
-  ``_ci_low`` / ``_ci_high``, plus ``wsca.<task>.usage_p_value`` and ``wsca.<task>.wsc_p_value``;
-  ``wsca.primary.<auc|accuracy>`` (with CI) and ``wsca.runtime_s``;
+- metrics ``wsca.<task>.usage``, ``wsca.<task>.wsc``, ``wsca.<task>.encoding``,
+  ``wsca.<task>.attribution``, each with ``_ci_low`` / ``_ci_high``, plus
+  ``wsca.<task>.usage_p_value`` and ``wsca.<task>.wsc_p_value``;
+  ``wsca.primary.<auc|accuracy>`` (with CI) and ``wsca.runtime_s``; input-side evidence:
+  ``wsca.attribution.<key>.inside``, ``wsca.masking.<key>.<full|roi_removed|roi_only>``
+  (and ``_drop``), ``wsca.intervention.<key>.effect`` (each with its CI);
 - params ``wsca.<setting>`` (nested settings joined with dots, e.g. ``wsca.thresholds.usage``);
 - tags ``wsca.verdict.<task>``, ``wsca.task.<task>`` (the original metadata name),
   ``wsca.flagged`` (tasks with verdict ``uses``, comma-separated), ``wsca.schema_version``,
-  ``wsca.version``, ``wsca.layer``;
+  ``wsca.version``, ``wsca.layer``, ``wsca.masking.<key>.verdict``;
 - artifacts under ``wsca/``: ``report.json``, ``report.html``, ``figures/*.png`` and any
   other file saved with the report (attribution overlays, model card).
 
@@ -23,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -34,47 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AuditError, AuditWarning
+from .naming import sanitize_name, task_keys
 from .report import REPORT_JSON, AuditResult
 
 ARTIFACT_PATH = "wsca"
 PENDING_NOTE = "mlflow-target.json"
-_MEASURES = ("usage", "wsc", "encoding")
+_MEASURES = ("usage", "wsc", "encoding", "attribution")
 # MLflow's own defaults retry 7 times with exponential back-off (minutes when a server is
 # gone); an audit should fall back to disk quickly instead. User settings take precedence.
 _FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
-
-
-def sanitize_name(name: str) -> str:
-    """A metric/tag/file-safe version of a metadata name (stable across versions).
-
-    Characters outside ``[A-Za-z0-9_.-]`` become ``_``; dots may not start the name or
-    repeat (so no ``..`` path component can arise).
-
-    Examples
-    --------
-    >>> sanitize_name("scanner vendor/model (%)")
-    'scanner_vendor_model_'
-    >>> sanitize_name("../etc")
-    'etc'
-    """
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name))
-    safe = re.sub(r"\.{2,}", ".", safe).lstrip("._").rstrip(".") or "task"
-    return safe[:200]
-
-
-def task_keys(names: list[str]) -> dict[str, str]:
-    """Map task names to unique sanitised keys (``_2``, ``_3``... on collisions)."""
-    keys: dict[str, str] = {}
-    used: set[str] = set()
-    for name in names:
-        base = key = sanitize_name(name)
-        i = 2
-        while key in used:
-            key = f"{base}_{i}"
-            i += 1
-        used.add(key)
-        keys[name] = key
-    return keys
 
 
 def _flatten(prefix: str, d: dict) -> dict[str, Any]:
@@ -138,7 +108,26 @@ def mlflow_payload(result: AuditResult) -> tuple[dict[str, float], dict[str, str
     for name, task in result.tasks.items():
         tags[f"wsca.verdict.{keys[name]}"] = str(task.get("verdict"))
         tags[f"wsca.task.{keys[name]}"] = name[:5000]
+    _evidence_payload(result.evidence, metrics, tags, put)
     return metrics, params, tags
+
+
+def _evidence_payload(evidence: dict, metrics: dict, tags: dict, put) -> None:
+    """``wsca.attribution.<key>.inside``, ``wsca.masking.<key>.<setting>`` (AUC) and
+    ``.<setting>_drop``, ``wsca.intervention.<key>.effect``; verdict tags for masking."""
+    for key, a in (evidence.get("attribution") or {}).items():
+        k = sanitize_name(key)
+        put(f"wsca.attribution.{k}.inside", a, "inside")
+        if a.get("roi_area") is not None:
+            metrics[f"wsca.attribution.{k}.roi_area"] = float(a["roi_area"])
+    for key, m in (evidence.get("roi_masking") or {}).items():
+        k = sanitize_name(key)
+        for setting in ("full", "roi_removed", "roi_only"):
+            put(f"wsca.masking.{k}.{setting}", m.get(setting) or {})
+            put(f"wsca.masking.{k}.{setting}_drop", (m.get(setting) or {}).get("drop") or {})
+        tags[f"wsca.masking.{k}.verdict"] = str(m.get("verdict"))
+    for key, i in (evidence.get("interventions") or {}).items():
+        put(f"wsca.intervention.{sanitize_name(key)}.effect", i)
 
 
 @contextlib.contextmanager

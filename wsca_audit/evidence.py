@@ -1,0 +1,368 @@
+"""Shared plumbing of the input-side evidence (attribution, ROI masking, interventions).
+
+- :class:`Evidence`: the result type of each piece of evidence: a read-only mapping over
+  its JSON-ready ``to_dict()``, with ``figure()`` and ``save()``; an
+  :class:`~wsca_audit.AuditResult` takes it with ``add_evidence``.
+- image batches (``(N, C, H, W)`` tensors or arrays, or an iterable of such batches),
+  ROI masks and boxes, and the model's *primary score* (the logit the prediction rests
+  on), all checked here so that each evidence module can trust its input.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .errors import AuditError, AuditWarning
+from .naming import sanitize_name
+from .report import _json_safe
+
+
+class Evidence(Mapping):
+    """One piece of input-side evidence: a mapping over its JSON-ready report section.
+
+    Subclasses set ``kind`` (the section of ``report["evidence"]`` it lands in) and may
+    override :meth:`figure` and :meth:`_extra_figures`.
+    """
+
+    kind = "evidence"
+
+    def __init__(self, data: dict) -> None:
+        self._data = _json_safe(data)
+
+    def to_dict(self) -> dict:
+        """The JSON-ready result (a deep copy)."""
+        return json.loads(json.dumps(self._data))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        keys = ", ".join(f"{k}={v!r}" for k, v in self._data.items() if not isinstance(v, dict))
+        return f"{type(self).__name__}({keys})"
+
+    def figure(self):
+        """A matplotlib Figure summarising the evidence (None when there is nothing to plot)."""
+        return None
+
+    def _extra_figures(self) -> dict[str, Any]:
+        """Further figures to save: relative file name (no extension) -> Figure."""
+        return {}
+
+    def figures_png(self, prefix: str = "") -> dict[str, bytes]:
+        """All figures rendered as PNG bytes, keyed by a sanitised relative path."""
+        out: dict[str, bytes] = {}
+        main = self.figure()
+        items = ([(self.kind, main)] if main is not None else []) + list(
+            self._extra_figures().items()
+        )
+        for name, fig in items:
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=100)
+            parts = [sanitize_name(p) for p in f"{prefix}{name}".split("/") if p]
+            out["/".join(parts) + ".png"] = buf.getvalue()
+        return out
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``<kind>.json`` and the figures (PNG) into ``directory``."""
+        out = Path(directory)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{self.kind}.json").write_text(json.dumps(self._data, indent=2))
+            for rel, png in self.figures_png().items():
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                (out / rel).write_bytes(png)
+        except OSError as exc:
+            raise AuditError(f"could not write the {self.kind} evidence to {out}: {exc}") from exc
+        return out
+
+
+# --------------------------------------------------------------------------- models
+def model_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    """The device to run on: the caller's choice, else where the model's parameters are."""
+    if device is not None:
+        return torch.device(device)
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def warn_if_training(model: nn.Module, what: str) -> None:
+    if model.training:
+        warnings.warn(
+            f"the model is in train mode during {what}: dropout and batch-norm change the "
+            "outputs; call model.eval() first",
+            AuditWarning,
+            stacklevel=3,
+        )
+
+
+def logits_of(output: Any) -> Tensor:
+    """The logits tensor of a model output (a tensor, a tuple's first item, or ``.logits``)."""
+    if isinstance(output, Tensor):
+        out = output
+    elif isinstance(output, Mapping) and "logits" in output:
+        out = output["logits"]
+    elif hasattr(output, "logits"):
+        out = output.logits
+    elif isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        out = output[0]
+    else:
+        raise AuditError(f"cannot find logits in a model output of type {type(output).__name__}")
+    if out.ndim == 1:
+        out = out[:, None]
+    if out.ndim != 2:
+        raise AuditError(f"expected logits of shape (batch, classes); got {tuple(out.shape)}")
+    return out
+
+
+def primary_score(logits: Tensor, target: int | None = None) -> Tensor:
+    """The score the prediction rests on, one per sample.
+
+    One output: that logit; two outputs: ``z1 - z0`` (the log-odds of class 1);
+    more: the logit of ``target`` (required).
+    """
+    k = logits.shape[1]
+    if target is not None:
+        if not 0 <= int(target) < k:
+            raise AuditError(f"target={target} is not a class of a model with {k} outputs")
+        return logits[:, int(target)]
+    if k == 1:
+        return logits[:, 0]
+    if k == 2:
+        return logits[:, 1] - logits[:, 0]
+    raise AuditError(
+        f"the model has {k} outputs: say which class's logit to follow with target=<index>"
+    )
+
+
+class ScoreModel(nn.Module):
+    """``model`` followed by :func:`primary_score`: one scalar per sample, for Captum."""
+
+    def __init__(self, model: nn.Module, target: int | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.target = target
+
+    def forward(self, x: Tensor) -> Tensor:
+        return primary_score(logits_of(self.model(x)), self.target)
+
+
+# --------------------------------------------------------------------------- images
+def as_image_batch(x: Any, what: str = "inputs") -> Tensor:
+    """A float tensor of shape (N, C, H, W); a clear error for anything else."""
+    if isinstance(x, (tuple, list)) and x and not isinstance(x[0], (int, float)):
+        x = x[0]  # (images, labels, ...) batches from a DataLoader
+    if isinstance(x, Mapping) and "pixel_values" in x:
+        x = x["pixel_values"]
+    if not isinstance(x, Tensor):
+        try:
+            x = torch.as_tensor(np.asarray(x))
+        except Exception as exc:
+            raise AuditError(f"{what} could not be read as an image batch: {exc}") from exc
+    if x.ndim != 4:
+        raise AuditError(
+            f"{what} must be images of shape (N, C, H, W); got shape {tuple(x.shape)}. "
+            "The input view needs image inputs (for embeddings or tabular data use "
+            "wsca_audit.analyze)"
+        )
+    if not x.is_floating_point():
+        x = x.float()
+    return x
+
+
+def iter_image_batches(inputs: Any, batch_size: int) -> Iterator[Tensor]:
+    """Yield (n, C, H, W) batches from one tensor/array or from an iterable of batches."""
+    if batch_size < 1:
+        raise AuditError("batch_size must be >= 1")
+    if isinstance(inputs, (Tensor, np.ndarray)):
+        x = as_image_batch(inputs)
+        yield from x.split(batch_size)
+        return
+    if not isinstance(inputs, Iterable):
+        raise AuditError(
+            f"inputs must be a tensor (N, C, H, W) or an iterable of batches; got {type(inputs).__name__}"
+        )
+    for i, batch in enumerate(inputs):
+        yield as_image_batch(batch, f"batch {i} of inputs")
+
+
+def n_images(inputs: Any) -> int | None:
+    """The number of images when it is known up front (for progress bars)."""
+    if isinstance(inputs, (Tensor, np.ndarray)):
+        return int(inputs.shape[0])
+    ds = getattr(inputs, "dataset", None)
+    try:
+        return len(ds) if ds is not None else None
+    except TypeError:
+        return None
+
+
+def boxes_to_roi(boxes: Any, height: int, width: int) -> np.ndarray:
+    """Boolean ROI masks from boxes ``(y0, x0, y1, x1)`` (end-exclusive pixel indices).
+
+    Parameters
+    ----------
+    boxes : array-like of shape (4,) or (N, 4)
+    height, width : int
+        The image size.
+
+    Returns
+    -------
+    numpy.ndarray of shape (H, W) or (N, H, W), dtype bool
+
+    Examples
+    --------
+    >>> boxes_to_roi([1, 1, 3, 4], 4, 5).astype(int)
+    array([[0, 0, 0, 0, 0],
+           [0, 1, 1, 1, 0],
+           [0, 1, 1, 1, 0],
+           [0, 0, 0, 0, 0]])
+    """
+    b = np.asarray(boxes)
+    single = b.ndim == 1
+    b = np.atleast_2d(b)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise AuditError(f"boxes must have shape (4,) or (N, 4) as (y0, x0, y1, x1); got {b.shape}")
+    if not np.all(np.isfinite(b)):
+        raise AuditError("boxes contain NaN or inf")
+    b = b.astype(np.int64)
+    y0, x0 = np.clip(b[:, 0], 0, height), np.clip(b[:, 1], 0, width)
+    y1, x1 = np.clip(b[:, 2], 0, height), np.clip(b[:, 3], 0, width)
+    rows = np.arange(height)[None, :, None]
+    cols = np.arange(width)[None, None, :]
+    roi = (
+        (rows >= y0[:, None, None])
+        & (rows < y1[:, None, None])
+        & (cols >= x0[:, None, None])
+        & (cols < x1[:, None, None])
+    )
+    return roi[0] if single else roi
+
+
+class RoiMasks:
+    """Validated ROI masks: one (H, W) mask for all images, or one per image.
+
+    ``take(start, x)`` returns the masks of images ``start .. start + len(x)`` as a bool
+    tensor on ``x``'s device, checking their size against the images.
+    """
+
+    def __init__(self, roi: Any) -> None:
+        if isinstance(roi, Tensor):
+            roi = roi.detach().cpu().numpy()
+        try:
+            m = np.asarray(roi)
+        except Exception as exc:
+            raise AuditError(f"roi could not be read as an array: {exc}") from exc
+        if m.dtype != bool:
+            if m.dtype.kind in "iu" and m.size and set(np.unique(m).tolist()) <= {0, 1}:
+                m = m.astype(bool)
+            else:
+                raise AuditError(
+                    f"roi must be a boolean mask of shape (H, W) or (N, H, W); got dtype "
+                    f"{m.dtype}. For boxes use wsca_audit.boxes_to_roi(boxes, H, W)"
+                )
+        if m.ndim not in (2, 3):
+            raise AuditError(f"roi must have shape (H, W) or (N, H, W); got {m.shape}")
+        shared = m.ndim == 2
+        flat = m.reshape(1 if shared else m.shape[0], -1)
+        empty = np.flatnonzero(~flat.any(1))
+        if empty.size:
+            where = (
+                "the shared mask"
+                if shared
+                else f"{empty.size} image(s) (first: {empty[:5].tolist()})"
+            )
+            raise AuditError(
+                f"the ROI is empty for {where}: every image needs at least one ROI pixel "
+                "(drop those images or fix the masks)"
+            )
+        full = np.flatnonzero(flat.all(1))
+        if full.size:
+            warnings.warn(
+                f"the ROI covers the whole image for {full.size} image(s): 'outside the ROI' "
+                "is empty there",
+                AuditWarning,
+                stacklevel=3,
+            )
+        self.masks = torch.from_numpy(np.ascontiguousarray(m))
+        self.shared = shared
+
+    @property
+    def n(self) -> int | None:
+        return None if self.shared else int(self.masks.shape[0])
+
+    def check_count(self, n: int) -> None:
+        if not self.shared and self.masks.shape[0] != n:
+            raise AuditError(
+                f"roi has {self.masks.shape[0]} masks but there are {n} images; pass one "
+                "(H, W) mask for all images or one per image"
+            )
+
+    def take(self, start: int, x: Tensor) -> Tensor:
+        n, hw = x.shape[0], tuple(x.shape[-2:])
+        if tuple(self.masks.shape[-2:]) != hw:
+            raise AuditError(
+                f"roi masks are {tuple(self.masks.shape[-2:])} (H, W) but the images are {hw}"
+            )
+        if self.shared:
+            m = self.masks[None].expand(n, *hw)
+        else:
+            if start + n > self.masks.shape[0]:
+                raise AuditError(
+                    f"roi has {self.masks.shape[0]} masks but the inputs hold more images"
+                )
+            m = self.masks[start : start + n]
+        return m.to(x.device)
+
+
+def column(values: Any, name: str) -> np.ndarray:
+    """A 1-d numpy column (targets or a metadata column), any array-like."""
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().numpy()
+    elif hasattr(values, "to_numpy"):
+        values = values.to_numpy()
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise AuditError(f"{name} must be one value per image (1-d); got shape {arr.shape}")
+    return arr
+
+
+def check_length(arr: np.ndarray | None, n: int, name: str) -> None:
+    if arr is not None and len(arr) != n:
+        raise AuditError(f"{name} has {len(arr)} values but there are {n} images")
+
+
+def bootstrap_mean_ci(
+    values: np.ndarray, n_bootstrap: int, level: float, seed: int
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of a mean (NaN entries ignored)."""
+    v = values[np.isfinite(values)]
+    if v.size < 2 or n_bootstrap < 1:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, v.size, size=(n_bootstrap, v.size))
+    means = v[idx].mean(1)
+    a = (1 - level) / 2
+    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def display_image(img: Tensor) -> np.ndarray:
+    """(C, H, W) -> an (H, W) or (H, W, 3) array scaled to [0, 1] for imshow."""
+    a = img.detach().float().cpu().numpy()
+    a = a[0] if a.shape[0] == 1 else np.moveaxis(a[:3], 0, -1) if a.shape[0] >= 3 else a.mean(0)
+    lo, hi = float(a.min()), float(a.max())
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)

@@ -1,0 +1,223 @@
+"""Counterfactual interventions: set a metadata variable in the input, watch the logit move.
+
+``intervene(inputs, value) -> inputs`` sets the variable (adds or removes a scanner
+marker, changes the intensity profile, ...). For each image the primary score (the
+log-odds ``z1 - z0`` for two logits, the single logit, or the logit of ``target``) is
+computed at every value; the effect is the mean change from ``values[0]`` to each other
+value, in units of the score's standard deviation at ``values[0]``, with a bootstrap
+interval. This is the ground truth for "the model uses it", against which the
+weight-space ``usage`` measure is checked (docs/evidence.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .errors import AuditError
+from .evidence import (
+    Evidence,
+    iter_image_batches,
+    logits_of,
+    model_device,
+    n_images,
+    primary_score,
+    warn_if_training,
+)
+
+
+class InterventionResult(Evidence):
+    """Effect of setting a variable on the primary score, in score-sd units.
+
+    A mapping with ``value``, ``ci_low``, ``ci_high`` (last value vs the first),
+    ``mean_delta`` (raw score units), ``score_sd``, ``values``, ``per_value`` and
+    ``n_samples``. ``deltas_`` holds the per-image changes (last vs first value).
+    """
+
+    kind = "intervention"
+
+    @property
+    def default_key(self) -> str:
+        """The entry name ``AuditResult.add_evidence`` uses when none is given."""
+        return str(self._data.get("variable") or "intervention")
+
+    def __init__(self, data: dict, deltas: np.ndarray | None = None) -> None:
+        super().__init__(data)
+        self.deltas_ = deltas if deltas is not None else np.zeros(0)
+
+    def figure(self):
+        """Histogram of the per-image change (sd units) with the mean and its interval."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(5.0, 3.0), layout="constrained")
+        ax = fig.subplots()
+        sd = self._data["score_sd"] or 1.0
+        d = self.deltas_ / sd
+        if d.size:
+            ax.hist(d, bins=min(40, max(5, d.size // 10)), color="#95a5a6")
+        ax.axvline(0, color="black", lw=0.8)
+        v, lo, hi = self._data["value"], self._data["ci_low"], self._data["ci_high"]
+        if v is not None:
+            ax.axvline(v, color="#c0392b", lw=2, label=f"mean {v:.2f}")
+        if lo is not None and hi is not None:
+            ax.axvspan(lo, hi, color="#c0392b", alpha=0.2, label="95% CI")
+        name = self._data.get("variable") or "variable"
+        first, last = self._data["values"][0], self._data["values"][-1]
+        ax.set_xlabel(f"change of the primary score, {name}: {first} -> {last} (sd units)")
+        ax.set_ylabel("images")
+        ax.legend(fontsize=8)
+        return fig
+
+
+def intervention_effect(
+    model: nn.Module,
+    inputs: Any,
+    intervene: Callable[[Tensor, Any], Tensor],
+    values: Sequence[Any] = (0, 1),
+    *,
+    variable: str | None = None,
+    target: int | None = None,
+    batch_size: int = 64,
+    n_bootstrap: int = 200,
+    ci_level: float = 0.95,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> InterventionResult:
+    """Mean change of the primary score when ``intervene`` sets a variable to each value.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The classifier (in eval mode).
+    inputs : Tensor or array (N, ...), or an iterable of batches
+        Images (N, C, H, W); each batch is passed to ``intervene`` on the model's device.
+    intervene : callable ``(inputs, value) -> inputs``
+        Sets the variable; must return a tensor with the same batch size (it gets a copy,
+        so it may modify it in place).
+    values : sequence, default=(0, 1)
+        The reference value first; each further value is compared with it.
+    variable : str, optional
+        The metadata name, for the report (``add_evidence`` files it under it).
+    target : int, optional
+        Class whose logit to follow (required for more than two outputs).
+    batch_size, n_bootstrap, ci_level, seed, device, progress
+        As in :func:`wsca_audit.roi_masking`.
+
+    Returns
+    -------
+    InterventionResult
+
+    Examples
+    --------
+    >>> import torch, wsca_audit as wa
+    >>> x = torch.randn(64, 1, 4, 4)
+    >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 1)).eval()
+    >>> def marker(x, on):                      # burn a bright corner pixel in or out
+    ...     x[:, :, 0, 0] = 3.0 if on else 0.0
+    ...     return x
+    >>> res = wa.intervention_effect(model, x, marker, n_bootstrap=50, progress=False)
+    >>> w = float(model[1].weight.detach()[0, 0])  # the logit moves by 3 w exactly
+    >>> abs(res["mean_delta"] - 3 * w) < 1e-5
+    True
+    """
+    values = list(values)
+    if len(values) < 2:
+        raise AuditError("values needs at least two entries: the reference, then the others")
+    if not callable(intervene):
+        raise AuditError("intervene must be a callable (inputs, value) -> inputs")
+    if n_bootstrap < 0:
+        raise AuditError("n_bootstrap must be >= 0")
+    warn_if_training(model, "the intervention")
+    dev = model_device(model, device)
+    scores: list[Tensor] = []
+    bar = tqdm(total=n_images(inputs), desc="wsca: intervention", unit="img", disable=not progress)
+    with torch.inference_mode():
+        for x in _batches(inputs, batch_size):
+            x = x.to(dev)
+            per_value = []
+            for v in values:
+                try:
+                    xv = intervene(x.clone(), v)
+                except AuditError:
+                    raise
+                except Exception as exc:
+                    raise AuditError(
+                        f"intervene(inputs, {v!r}) raised {type(exc).__name__}: {exc}"
+                    ) from exc
+                if not isinstance(xv, Tensor):
+                    raise AuditError(
+                        f"intervene(inputs, {v!r}) returned {type(xv).__name__}, not a tensor"
+                    )
+                if xv.shape[0] != x.shape[0]:
+                    raise AuditError(
+                        f"intervene(inputs, {v!r}) changed the batch size from {x.shape[0]} "
+                        f"to {xv.shape[0]}: an intervention must return one input per input"
+                    )
+                per_value.append(primary_score(logits_of(model(xv)), target).float().cpu())
+            scores.append(torch.stack(per_value, 1))
+            bar.update(x.shape[0])
+    bar.close()
+    if not scores:
+        raise AuditError("inputs held no samples")
+    s = torch.cat(scores).double().numpy()  # (N, n_values)
+    n = s.shape[0]
+    if n < 2:
+        raise AuditError("an intervention effect needs at least 2 samples")
+    ref = s[:, 0]
+    sd = float(ref.std(ddof=1))
+    if not math.isfinite(sd) or sd <= 1e-12:
+        raise AuditError(
+            "the primary score is constant over the inputs at the reference value: an effect "
+            "in standard-deviation units is undefined"
+        )
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_bootstrap, n)) if n_bootstrap else None
+    a = (1 - ci_level) / 2
+    per_value: dict[str, dict] = {}
+    for j in range(1, len(values)):
+        d = s[:, j] - ref
+        effect = float(d.mean() / sd)
+        lo = hi = math.nan
+        if idx is not None:
+            boot = d[idx].mean(1) / ref[idx].std(1, ddof=1).clip(1e-12)
+            lo, hi = float(np.quantile(boot, a)), float(np.quantile(boot, 1 - a))
+        per_value[str(values[j])] = {
+            "value": effect,
+            "ci_low": lo,
+            "ci_high": hi,
+            "mean_delta": float(d.mean()),
+        }
+    last = per_value[str(values[-1])]
+    out = {
+        "variable": variable,
+        "values": [v if isinstance(v, (int, float, str, bool)) else str(v) for v in values],
+        "target": target,
+        "unit": "sd of the primary score at the reference value",
+        "value": last["value"],
+        "ci_low": last["ci_low"],
+        "ci_high": last["ci_high"],
+        "mean_delta": last["mean_delta"],
+        "score_sd": sd,
+        "n_samples": n,
+        "n_bootstrap": n_bootstrap,
+        "per_value": per_value,
+    }
+    return InterventionResult(out, deltas=s[:, -1] - ref)
+
+
+def _batches(inputs: Any, batch_size: int):
+    """Image batches; other tensors of shape (N, ...) are accepted as well (tabular models)."""
+    if isinstance(inputs, (Tensor, np.ndarray)) and np.ndim(inputs) != 4:
+        x = torch.as_tensor(inputs)
+        if x.ndim < 2:
+            raise AuditError(f"inputs must have a batch dimension; got shape {tuple(x.shape)}")
+        yield from x.float().split(batch_size)
+        return
+    yield from iter_image_batches(inputs, batch_size)

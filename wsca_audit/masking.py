@@ -1,0 +1,330 @@
+"""ROI masking sensitivity (after Sourget et al., "Mask of truth", 2025).
+
+The model is evaluated three times on the same images: as they are (``full``), with the
+region of interest filled in (``roi_removed``), and with everything *but* the ROI filled
+in (``roi_only``). A model that keeps most of its AUC without the ROI reads something
+else: a shortcut. The three settings share their bootstrap resamples, so the drops and
+their intervals are paired.
+
+Fills (``fill=``), applied per image and per channel:
+
+- ``"zero"``: 0 in the model's input space (the data mean when inputs are standardised);
+- ``"mean"``: the image's own mean;
+- ``"blur"``: a Gaussian blur of the image (``blur_sigma``, default ``max(H, W) / 16``),
+  which keeps low frequencies and removes detail;
+- ``"noise"``: Gaussian noise with the image's mean and standard deviation (seeded).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .correlation import bootstrap_counts, percentile_ci
+from .errors import AuditError
+from .evidence import (
+    Evidence,
+    RoiMasks,
+    boxes_to_roi,
+    check_length,
+    column,
+    display_image,
+    iter_image_batches,
+    logits_of,
+    model_device,
+    n_images,
+    warn_if_training,
+)
+from .metrics import macro_ovr_auc, weighted_auc
+
+FILLS = ("zero", "mean", "blur", "noise")
+SETTINGS = ("full", "roi_removed", "roi_only")
+
+
+def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of (N, C, H, W) with reflect padding (any device)."""
+    radius = max(1, math.ceil(3 * sigma))
+    radius = min(radius, x.shape[-1] - 1, x.shape[-2] - 1) or 1
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    pad_mode = "reflect" if min(x.shape[-2:]) > radius else "replicate"
+    y = nn.functional.pad(x, (radius, radius, 0, 0), mode=pad_mode)
+    y = nn.functional.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    y = nn.functional.pad(y, (0, 0, radius, radius), mode=pad_mode)
+    return nn.functional.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def fill_region(
+    x: Tensor,
+    region: Tensor,
+    fill: str = "zero",
+    *,
+    blur_sigma: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Replace the pixels of ``x`` (N, C, H, W) where ``region`` (N, H, W) is True.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.ones(1, 1, 2, 2); region = torch.tensor([[[True, False], [False, False]]])
+    >>> fill_region(x, region, "zero")[0, 0]
+    tensor([[0., 1.],
+            [1., 1.]])
+    """
+    if fill not in FILLS:
+        raise AuditError(f"fill must be one of {FILLS}; got {fill!r}")
+    m = region[:, None].to(x.device)
+    if fill == "zero":
+        value = torch.zeros_like(x)
+    elif fill == "mean":
+        value = x.mean((2, 3), keepdim=True).expand_as(x)
+    elif fill == "blur":
+        sigma = blur_sigma if blur_sigma is not None else max(x.shape[-2:]) / 16
+        if sigma <= 0:
+            raise AuditError("blur_sigma must be > 0")
+        value = _gaussian_blur(x, float(sigma))
+    else:
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        value = x.mean((2, 3), keepdim=True) + x.std((2, 3), keepdim=True) * noise
+    return torch.where(m, value, x)
+
+
+class MaskingResult(Evidence):
+    """ROI masking sensitivity: the primary AUC on full, ROI-removed and ROI-only images.
+
+    A mapping with keys ``full``, ``roi_removed``, ``roi_only`` (each ``{"metric",
+    "value", "ci_low", "ci_high"}``, the last two with ``drop`` and ``retained``),
+    ``verdict``, ``fill``, ``n_samples`` and ``roi_area``.
+    """
+
+    kind = "roi_masking"
+
+    @property
+    def default_key(self) -> str:
+        """The entry name ``AuditResult.add_evidence`` uses when none is given."""
+        return f"fill_{self._data.get('fill')}"
+
+    def __init__(self, data: dict, examples: dict[str, np.ndarray] | None = None) -> None:
+        super().__init__(data)
+        self.examples_ = examples or {}
+
+    def figure(self):
+        """Example image in each setting (left) and the AUCs with 95% CIs (right)."""
+        from matplotlib.figure import Figure
+
+        n_ex = len(self.examples_)
+        fig = Figure(figsize=(3.0 + 2.2 * n_ex, 3.0), layout="constrained")
+        axes = fig.subplots(1, n_ex + 1, width_ratios=[1] * n_ex + [2.2])
+        axes = np.atleast_1d(axes)
+        for ax, (name, img) in zip(axes, self.examples_.items()):
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
+            ax.set_title(name.replace("_", " "), fontsize=9)
+            ax.axis("off")
+        ax = axes[-1]
+        vals = [self._data[s]["value"] for s in SETTINGS]
+        lo = [self._data[s]["ci_low"] for s in SETTINGS]
+        hi = [self._data[s]["ci_high"] for s in SETTINGS]
+        v = [x if x is not None else math.nan for x in vals]
+        err = [
+            [max(a - b, 0) if b is not None and a == a else 0 for a, b in zip(v, lo)],
+            [max(b - a, 0) if b is not None and a == a else 0 for a, b in zip(v, hi)],
+        ]
+        colours = ["#2e86c1", "#c0392b", "#27ae60"]
+        ax.bar(range(3), v, yerr=err, capsize=4, color=colours)
+        ax.axhline(0.5, color="grey", ls=":", lw=1, label="chance")
+        ax.set_xticks(range(3), ["full", "ROI removed", "ROI only"])
+        ax.set_ylim(0.0, 1.05)
+        ax.set_ylabel(self._data["full"]["metric"].upper())
+        ax.set_title(f"fill={self._data['fill']}: {self._data['verdict']}", fontsize=9)
+        ax.legend(fontsize=8, loc="lower right")
+        return fig
+
+
+def roi_masking(
+    model: nn.Module,
+    inputs: Any,
+    roi: Any = None,
+    targets: Any = None,
+    fill: str = "zero",
+    n_bootstrap: int = 200,
+    *,
+    boxes: Any = None,
+    batch_size: int = 64,
+    retained_threshold: float = 0.8,
+    blur_sigma: float | None = None,
+    ci_level: float = 0.95,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> MaskingResult:
+    """Evaluate the model on full images, with the ROI removed, and with only the ROI kept.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The classifier (in eval mode); its output is logits (or a tuple / ``.logits``).
+    inputs : Tensor or array (N, C, H, W), or an iterable of such batches
+    roi : bool array of shape (N, H, W) or (H, W)
+        The region the model *should* read (lesion, organ, stroke pixels).
+    targets : array-like of shape (N,)
+        Class labels: two values give AUC of the log-odds, more give macro one-vs-rest
+        AUC of the softmax (labels must then be class indices).
+    fill : {"zero", "mean", "blur", "noise"}, default="zero"
+        What replaces the removed pixels (see the module docstring).
+    n_bootstrap : int, default=200
+        Paired bootstrap resamples for the intervals.
+    boxes : array-like of shape (4,) or (N, 4), optional
+        ``(y0, x0, y1, x1)`` boxes instead of ``roi`` masks.
+    batch_size : int, default=64
+        Used when ``inputs`` is a single tensor.
+    retained_threshold : float, default=0.8
+        Share of the above-chance AUC that the model must keep without the ROI (with the
+        ROI-removed AUC's interval above chance) to be called ``"relies_outside_roi"``.
+    blur_sigma : float, optional
+        Gaussian sigma in pixels for ``fill="blur"``.
+    ci_level, seed, device, progress
+        Interval level, random seed (bootstrap and noise), device (default: the model's)
+        and a progress bar.
+
+    Returns
+    -------
+    MaskingResult
+        ``verdict`` is ``"relies_outside_roi"`` (keeps at least ``retained_threshold``
+        of its above-chance AUC with the ROI removed), ``"relies_on_roi"`` (the upper
+        end of the retained share's interval is under one half) or ``"inconclusive"``.
+
+    Examples
+    --------
+    >>> import torch, wsca_audit as wa
+    >>> x = torch.zeros(40, 1, 4, 4); y = torch.arange(40) % 2
+    >>> x[y == 1, :, 1:3, 1:3] = 1.0                    # the signal sits in the ROI
+    >>> roi = torch.zeros(4, 4, dtype=torch.bool); roi[1:3, 1:3] = True
+    >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 1)).eval()
+    >>> with torch.no_grad():
+    ...     _ = model[1].weight.fill_(1.0), model[1].bias.zero_()
+    >>> res = wa.roi_masking(model, x, roi, y, n_bootstrap=50, progress=False)
+    >>> res["full"]["value"], res["roi_removed"]["value"], res["verdict"]
+    (1.0, 0.5, 'relies_on_roi')
+    """
+    if fill not in FILLS:
+        raise AuditError(f"fill must be one of {FILLS}; got {fill!r}")
+    if not 0 < retained_threshold <= 1:
+        raise AuditError("retained_threshold must be in (0, 1]")
+    if n_bootstrap < 0:
+        raise AuditError("n_bootstrap must be >= 0")
+    if (roi is None) == (boxes is None):
+        raise AuditError("pass exactly one of roi= (boolean masks) or boxes= (y0, x0, y1, x1)")
+    if targets is None:
+        raise AuditError("roi_masking needs targets (class labels) to compute the AUC")
+    y = column(targets, "targets")
+    n_known = n_images(inputs)
+    if n_known is not None:
+        check_length(y, n_known, "targets")
+    warn_if_training(model, "ROI masking")
+    dev = model_device(model, device)
+    gen = torch.Generator().manual_seed(seed)
+
+    masks: RoiMasks | None = RoiMasks(roi) if roi is not None else None
+    scores: list[Tensor] = []  # per setting, (n, K) logits
+    examples: dict[str, np.ndarray] = {}
+    area_sum, start = 0.0, 0
+    bar = tqdm(total=n_known, desc="wsca: ROI masking", unit="img", disable=not progress)
+    with torch.inference_mode():
+        for x in iter_image_batches(inputs, batch_size):
+            x = x.to(dev)
+            if masks is None:  # boxes: build masks once the image size is known
+                masks = RoiMasks(boxes_to_roi(boxes, *x.shape[-2:]))
+            m = masks.take(start, x)
+            variants = (
+                x,
+                fill_region(x, m, fill, blur_sigma=blur_sigma, generator=gen),
+                fill_region(x, ~m, fill, blur_sigma=blur_sigma, generator=gen),
+            )
+            out = torch.stack([logits_of(model(v)).float() for v in variants], 1)
+            scores.append(out.cpu())
+            area_sum += float(m.float().mean((1, 2)).sum())
+            if not examples:
+                for name, v in zip(SETTINGS, variants):
+                    img = v[0].float().cpu()
+                    examples[name] = display_image(img)
+            start += x.shape[0]
+            bar.update(x.shape[0])
+    bar.close()
+    if start == 0:
+        raise AuditError("inputs held no images")
+    check_length(y, start, "targets")
+    masks.check_count(start)
+    logits = torch.cat(scores)  # (N, 3, K)
+
+    levels, codes = np.unique(y, return_inverse=True)
+    if len(levels) < 2:
+        raise AuditError("targets hold a single class: AUC is undefined")
+    codes_t = torch.as_tensor(codes)
+    k = logits.shape[-1]
+    weights = torch.cat([torch.ones(1, start), bootstrap_counts(start, n_bootstrap, gen)])
+
+    def metric(lg: Tensor) -> Tensor:
+        if len(levels) == 2:
+            s = lg[:, 0] if k == 1 else lg[:, 1] - lg[:, 0] if k == 2 else lg[:, 1]
+            return weighted_auc(s, codes_t == 1, weights)
+        if k != len(levels):
+            raise AuditError(
+                f"targets have {len(levels)} classes but the model has {k} outputs; for "
+                "multi-class AUC the labels must be the class indices 0..K-1"
+            )
+        return macro_ovr_auc(torch.softmax(lg, 1), codes_t, weights)
+
+    vals = {name: metric(logits[:, i]).double() for i, name in enumerate(SETTINGS)}
+    out: dict[str, Any] = {
+        "metric": "auc",
+        "fill": fill,
+        "n_samples": start,
+        "roi_area": area_sum / start,
+        "retained_threshold": retained_threshold,
+        "n_bootstrap": n_bootstrap,
+    }
+    full = vals["full"]
+
+    def ci(t: Tensor) -> tuple[float, float]:
+        return percentile_ci(t[1:], ci_level) if n_bootstrap else (math.nan, math.nan)
+
+    for name in SETTINGS:
+        v = vals[name]
+        lo, hi = ci(v)
+        entry = {"metric": "auc", "value": float(v[0]), "ci_low": lo, "ci_high": hi}
+        if name != "full":
+            drop = full - v
+            dlo, dhi = ci(drop)
+            entry["drop"] = {"value": float(drop[0]), "ci_low": dlo, "ci_high": dhi}
+            retained = (v - 0.5) / (full - 0.5)
+            retained = torch.where(full > 0.5, retained, torch.full_like(retained, math.nan))
+            rlo, rhi = ci(retained)
+            entry["retained"] = {"value": float(retained[0]), "ci_low": rlo, "ci_high": rhi}
+        out[name] = entry
+    out["verdict"] = _verdict(out["roi_removed"], retained_threshold)
+    return MaskingResult(out, examples)
+
+
+def _verdict(removed: dict, threshold: float) -> str:
+    """Keeps most of its AUC without the ROI -> relies outside it; loses most -> on it.
+
+    Without bootstrap intervals the point estimates decide.
+    """
+    kept = removed["retained"]
+    value, upper = kept["value"], kept["ci_high"]
+    if math.isnan(value):
+        return "inconclusive"
+    above_chance = math.isnan(removed["ci_low"]) or removed["ci_low"] > 0.5
+    if value >= threshold and above_chance:
+        return "relies_outside_roi"
+    if (upper if not math.isnan(upper) else value) < 0.5:
+        return "relies_on_roi"
+    return "inconclusive"

@@ -1,0 +1,45 @@
+"""Safe names: metadata names turned into MLflow keys and file names.
+
+Metadata names come from user data ("scanner vendor/model", "../x"); every key or file
+name derived from one goes through :func:`sanitize_name`, so no path traversal or
+invalid MLflow key can arise, and the mapping is stable across versions.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["sanitize_name", "task_keys"]
+
+
+def sanitize_name(name: str) -> str:
+    """A metric/tag/file-safe version of a metadata name (stable across versions).
+
+    Characters outside ``[A-Za-z0-9_.-]`` become ``_``; dots may not start the name or
+    repeat (so no ``..`` path component can arise).
+
+    Examples
+    --------
+    >>> sanitize_name("scanner vendor/model (%)")
+    'scanner_vendor_model_'
+    >>> sanitize_name("../etc")
+    'etc'
+    """
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name))
+    safe = re.sub(r"\.{2,}", ".", safe).lstrip("._").rstrip(".") or "task"
+    return safe[:200]
+
+
+def task_keys(names: list[str]) -> dict[str, str]:
+    """Map task names to unique sanitised keys (``_2``, ``_3``... on collisions)."""
+    keys: dict[str, str] = {}
+    used: set[str] = set()
+    for name in names:
+        base = key = sanitize_name(name)
+        i = 2
+        while key in used:
+            key = f"{base}_{i}"
+            i += 1
+        used.add(key)
+        keys[name] = key
+    return keys
