@@ -25,7 +25,9 @@ from wsca_audit.mobilenet import MobileNetV2
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--size", type=int, default=128)
@@ -37,7 +39,10 @@ def main() -> None:
     model = MobileNetV2(num_classes=2).to(device).eval()
     g = torch.Generator().manual_seed(0)
     # inputs are prepared on the device up front: the loop measures model + audit only
-    xs = [torch.randn(args.batch, 3, args.size, args.size, generator=g).to(device) for _ in range(args.batches)]
+    xs = [
+        torch.randn(args.batch, 3, args.size, args.size, generator=g).to(device)
+        for _ in range(args.batches)
+    ]
     ys = [np.arange(args.batch) % 2 for _ in range(args.batches)]
     meta = [{"scanner": np.arange(args.batch) % 3, "age": np.linspace(20, 80, args.batch)}
             for _ in range(args.batches)]  # fmt: skip
@@ -54,7 +59,11 @@ def main() -> None:
 
     def audited():
         auditor = wa.Auditor(model, metadata={"scanner": "categorical", "age": "continuous"})
-        with auditor.collect(), torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=args.amp):
+        with (
+            auditor.collect(),
+            torch.inference_mode(),
+            torch.autocast(device.type, torch.bfloat16, enabled=args.amp),
+        ):
             for x, y, m in zip(xs, ys, meta):
                 model(x)
                 auditor.record(targets=y, metadata=m)
@@ -71,15 +80,19 @@ def main() -> None:
     n_emb = audited().embeddings().embeddings.shape
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"
     mp, ma = statistics.median(t_plain), statistics.median(t_audit)
-    print(f"MobileNetV2, {args.batches} batches of {args.batch}x3x{args.size}x{args.size}, "
-          f"device={device} ({name}), threads={torch.get_num_threads()}, cores={os.cpu_count()}, "
-          f"amp={args.amp}; embeddings collected {tuple(n_emb)}")
+    print(
+        f"MobileNetV2, {args.batches} batches of {args.batch}x3x{args.size}x{args.size}, "
+        f"device={device} ({name}), threads={torch.get_num_threads()}, cores={os.cpu_count()}, "
+        f"amp={args.amp}; embeddings collected {tuple(n_emb)}"
+    )
     print()
     print("| loop | median s | min s | max s |")
     print("|---|---|---|---|")
     for label, ts in (("plain", t_plain), ("with auditor", t_audit)):
         print(f"| {label} | {statistics.median(ts):.4f} | {min(ts):.4f} | {max(ts):.4f} |")
-    print(f"\nratio (median with / median plain) = **{ma / mp:.4f}x** over {args.repeats} alternating repeats")
+    print(
+        f"\nratio (median with / median plain) = **{ma / mp:.4f}x** over {args.repeats} alternating repeats"
+    )
 
 
 if __name__ == "__main__":

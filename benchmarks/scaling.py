@@ -49,14 +49,18 @@ def child(n: int, d: int, refits: int, device: str) -> dict:
         "n": n,
         "seconds": elapsed,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "peak_cuda_gb": torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None,
+        "peak_cuda_gb": torch.cuda.max_memory_allocated() / 2**30
+        if device.startswith("cuda")
+        else None,
         "input_gb": Z.nbytes / 2**30,
         "verdicts": res.verdicts,
     }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--d", type=int, default=512)
     ap.add_argument("--refits", type=int, default=20, help="bootstrap and permutation refits each")
@@ -66,8 +70,10 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.n[0], args.d, args.refits, args.device)))
         return
-    print(f"D={args.d}, refits={args.refits}+{args.refits}, device={args.device}; tasks: site "
-          "(3 levels), age (continuous)\n")
+    print(
+        f"D={args.d}, refits={args.refits}+{args.refits}, device={args.device}; tasks: site "
+        "(3 levels), age (continuous)\n"
+    )
     print("| N | analyze s | s per 1e4 samples | peak RSS GB | peak CUDA GB | embeddings GB |")
     print("|---|---|---|---|---|---|")
     for n in args.n:
@@ -79,8 +85,11 @@ def main() -> None:
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         cuda = f"{r['peak_cuda_gb']:.2f}" if r["peak_cuda_gb"] is not None else "-"
-        print(f"| {n:,} | {r['seconds']:.1f} | {r['seconds'] / n * 1e4:.2f} | "
-              f"{r['peak_rss_gb']:.2f} | {cuda} | {r['input_gb']:.2f} |", flush=True)
+        print(
+            f"| {n:,} | {r['seconds']:.1f} | {r['seconds'] / n * 1e4:.2f} | "
+            f"{r['peak_rss_gb']:.2f} | {cuda} | {r['input_gb']:.2f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

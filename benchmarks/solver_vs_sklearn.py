@@ -108,21 +108,32 @@ def cosine(a, b):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--d", type=int, default=512)
     ap.add_argument("--refits", type=int, default=200, help="bootstrap and permutation refits each")
-    ap.add_argument("--sk-sample", type=int, default=3, help="sampled bootstrap (and permutation) sklearn fits per task")
+    ap.add_argument(
+        "--sk-sample",
+        type=int,
+        default=3,
+        help="sampled bootstrap (and permutation) sklearn fits per task",
+    )
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     device = torch.device(args.device)
     Z, targets = make_data(args.n, args.d)
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"
-    print(f"N={args.n} D={args.d} refits={args.refits}+{args.refits} device={device} ({name}), "
-          f"torch threads={torch.get_num_threads()}, cores={os.cpu_count()}")
+    print(
+        f"N={args.n} D={args.d} refits={args.refits}+{args.refits} device={device} ({name}), "
+        f"torch threads={torch.get_num_threads()}, cores={os.cpu_count()}"
+    )
     print()
-    print("| task | fits | torch s | sklearn s/fit | sklearn loop s (extrapolated) | ratio | min cosine |")
+    print(
+        "| task | fits | torch s | sklearn s/fit | sklearn loop s (extrapolated) | ratio | min cosine |"
+    )
     print("|---|---|---|---|---|---|---|")
     tot_ours = tot_sk = 0.0
     worst = 1.0
@@ -131,7 +142,11 @@ def main() -> None:
         t_ours, head, T, W = torch_task(Z, y, k, args.refits, device)
         P = len(T)
         # sample: the point fit, the first sk_sample bootstraps and permutations
-        idx = [0, *range(1, 1 + args.sk_sample), *range(1 + args.refits, 1 + args.refits + args.sk_sample)]
+        idx = [
+            0,
+            *range(1, 1 + args.sk_sample),
+            *range(1 + args.refits, 1 + args.refits + args.sk_sample),
+        ]
         solvers = ["auto"] if k == 0 else ["lbfgs", "newton-cholesky"]
         best = None
         for solver in solvers:
@@ -146,10 +161,14 @@ def main() -> None:
         loop = per_fit * P
         tot_ours += t_ours
         tot_sk += loop
-        print(f"| {task} ({solver}) | {P} | {t_ours:.1f} | {per_fit:.3f} | {loop:.0f} | "
-              f"{loop / t_ours:.1f}x | {cos:.6f} |")
-    print(f"| **all** | {P * len(TASKS)} | {tot_ours:.1f} | | {tot_sk:.0f} | "
-          f"**{tot_sk / tot_ours:.1f}x** | {worst:.6f} |")
+        print(
+            f"| {task} ({solver}) | {P} | {t_ours:.1f} | {per_fit:.3f} | {loop:.0f} | "
+            f"{loop / t_ours:.1f}x | {cos:.6f} |"
+        )
+    print(
+        f"| **all** | {P * len(TASKS)} | {tot_ours:.1f} | | {tot_sk:.0f} | "
+        f"**{tot_sk / tot_ours:.1f}x** | {worst:.6f} |"
+    )
 
 
 if __name__ == "__main__":

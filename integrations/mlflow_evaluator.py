@@ -82,7 +82,9 @@ class WSCAEvaluator(ModelEvaluator):
         config = dict(evaluator_config or {})
         unknown = set(config) - _KNOWN
         if unknown:
-            raise wa.AuditError(f"unknown wsca evaluator_config keys {sorted(unknown)}; known: {sorted(_KNOWN)}")
+            raise wa.AuditError(
+                f"unknown wsca evaluator_config keys {sorted(unknown)}; known: {sorted(_KNOWN)}"
+            )
         if model is None:
             raise wa.AuditError("the wsca evaluator needs a model (not a static predictions table)")
         net = model.get_raw_model() if hasattr(model, "get_raw_model") else None

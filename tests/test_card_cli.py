@@ -60,7 +60,9 @@ def test_cli_report_and_fail_on(small_result, tmp_path, capsys):
     assert "scanner id/ü" in capsys.readouterr().out
     verdicts = set(small_result.verdicts.values())
     assert cli(["report", str(tmp_path / "rep"), "--fail-on", next(iter(verdicts))]) == 1
-    absent = [v for v in ("uses", "not_encoded", "inconclusive", "encoded_not_used") if v not in verdicts]
+    absent = [
+        v for v in ("uses", "not_encoded", "inconclusive", "encoded_not_used") if v not in verdicts
+    ]
     assert cli(["report", str(tmp_path / "rep"), "--fail-on", absent[0]]) == 0
     assert cli(["report", str(tmp_path / "rep"), "--json"]) == 0
     assert '"schema_version": 1' in capsys.readouterr().out

@@ -39,10 +39,33 @@ def test_demo_tells_the_two_models_apart(tmp_path):
         front = yaml.safe_load(card.split("---\n")[1])
         assert front["wsca"]["mlflow_run_id"] == run.info.run_id
         saved = wa.AuditResult.load(tmp_path / name)
-        assert saved.to_dict() == wa.load_from_mlflow(
-            run.info.run_id, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"
-        ).to_dict()
+        assert (
+            saved.to_dict()
+            == wa.load_from_mlflow(
+                run.info.run_id, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"
+            ).to_dict()
+        )
         assert set(saved.tasks) == {"scanner", "source_square", "head_fraction"}
+        assert set(saved.evidence) == {"roi_masking", "interventions"}
+        assert "figures/evidence/interventions/scanner/intervention.png" in {
+            a.path.removeprefix("wsca/")
+            for a in client.list_artifacts(
+                run.info.run_id, "wsca/figures/evidence/interventions/scanner"
+            )
+        }
+    # input-side evidence agrees with the weight-space verdicts
+    effect = {
+        n: runs[f"br35h-{n}"].data.metrics["wsca.intervention.scanner.effect"]
+        for n in ("clean", "shortcut")
+    }
+    assert effect["shortcut"] > 0.3 > abs(effect["clean"])
+    kept = {
+        n: wa.AuditResult.load(tmp_path / n).evidence["roi_masking"]["fill_noise"]["roi_removed"][
+            "retained"
+        ]["value"]
+        for n in ("clean", "shortcut")
+    }
+    assert kept["shortcut"] > kept["clean"] + 0.3
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
         "head-clean-v1-s0.pt", "head-shortcut-v1-s0.pt"
     ]  # fmt: skip

@@ -52,10 +52,12 @@ def test_evaluate_with_wsca_evaluator(logged_model):
                 targets="label",
                 model_type="classifier",
                 evaluators=["wsca"],
-                evaluator_config={"wsca": {
-                    "metadata": {"site": "categorical", "ink": "continuous"},
-                    "settings": {"n_bootstrap": 30, "n_permutations": 30, "progress": False},
-                }},
+                evaluator_config={
+                    "wsca": {
+                        "metadata": {"site": "categorical", "ink": "continuous"},
+                        "settings": {"n_bootstrap": 30, "n_permutations": 30, "progress": False},
+                    }
+                },
             )
         assert result.metrics["wsca.site.usage"] == pytest.approx(
             MlflowClient().get_run(run.info.run_id).data.metrics["wsca.site.usage"]
@@ -69,9 +71,13 @@ def test_evaluate_with_wsca_evaluator(logged_model):
         x = torch.as_tensor(df[[f"px{i}" for i in range(64)]].to_numpy())
         with auditor.collect(), torch.no_grad():
             net(x)
-            auditor.record(targets=df["label"].to_numpy(), metadata={"site": df["site"], "ink": df["ink"]})
+            auditor.record(
+                targets=df["label"].to_numpy(), metadata={"site": df["site"], "ink": df["ink"]}
+            )
         direct = auditor.analyze(n_bootstrap=30, n_permutations=30, progress=False)
-        assert direct.tasks["site"]["usage"]["value"] == pytest.approx(back.tasks["site"]["usage"]["value"], abs=1e-6)
+        assert direct.tasks["site"]["usage"]["value"] == pytest.approx(
+            back.tasks["site"]["usage"]["value"], abs=1e-6
+        )
     finally:
         mlflow.set_tracking_uri(None)
 

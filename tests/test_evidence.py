@@ -252,7 +252,9 @@ def test_empty_roi_is_a_clear_error(tiny):
 def test_non_image_inputs_are_a_clear_error(tiny):
     model, _, y, roi = tiny
     flat = torch.rand(10, 16)
-    with pytest.raises(wa.AuditError, match=r"images of shape \(N, C, H, W\); got shape \(10, 16\)"):
+    with pytest.raises(
+        wa.AuditError, match=r"images of shape \(N, C, H, W\); got shape \(10, 16\)"
+    ):
         wa.InputAttribution(model, progress=False).attribute(flat, roi=roi)
     with pytest.raises(wa.AuditError, match=r"\(N, C, H, W\)"):
         wa.roi_masking(model, flat, roi, y, progress=False)
@@ -286,9 +288,9 @@ def test_other_bad_inputs(tiny):
     with pytest.raises(wa.AuditError, match="target=<index>"):
         wa.intervention_effect(multi, x, lambda t, v: t + v, progress=False)
     with pytest.raises(wa.AuditError, match="takes no"):
-        wa.InputAttribution(
-            model, attribute_kwargs={"bogus": 1}, progress=False
-        ).attribute(x, roi=roi)
+        wa.InputAttribution(model, attribute_kwargs={"bogus": 1}, progress=False).attribute(
+            x, roi=roi
+        )
     with pytest.raises(wa.AuditError, match="add_evidence takes"):
         wa.AuditResult({"schema_version": 1, "tasks": {}}).add_evidence({"inside": 0.5})
 

@@ -86,7 +86,9 @@ def test_second_audit_into_same_run_keeps_params_and_warns(small_result, mlflow_
     report = small_result.to_dict()
     report["settings"]["n_bootstrap"] = 99
     with pytest.warns(wa.AuditWarning, match="n_bootstrap"):
-        again = wa.log_to_mlflow(wa.AuditResult(report), run_id, tracking_uri=mlflow_server.uri, step=1)
+        again = wa.log_to_mlflow(
+            wa.AuditResult(report), run_id, tracking_uri=mlflow_server.uri, step=1
+        )
     assert again == run_id
     run = MlflowClient(mlflow_server.uri).get_run(run_id)
     assert run.data.params["wsca.n_bootstrap"] == "30"
@@ -114,7 +116,9 @@ def test_unreachable_server_keeps_report_then_cli_uploads(small_result, tmp_path
     client = MlflowClient(mlflow_server.uri)
     exp = client.get_experiment_by_name("later")
     (run,) = client.search_runs([exp.experiment_id])
-    assert run.data.metrics["wsca.ink.usage"] == pytest.approx(small_result.tasks["ink"]["usage"]["value"])
+    assert run.data.metrics["wsca.ink.usage"] == pytest.approx(
+        small_result.tasks["ink"]["usage"]["value"]
+    )
     assert "mlflow-target.json" not in {
         f.path.split("/")[-1] for f in client.list_artifacts(run.info.run_id, "wsca")
     }

@@ -522,7 +522,8 @@ class InputAttribution:
             masks.check_count(start)
 
         data = self._summary(start, shares, areas, counts, y, meta, self._attributor)
-        mean_maps = {k: (sums[k] / counts[k]).cpu().numpy() for k in sums}
+        order = sorted(sums, key=lambda k: (k != "all", k))  # "all", then by name
+        mean_maps = {k: (sums[k] / counts[k]).cpu().numpy() for k in order}
         return AttributionResult(data, mean_maps, examples)
 
     def _summary(self, n, shares, areas, counts, y, meta, attributor) -> dict:

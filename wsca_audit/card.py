@@ -174,8 +174,8 @@ def _sections(result: AuditResult, model_name: str, meta: dict, figure: str | No
                 paragraphs=[
                     "Where in the image the prediction comes from: Captum attributions (share "
                     "of positive attribution mass inside the region of interest), the primary "
-                    "AUC with the region removed or kept alone (after Sourget et al., \"Mask of "
-                    "truth\"), and counterfactual interventions that set a variable in the input."
+                    'AUC with the region removed or kept alone (after Sourget et al., "Mask of '
+                    'truth"), and counterfactual interventions that set a variable in the input.'
                 ],
                 bullets=evidence,
             )
