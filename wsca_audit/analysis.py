@@ -14,9 +14,12 @@ For each metadata task three families of heads are fitted, each as one batched s
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,6 +33,7 @@ from .errors import AuditError, AuditWarning
 from .heads import BatchedLinearHead, PrimaryHead
 from .metrics import macro_ovr_auc, weighted_accuracy, weighted_auc, weighted_r2
 from .report import SCHEMA_VERSION, AuditResult
+from .store import SPILL_PREFIX
 
 _MIN_LEVEL_COUNT = 5
 
@@ -56,6 +60,7 @@ class AuditSettings:
     progress: bool = True
     deconfounding: str = "within_class_centering"
     layer_attribution: bool = True
+    max_memory_mb: float | None = None
 
     def validate(self) -> None:
         if self.n_bootstrap < 0 or self.n_permutations < 0:
@@ -70,6 +75,8 @@ class AuditSettings:
             raise AuditError("ci_level must be in (0, 1)")
         if self.dtype not in ("float32", "float64"):
             raise AuditError("dtype must be 'float32' or 'float64'")
+        if self.max_memory_mb is not None and self.max_memory_mb < 0:
+            raise AuditError("max_memory_mb must be >= 0")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -180,6 +187,7 @@ class _Analysis:
         self.device = torch.device(cfg.device or auto)
         self.dtype = getattr(torch, cfg.dtype)
         self.gen = torch.Generator().manual_seed(cfg.seed)
+        self._tmp: tempfile.TemporaryDirectory | None = None  # memory-mapped working copies
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -194,7 +202,7 @@ class _Analysis:
         n = es.n_samples
         if n < 2 * cfg.n_folds:
             raise AuditError(f"{n} samples are too few for {cfg.n_folds}-fold cross-fitting")
-        Z = self._t(es.embeddings)
+        Z = self._embeddings_tensor()
         self.Z = Z
         self.W = self._t(es.primary.weight)
         self.b = self._t(es.primary.bias)
@@ -216,13 +224,20 @@ class _Analysis:
         # standardised embeddings (probe design) and within-class centred ones (usage design)
         self.mu = Z.mean(0)
         self.sd = _safe_std(Z)
-        self.Zs = (Z - self.mu) / self.sd
-        Zw = self._center(Z, torch.ones(n, dtype=torch.bool, device=self.device))
+        means = self._class_means_of(Z)  # (n_classes, D)
+        strata = self.strata.to(self.device)
+        # the two working copies of Z, filled chunk by chunk (memory-mapped when spilling)
+        self.Zs, Zw = self._big(Z.shape), self._big(Z.shape)
+        for sl in _chunks(n):
+            self.Zs[sl] = (Z[sl] - self.mu) / self.sd
+            Zw[sl] = Z[sl] - means[strata[sl]]
         self.sd_w = _safe_std(Zw)
-        self.Zws = Zw / self.sd_w
 
         self.contrasts = corr.primary_contrasts(self.W)
         self.primary_logits_w = Zw @ self.contrasts.T  # (N, C') usage's primary side
+        for sl in _chunks(n):  # Zw becomes Zws in place: one copy fewer
+            Zw[sl] /= self.sd_w
+        self.Zws = Zw
         self.primary_vectors = corr.primary_class_vectors(self.W, cfg.center_classes)
         self.basis, self.pca_share = corr.pca_basis(Z, cfg.pca_variance, cfg.pca_min_components)
 
@@ -231,6 +246,43 @@ class _Analysis:
         )
         if 0 < cfg.n_bootstrap < 50:
             self._warn(f"n_bootstrap={cfg.n_bootstrap} gives rough confidence intervals")
+
+    def _embeddings_tensor(self) -> Tensor:
+        """Z on the device; a memory-mapped Z stays mapped on the CPU (no copy)."""
+        E = self.es.embeddings
+        mapped = isinstance(E, np.memmap) and E.dtype == np.float32 and E.flags.writeable
+        if mapped and self.device.type == "cpu" and self.dtype == torch.float32:
+            return torch.from_numpy(E)
+        return self._t(E)
+
+    def _spilling(self, shape) -> bool:
+        if self.device.type != "cpu":
+            return False
+        if isinstance(self.es.embeddings, np.memmap):
+            return True
+        limit = self.cfg.max_memory_mb
+        nbytes = math.prod(shape) * torch.finfo(self.dtype).bits // 8
+        return limit is not None and nbytes > limit * 2**20
+
+    def _big(self, shape) -> Tensor:
+        """An empty embedding-sized tensor: memory-mapped in a temp dir when over budget."""
+        if not self._spilling(shape):
+            return torch.empty(shape, dtype=self.dtype, device=self.device)
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix=SPILL_PREFIX)
+        path = Path(self._tmp.name) / f"work-{len(os.listdir(self._tmp.name))}.bin"
+        np_dtype = np.float32 if self.dtype == torch.float32 else np.float64
+        return torch.from_numpy(np.memmap(path, dtype=np_dtype, mode="w+", shape=tuple(shape)))
+
+    def _class_means_of(self, Z: Tensor) -> Tensor:
+        """Mean embedding of each label stratum, (n_strata, D), by chunks."""
+        strata = self.strata.to(self.device)
+        k = int(strata.max()) + 1 if strata.numel() else 1
+        sums = torch.zeros(k, Z.shape[1], dtype=self.dtype, device=self.device)
+        for sl in _chunks(Z.shape[0]):
+            sums.index_add_(0, strata[sl], Z[sl].to(self.dtype))
+        counts = torch.bincount(strata, minlength=k).clamp_min(1).to(self.dtype)
+        return sums / counts[:, None]
 
     # ------------------------------------------------------------------ primary metric
     def _primary_metric(self) -> dict:
@@ -538,6 +590,15 @@ class _Analysis:
 
     # ------------------------------------------------------------------ run
     def run(self) -> AuditResult:
+        try:
+            return self._run()
+        finally:
+            # memory-mapped working copies go, also on errors and KeyboardInterrupt
+            self.Z = self.Zs = self.Zws = None
+            if self._tmp is not None:
+                self._tmp.cleanup()
+
+    def _run(self) -> AuditResult:
         t0 = time.perf_counter()
         self._prepare()
         es = self.es
@@ -571,6 +632,7 @@ class _Analysis:
         settings["pca_components"] = int(self.basis.shape[0])
         settings["pca_variance_explained"] = self.pca_share
         settings["runtime_s"] = round(time.perf_counter() - t0, 3)
+        settings["memory_mapped"] = self._tmp is not None
         report = {
             "schema_version": SCHEMA_VERSION,
             "model": dict(self.model_info),
@@ -590,9 +652,26 @@ class _Analysis:
         return AuditResult(report)
 
 
+def _chunks(n: int, size: int = 65536):
+    return [slice(i, i + size) for i in range(0, n, size)]
+
+
 def _safe_std(Z: Tensor) -> Tensor:
-    sd = Z.std(0)
-    return torch.where(sd > 1e-12 * (1 + Z.abs().amax(0)), sd, torch.ones_like(sd))
+    """Column standard deviation (unbiased), by chunks, 1 where a column is constant."""
+    n = Z.shape[0]
+    mean = torch.zeros(Z.shape[1], dtype=torch.float64, device=Z.device)
+    for sl in _chunks(n):
+        mean += Z[sl].to(torch.float64).sum(0)
+    mean /= max(n, 1)
+    ss = torch.zeros_like(mean)
+    amax = torch.zeros_like(mean)
+    for sl in _chunks(n):
+        c = Z[sl].to(torch.float64)
+        ss += ((c - mean) ** 2).sum(0)
+        amax = torch.maximum(amax, c.abs().amax(0))
+    sd = (ss / max(n - 1, 1)).sqrt()
+    sd = torch.where(sd > 1e-12 * (1 + amax), sd, torch.ones_like(sd))
+    return sd.to(Z.dtype)
 
 
 def _rows(m: Tensor) -> list[list[float]]:

@@ -17,9 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .distributed import gather_to_rank0, rank_and_world
 from .embeddings import KINDS, EmbeddingSet, _as_array
 from .errors import AuditError, AuditWarning
 from .heads import PrimaryHead
+from .store import EmbeddingStore
 
 
 def _module_name(model: nn.Module, module: nn.Module) -> str:
@@ -68,6 +70,20 @@ class Auditor:
         The primary head, when it is not the chosen layer (or the next ``nn.Linear``).
     keep_on_device : bool, default=False
         Keep embeddings on the GPU instead of copying them to pinned host memory.
+    max_memory_mb : float, optional
+        Memory budget for the collected embeddings: past it they are spilled to a
+        memory-mapped file in a temporary folder, and :meth:`analyze` keeps its working
+        copies memory-mapped as well (on the CPU). None: no limit.
+    skip_train_mode : bool, default=False
+        Ignore forward passes made while the model is in train mode (for hooks that stay
+        on across training and evaluation, as in the framework integrations).
+
+    Notes
+    -----
+    Under ``torch.distributed`` every rank collects its shard and every rank calls
+    :meth:`analyze`; rank 0 receives the gathered audit, the other ranks ``None``. Pass
+    ``sample_ids`` to :meth:`record` so that the padding of a ``DistributedSampler`` is
+    removed (samples are then put in sample-id order).
 
     Examples
     --------
@@ -92,6 +108,8 @@ class Auditor:
         primary_weight=None,
         primary_bias=None,
         keep_on_device: bool = False,
+        max_memory_mb: float | None = None,
+        skip_train_mode: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise AuditError(f"model must be a torch.nn.Module; got {type(model).__name__}")
@@ -102,6 +120,8 @@ class Auditor:
             if kind not in KINDS:
                 raise AuditError(f"metadata kind of {name!r} must be one of {KINDS}; got {kind!r}")
         self.keep_on_device = keep_on_device
+        self.max_memory_mb = max_memory_mb
+        self.skip_train_mode = skip_train_mode
         self._user_head = (
             PrimaryHead.from_arrays(primary_weight, primary_bias)
             if primary_weight is not None
@@ -112,7 +132,7 @@ class Auditor:
         self._head: PrimaryHead | None = None
         self._collecting = False
         self._pending: list[torch.Tensor] = []
-        self._embeddings: list[torch.Tensor] = []
+        self._embeddings = EmbeddingStore(max_memory_mb)
         self._targets: list[np.ndarray] = []
         self._meta: dict[str, list[np.ndarray]] = {}
         self._ids: list[np.ndarray] = []
@@ -124,6 +144,8 @@ class Auditor:
 
     # ------------------------------------------------------------------ hooks
     def _store(self, z) -> None:
+        if self.skip_train_mode and self.model.training:
+            return
         if not isinstance(z, torch.Tensor):
             raise AuditError(
                 f"layer {self.layer_name!r} received a {type(z).__name__}, not a tensor"
@@ -160,7 +182,7 @@ class Auditor:
         if self._collecting:
             raise AuditError("collect() is already active on this auditor")
         self._collecting = True
-        if self.model.training:
+        if self.model.training and not self.skip_train_mode:
             self._warn(
                 "the model is in train mode during collection: dropout and batch-norm make "
                 "the embeddings noisy; call model.eval() first"
@@ -179,7 +201,7 @@ class Auditor:
             handles.clear()
             self._collecting = False
             if (
-                any(z.is_pinned() for z in self._pending + self._embeddings)
+                any(z.is_pinned() for z in self._pending + self._embeddings.blocks())
                 and torch.cuda.is_available()
             ):
                 torch.cuda.synchronize()
@@ -304,7 +326,8 @@ class Auditor:
                 raise AuditError(
                     f"sample_ids has {len(batch_ids)} values but the batch has {n} embeddings"
                 )
-        self._embeddings.extend(self._pending)
+        for z in self._pending:
+            self._embeddings.append(z)
         self._pending = []
         if batch_targets is not None:
             self._targets.append(batch_targets)
@@ -318,35 +341,62 @@ class Auditor:
         self._warnings.append(message)
         warnings.warn(message, AuditWarning, stacklevel=3)
 
+    @property
+    def pending_count(self) -> int:
+        """Embeddings captured since the last :meth:`record` (the batch awaiting labels)."""
+        return sum(int(z.shape[0]) for z in self._pending)
+
+    @property
+    def n_recorded(self) -> int:
+        """Embeddings recorded so far on this process."""
+        return len(self._embeddings)
+
+    def discard_pending(self) -> int:
+        """Forget embeddings captured since the last :meth:`record`; returns how many."""
+        n = self.pending_count
+        self._pending = []
+        return n
+
     # ------------------------------------------------------------------ results
-    def embeddings(self, drop_nonfinite: bool = False) -> EmbeddingSet:
-        """Everything recorded so far, as a validated :class:`EmbeddingSet`."""
+    def embeddings(self, drop_nonfinite: bool = False, gather: bool = True) -> EmbeddingSet | None:
+        """Everything recorded so far, as a validated :class:`EmbeddingSet`.
+
+        With ``torch.distributed`` initialised and ``gather=True`` this is a collective
+        call: rank 0 gets every rank's samples, the other ranks ``None``.
+        """
         if self._pending:
             self._warn(
-                f"{sum(int(z.shape[0]) for z in self._pending)} embeddings from forward passes "
-                "without a record() call were ignored"
+                f"{self.pending_count} embeddings from forward passes without a record() "
+                "call were ignored"
             )
-        if not self._embeddings:
+        Z = self._embeddings.array()
+        columns = {
+            "__targets__": _concat(self._targets) if self._targets else None,
+            "__sample_ids__": _concat(self._ids) if self._ids else None,
+            **{f"meta:{name}": _concat(parts) for name, parts in self._meta.items()},
+        }
+        if gather and rank_and_world()[1] > 1:
+            gathered = gather_to_rank0(Z, columns)
+            if gathered is None:
+                return None
+            Z, columns = gathered
+        if Z.shape[0] == 0:
             raise AuditError(
                 "nothing was recorded: run the model inside `with auditor.collect():` and call "
                 "auditor.record(targets=..., metadata=...) after each batch"
             )
-        Z = torch.cat([z.to("cpu") for z in self._embeddings]).numpy()
-        meta = {name: _concat(parts) for name, parts in self._meta.items()}
-        head = self._user_head or self._head
-        ids = _concat(self._ids) if self._ids else None
-        es = EmbeddingSet(
+        meta = {k[5:]: v for k, v in columns.items() if k.startswith("meta:")}
+        return EmbeddingSet(
             Z,
-            _concat(self._targets) if self._targets else None,
+            columns["__targets__"],
             meta,
             kinds=self.metadata_kinds,
-            primary=head,
-            sample_ids=ids,
+            primary=self._user_head or self._head,
+            sample_ids=columns["__sample_ids__"],
             drop_nonfinite=drop_nonfinite,
             layer=self.layer_name or "auto",
             warnings=list(self._warnings),
         )
-        return es
 
     def model_info(self) -> dict:
         """What the report says about the model."""
@@ -356,22 +406,26 @@ class Auditor:
             "head": None if self._head is None else self._head.source,
         }
 
-    def analyze(self, drop_nonfinite: bool = False, **settings):
+    def analyze(self, drop_nonfinite: bool = False, gather: bool = True, **settings):
         """Audit what was collected; settings as :func:`wsca_audit.analyze`.
 
         Returns
         -------
-        AuditResult
+        AuditResult, or None on ranks other than 0 of a distributed run (``gather=True``;
+        every rank must call it). ``max_memory_mb`` defaults to the auditor's.
         """
         from .analysis import analyze_embeddings
 
-        return analyze_embeddings(
-            self.embeddings(drop_nonfinite=drop_nonfinite), model_info=self.model_info(), **settings
-        )
+        es = self.embeddings(drop_nonfinite=drop_nonfinite, gather=gather)
+        if es is None:
+            return None
+        settings.setdefault("max_memory_mb", self.max_memory_mb)
+        return analyze_embeddings(es, model_info=self.model_info(), **settings)
 
     def reset(self) -> None:
         """Forget everything recorded (the resolved layer and head are kept)."""
-        self._pending, self._embeddings, self._targets, self._ids = [], [], [], []
+        self._embeddings.close()
+        self._pending, self._targets, self._ids = [], [], []
         self._meta, self._n_batches, self._warnings = {}, 0, []
 
 

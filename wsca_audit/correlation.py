@@ -41,8 +41,12 @@ def pca_basis(Z: Tensor, variance: float = 0.99, min_components: int = 50) -> tu
     ``variance`` of the total, raised to ``min_components`` and capped at ``d``
     (the paper's rule), and the share of variance that ``k`` components explain.
     """
-    Zc = Z - Z.mean(0, keepdim=True)
-    cov = (Zc.T @ Zc).to(torch.float64) / max(Z.shape[0] - 1, 1)
+    mean = Z.mean(0, keepdim=True)
+    cov = torch.zeros(Z.shape[1], Z.shape[1], dtype=Z.dtype, device=Z.device)
+    for start in range(0, Z.shape[0], 65536):  # chunks: no centred copy of Z
+        Zc = Z[start : start + 65536] - mean
+        cov += Zc.T @ Zc
+    cov = cov.to(torch.float64) / max(Z.shape[0] - 1, 1)
     evals, evecs = torch.linalg.eigh(cov)
     evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
     total = float(evals.sum())

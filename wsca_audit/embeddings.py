@@ -26,12 +26,21 @@ def _as_array(x, name: str) -> np.ndarray:
         if x.dtype in (torch.float16, torch.bfloat16):
             x = x.float()
         return x.numpy()
+    if isinstance(x, np.memmap):  # keep it mapped (spilled embeddings): no copy
+        return x
     if hasattr(x, "to_numpy"):  # pandas Series / Index / DataFrame column
         return x.to_numpy()
     try:
         return np.asarray(x)
     except Exception as exc:
         raise AuditError(f"{name} could not be read as an array: {exc}") from exc
+
+
+def _nonfinite_rows(Z: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Rows holding NaN or inf, checked in chunks (Z may be a memory-mapped file)."""
+    return np.concatenate(
+        [~np.isfinite(Z[i : i + chunk]).all(1) for i in range(0, Z.shape[0], chunk)]
+    )
 
 
 def missing_mask(values: np.ndarray) -> np.ndarray:
@@ -173,7 +182,7 @@ class EmbeddingSet:
             if len(ids) != n:
                 raise AuditError(f"sample_ids has {len(ids)} values but there are {n} embeddings")
 
-        bad = ~np.isfinite(Z).all(1)
+        bad = _nonfinite_rows(Z)
         if bad.any():
             msg = f"{int(bad.sum())} of {n} embeddings contain NaN or inf"
             if not self.drop_nonfinite:

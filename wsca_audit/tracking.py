@@ -253,6 +253,7 @@ def log_to_mlflow(
     str or None
         The run id, or None when MLflow could not be reached (see the warning: the
         report was saved under ``fallback_dir`` and ``wsca-audit log DIR`` uploads it).
+        On ranks other than 0 of a distributed audit (``result`` None) nothing is logged.
 
     Examples
     --------
@@ -263,6 +264,11 @@ def log_to_mlflow(
     >>> wa.load_from_mlflow(run_id, tracking_uri=store).verdicts
     {}
     """
+    from .distributed import is_rank_zero
+
+    if result is None and not is_rank_zero():
+        return None  # a distributed audit: rank 0 holds the result and logs it
+
     if not isinstance(result, AuditResult):
         raise AuditError(f"log_to_mlflow expects an AuditResult, got {type(result).__name__}")
     metrics, params, tags = mlflow_payload(result)

@@ -1,0 +1,68 @@
+"""Worker for tests/test_distributed.py, started by `torchrun --nproc_per_node=2`.
+
+Each rank evaluates its DistributedSampler shard (padded with a duplicate: 1,797 samples
+on 2 ranks) with its own batch size, records sample ids, and calls analyze(); rank 0
+writes the gathered report, the other ranks check that they got None.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+import wsca_audit as wa
+
+
+def data():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    x = torch.as_tensor(X / 16.0, dtype=torch.float32)
+    site = ["A" if v > 0.3 else "B" for v in x[:, 20].tolist()]  # strings: the JSON path
+    ink = x.sum(1)
+    return x, torch.as_tensor(y >= 5).long(), site, ink
+
+
+def model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2)
+    ).eval()
+
+
+SETTINGS = dict(n_bootstrap=40, n_permutations=40, progress=False, device="cpu", seed=3)
+
+
+def main(out: Path) -> None:
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    x, y, site, ink = data()
+    net = model()
+    ds = TensorDataset(torch.arange(len(x)))
+    sampler = DistributedSampler(ds, shuffle=True, seed=1, drop_last=False)
+    loader = DataLoader(ds, batch_size=64 if rank == 0 else 50, sampler=sampler)
+    auditor = wa.Auditor(net, metadata={"site": "categorical", "ink": "continuous"})
+    with auditor.collect(), torch.no_grad():
+        for (idx,) in loader:
+            net(x[idx])
+            auditor.record(
+                targets=y[idx],
+                metadata={"site": [site[i] for i in idx], "ink": ink[idx]},
+                sample_ids=idx,
+            )
+    n_local = auditor.n_recorded
+    result = auditor.analyze(**SETTINGS)
+    logged = wa.log_to_mlflow(result, tracking_uri=(out / "mlruns").as_uri()) if rank else None
+    if rank == 0:
+        (out / "report.json").write_text(json.dumps(result.to_dict()))
+    else:
+        assert result is None and logged is None, (result, logged)
+    (out / f"rank{rank}.json").write_text(json.dumps({"n_local": n_local}))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
