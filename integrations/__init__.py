@@ -1,7 +1,14 @@
 """Framework integrations, shipped in the wsca-audit wheel as ``wsca_audit.integrations``.
 
-Each module uses only the public ``wsca_audit`` API and imports its framework lazily:
+Each module uses only the public ``wsca_audit`` API and imports its framework lazily
+(importing one module never imports another framework):
 
+- ``wsca_audit.integrations.plain``: ``audit_loop`` / ``audited`` for an existing
+  ``evaluate(model, loader)`` function;
+- ``wsca_audit.integrations.lightning``: ``WSCACallback`` (PyTorch Lightning);
+- ``wsca_audit.integrations.transformers``: ``WSCATrainerCallback`` (HF ``Trainer``);
 - ``wsca_audit.integrations.mlflow_evaluator``: ``mlflow.models.evaluate(...,
   evaluators=["wsca"])``.
+
+Examples: docs/integrations.md.
 """

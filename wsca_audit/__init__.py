@@ -16,7 +16,7 @@ from .heads import BatchedLinearHead, PrimaryHead
 from .intervention import InterventionResult, intervention_effect
 from .masking import MaskingResult, fill_region, roi_masking
 from .report import SCHEMA_VERSION, AuditResult
-from .tracking import load_from_mlflow, log_to_mlflow
+from .tracking import load_from_mlflow, log_to_mlflow, mlflow_payload
 
 __version__ = "0.1.0"
 
@@ -44,6 +44,7 @@ __all__ = [
     "intervention_effect",
     "load_from_mlflow",
     "log_to_mlflow",
+    "mlflow_payload",
     "roi_masking",
     "write_model_card",
 ]

@@ -591,7 +591,10 @@ class _Analysis:
     # ------------------------------------------------------------------ run
     def run(self) -> AuditResult:
         try:
-            return self._run()
+            # callers may sit in inference mode (Lightning's evaluation loop): the Captum
+            # layer view needs autograd, so the analysis creates ordinary tensors
+            with torch.inference_mode(False), torch.no_grad():
+                return self._run()
         finally:
             # memory-mapped working copies go, also on errors and KeyboardInterrupt
             self.Z = self.Zs = self.Zws = None

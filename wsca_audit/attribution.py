@@ -405,7 +405,9 @@ class InputAttribution:
         elif self._mode == "predicted":
             with torch.no_grad():
                 kw["target"] = logits_of(self.model(x)).argmax(1)
-        attr = self._attributor.attribute(x, **kw)
+        # autograd even when called under torch.inference_mode() / no_grad()
+        with torch.inference_mode(False), torch.enable_grad():
+            attr = self._attributor.attribute(x.clone(), **kw)
         if isinstance(attr, tuple):
             attr = attr[0]
         if attr.shape != x.shape:

@@ -105,7 +105,8 @@ def cosine_matrix(primary: Tensor, aux: Tensor, basis: Tensor | None = None) -> 
 
 def usage_matrix(primary_logits: Tensor, aux_logits: Tensor, weights: Tensor) -> Tensor:
     """Weighted correlation of primary contrast logits (N x C) with aux logits (P x N x K)."""
-    return weighted_corr(primary_logits, aux_logits, weights)
+    # clamped: float rounding can put a perfect correlation a hair above 1
+    return weighted_corr(primary_logits, aux_logits, weights).clamp(-1.0, 1.0)
 
 
 def max_abs(matrix: Tensor) -> Tensor:

@@ -1,0 +1,213 @@
+"""Hugging Face Transformers: audit during ``Trainer.evaluate()`` with a ``TrainerCallback``.
+
+The Trainer's callbacks see no batches (``on_prediction_step`` gets none), so the
+callback hooks the model itself: the :class:`wsca_audit.Auditor` is attached when the
+Trainer is built (``Trainer(callbacks=[...])``) and ignores train-mode forward passes.
+After each evaluation step it records the labels and metadata of the samples just seen,
+read by position from the evaluation data's columns (the evaluation dataloader keeps the
+dataset's order); ``on_evaluate`` analyses, adds ``eval_wsca.*`` scalars to the returned
+metrics and, when ``report_to`` includes ``"mlflow"``, logs the report into the active
+MLflow run (the one the Trainer's ``MLflowCallback`` opened).
+
+Example
+-------
+>>> cb = WSCATrainerCallback({"scanner": "categorical"}, eval_dataset)   # doctest: +SKIP
+>>> trainer = Trainer(model, args, eval_dataset=eval_dataset, callbacks=[cb])  # doctest: +SKIP
+>>> trainer.evaluate()["eval_wsca.scanner.usage"], cb.last_result_       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from typing import Any
+
+import numpy as np
+
+import wsca_audit as wa
+
+try:
+    from transformers import TrainerCallback
+except ImportError as exc:  # pragma: no cover - depends on what is installed
+    raise ImportError("wsca_audit.integrations.transformers needs `pip install transformers`") from exc
+
+
+def _column(data: Any, name: str) -> np.ndarray:
+    """One column of a datasets.Dataset, a mapping of columns, or a sequence of dict rows."""
+    if isinstance(data, Mapping) or hasattr(data, "column_names"):
+        try:
+            values = data[name]
+        except (KeyError, ValueError) as exc:
+            raise wa.AuditError(f"the evaluation data has no column {name!r}") from exc
+    elif isinstance(data, Sequence) or hasattr(data, "__getitem__"):
+        try:
+            values = [data[i][name] for i in range(len(data))]
+        except (KeyError, TypeError) as exc:
+            raise wa.AuditError(
+                f"cannot read column {name!r} from the evaluation rows ({type(data).__name__})"
+            ) from exc
+    else:
+        raise wa.AuditError(f"cannot read columns from {type(data).__name__}")
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    values = [v.item() if hasattr(v, "item") and getattr(v, "ndim", 0) == 0 else v for v in values]
+    return np.asarray(values)
+
+
+class WSCATrainerCallback(TrainerCallback):
+    """Audit a Transformers model at every ``evaluate()``.
+
+    Parameters
+    ----------
+    metadata_columns : mapping of str to {"categorical", "continuous"}
+        Columns of ``eval_dataset`` to audit.
+    eval_dataset : datasets.Dataset, mapping of column -> values, or sequence of dict rows
+        The evaluation data, in the order the Trainer evaluates it (its own
+        ``eval_dataset``, or the columns that ``remove_unused_columns`` strips from it).
+    label_column : str, default="labels"
+        Column with the class labels (``"label"`` is tried when it is missing).
+    layer : "auto", str or module, default="auto"
+    log_to_mlflow : bool, optional
+        Log the report into the active MLflow run; default: when ``report_to`` has mlflow.
+    **analyze_kwargs
+        Settings for ``analyze()``.
+
+    Attributes
+    ----------
+    results_ : list of (global_step, AuditResult)
+    """
+
+    def __init__(
+        self,
+        metadata_columns: Mapping[str, str],
+        eval_dataset: Any,
+        *,
+        label_column: str = "labels",
+        layer: Any = "auto",
+        log_to_mlflow: bool | None = None,
+        **analyze_kwargs: Any,
+    ) -> None:
+        self.metadata_columns = dict(metadata_columns)
+        self.eval_dataset = eval_dataset
+        self.label_column = label_column
+        self.layer = layer
+        self.log_to_mlflow = log_to_mlflow
+        self.analyze_kwargs = {"progress": False, **analyze_kwargs}
+        self.results_: list[tuple[int, wa.AuditResult]] = []
+        self._auditor: wa.Auditor | None = None
+        self._stack: ExitStack | None = None
+        self._offset = 0
+        self._columns: dict[str, np.ndarray] | None = None
+
+    @property
+    def last_result_(self) -> wa.AuditResult | None:
+        return self.results_[-1][1] if self.results_ else None
+
+    def _read_columns(self) -> dict[str, np.ndarray]:
+        if self._columns is None:
+            label = self.label_column
+            try:
+                labels = _column(self.eval_dataset, label)
+            except wa.AuditError:
+                labels = _column(self.eval_dataset, "label")
+            cols = {name: _column(self.eval_dataset, name) for name in self.metadata_columns}
+            self._columns = {"__labels__": labels, **cols}
+        return self._columns
+
+    def _attach(self, model) -> None:
+        if self._auditor is not None or model is None:
+            return
+        self._auditor = wa.Auditor(
+            model, layer=self.layer, metadata=self.metadata_columns, skip_train_mode=True
+        )
+        self._stack = ExitStack()
+        self._stack.enter_context(self._auditor.collect())
+
+    def _detach(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._stack, self._auditor, self._offset = None, None, 0
+
+    # ------------------------------------------------------------------ Trainer events
+    def on_init_end(self, args, state, control, model=None, **kwargs):
+        self._attach(model)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._attach(model)  # when the callback was added after the Trainer was built
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._auditor is not None:
+            self._auditor.discard_pending()  # forwards made outside evaluation
+
+    def on_prediction_step(self, args, state, control, model=None, **kwargs):
+        if self._auditor is None:
+            warnings.warn(
+                "WSCATrainerCallback was not attached before evaluation: pass it in "
+                "Trainer(callbacks=[...]) so that it can hook the model",
+                wa.AuditWarning,
+                stacklevel=2,
+            )
+            return
+        n = self._auditor.pending_count
+        if n == 0:
+            return
+        cols = self._read_columns()
+        end = self._offset + n
+        if end > len(cols["__labels__"]):
+            raise wa.AuditError(
+                f"evaluation reached sample {end} but the callback's eval_dataset has "
+                f"{len(cols['__labels__'])} rows: pass the dataset that is evaluated"
+            )
+        sl = slice(self._offset, end)
+        self._auditor.record(
+            targets=cols["__labels__"][sl],
+            metadata={name: cols[name][sl] for name in self.metadata_columns},
+        )
+        self._offset = end
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self._auditor is None or self._auditor.n_recorded == 0:
+            return
+        auditor = self._auditor
+        self._offset = 0
+        result = auditor.analyze(**self.analyze_kwargs)
+        auditor.reset()
+        if result is None:  # not rank 0
+            return
+        self.results_.append((state.global_step, result))
+        if metrics is not None:
+            scalars, _, _ = wa.mlflow_payload(result)
+            metrics.update({f"eval_{k}": v for k, v in scalars.items()})
+        report_to = args.report_to if isinstance(args.report_to, (list, tuple)) else [args.report_to]
+        use_mlflow = self.log_to_mlflow
+        if use_mlflow is None:
+            use_mlflow = "mlflow" in report_to or "all" in report_to
+        if use_mlflow:
+            import mlflow
+
+            if mlflow.active_run() is None:
+                warnings.warn(
+                    "no active MLflow run: the audit report was not logged",
+                    wa.AuditWarning,
+                    stacklevel=2,
+                )
+            else:
+                wa.log_to_mlflow(
+                    result, step=state.global_step, artifact_path=f"wsca/step{state.global_step}"
+                )
+
+    def on_predict(self, args, state, control, metrics=None, **kwargs):
+        # Trainer.predict() runs the same loop: its samples are not an evaluation
+        if self._auditor is not None:
+            self._auditor.discard_pending()
+            self._auditor.reset()
+        self._offset = 0
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._auditor is not None:
+            self._auditor.discard_pending()
+
+    def close(self) -> None:
+        """Remove the hooks from the model."""
+        self._detach()

@@ -1,0 +1,270 @@
+"""Framework integrations with real parts: Lightning Trainer, HF Trainer, plain loops."""
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+import wsca_audit as wa
+from wsca_audit.shortcut import add_artefact, artefact_flags, load_digits_images
+
+
+@pytest.fixture(autouse=True)
+def _fresh_mlflow_globals(monkeypatch):
+    """Lightning's MLFlowLogger sets MLflow's process-wide tracking URI, which HF's
+    MLflowCallback then prefers to MLFLOW_TRACKING_URI: give each test a clean slate."""
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+
+
+@pytest.fixture(scope="module")
+def digits_shortcut():
+    """Real digits with the corner artefact agreeing with the label 95% (train) / 80% (eval)."""
+    x, y, _ = load_digits_images()
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(y))
+    tr, ev = order[:1200], order[1200:]
+    f_tr, f_ev = artefact_flags(y[tr], 0.95, rng), artefact_flags(y[ev], 0.8, rng)
+    return (add_artefact(x[tr], f_tr), y[tr]), (add_artefact(x[ev], f_ev), y[ev], f_ev)
+
+
+# --------------------------------------------------------------------------- plain loops
+def test_audit_loop_equals_the_hand_written_loop(digits_shortcut, shortcut_model):
+    from wsca_audit.integrations.plain import audit_loop, audited
+
+    model, split = shortcut_model(0.9)
+    x, y, flags = (torch.as_tensor(split.eval_x), torch.as_tensor(split.eval_y), split.eval_flags)
+    loader = [
+        (x[i : i + 100], y[i : i + 100], {"artefact": flags[i : i + 100]})
+        for i in range(0, len(x), 100)
+    ]
+    settings = dict(n_bootstrap=30, n_permutations=30, progress=False)
+
+    def evaluate(model, loader):
+        with torch.no_grad():
+            return sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb, _ in loader)
+
+    correct, res = audit_loop(
+        evaluate, model, loader, metadata={"artefact": "categorical"}, analyze_kwargs=settings
+    )
+    assert correct == evaluate(model, loader)
+    hand = wa.Auditor(model, metadata={"artefact": "categorical"})
+    with hand.collect(), torch.no_grad():
+        for xb, yb, meta in loader:
+            model(xb)
+            hand.record(targets=yb, metadata=meta)
+    expected = hand.analyze(**settings).to_dict()
+    got = res.to_dict()
+    for d in (expected, got):
+        d["settings"].pop("runtime_s")
+    assert got == expected
+
+    @audited({"artefact": "categorical"}, **settings)
+    def evaluate_first_batches(model, loader):  # stops early: the last batch still counts
+        with torch.no_grad():
+            for i, (xb, _, _) in enumerate(loader):
+                model(xb)
+                if i == 2:
+                    return "stopped"
+
+    assert evaluate_first_batches(model, loader) == "stopped"
+    assert evaluate_first_batches.last_result["n_samples"] == 300
+
+
+# --------------------------------------------------------------------------- Lightning
+class LitCNN:
+    """Built lazily so that importing this test module does not need lightning."""
+
+    @staticmethod
+    def make():
+        import lightning as L
+
+        from wsca_audit.shortcut import SmallCNN
+
+        class Lit(L.LightningModule):
+            def __init__(self):
+                super().__init__()
+                torch.manual_seed(0)
+                self.net = SmallCNN()
+
+            def forward(self, x):
+                return self.net(x)
+
+            def training_step(self, batch, batch_idx):
+                x, y, _ = batch
+                return nn.functional.cross_entropy(self(x), y)
+
+            def validation_step(self, batch, batch_idx):
+                x, y, _ = batch
+                self.log("val_loss", nn.functional.cross_entropy(self(x), y))
+
+            test_step = validation_step
+
+            def configure_optimizers(self):
+                return torch.optim.Adam(self.parameters(), lr=3e-3)
+
+        return Lit()
+
+
+def _loaders(digits_shortcut):
+    (xt, yt), (xe, ye, fe) = digits_shortcut
+    as_t = torch.as_tensor
+    train = DataLoader(
+        TensorDataset(as_t(xt), as_t(yt), as_t(np.zeros(len(yt)))), batch_size=64, shuffle=True
+    )
+    val = DataLoader(TensorDataset(as_t(xe), as_t(ye), as_t(fe)), batch_size=100)
+    return train, val
+
+
+def _lightning_batch(batch):
+    _, y, flags = batch
+    return y, {"artefact": flags}
+
+
+@pytest.mark.slow
+def test_lightning_fit_validate_test_with_mlflow_logger(digits_shortcut, tmp_path):
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
+    from wsca_audit.integrations.lightning import WSCACallback
+
+    train, val = _loaders(digits_shortcut)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlf = MLFlowLogger(
+        experiment_name="lit", tracking_uri=uri, artifact_location=(tmp_path / "art").as_uri()
+    )
+    csv = CSVLogger(tmp_path / "csv")
+    val_cb = WSCACallback(
+        {"artefact": "categorical"},
+        metadata_fn=_lightning_batch,
+        every_n_epochs=2,
+        n_bootstrap=30,
+        n_permutations=30,
+    )
+    test_cb = WSCACallback(
+        {"artefact": "categorical"},
+        metadata_fn=_lightning_batch,
+        stage="test",
+        n_bootstrap=30,
+        n_permutations=30,
+    )
+    trainer = L.Trainer(
+        max_epochs=4, logger=[mlf, csv], callbacks=[val_cb, test_cb], accelerator="cpu",
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        num_sanity_val_steps=2,
+    )  # fmt: skip
+    module = LitCNN.make()
+    trainer.fit(module, train, val)
+    # every second epoch (1 and 3, zero-based), the sanity check skipped
+    assert [e for e, _ in val_cb.results_] == [1, 3]
+    res = val_cb.last_result_
+    assert res["n_samples"] == len(val.dataset) and res["layer"] == "net.head"
+    assert res.tasks["artefact"]["verdict"] == "uses"
+    trainer.validate(module, val)
+    assert len(val_cb.results_) == 3
+    trainer.test(module, val)
+    assert test_cb.last_result_.tasks["artefact"]["verdict"] == "uses"
+    # hooks are gone after each epoch
+    assert not any(m._forward_pre_hooks for m in module.modules())
+
+    client = MlflowClient(uri)
+    run = client.get_run(mlf.run_id)
+    assert run.data.tags["wsca.verdict.artefact"] == "uses"
+    history = client.get_metric_history(mlf.run_id, "wsca.artefact.usage")
+    assert len(history) == 4  # 2 in fit, 1 validate, 1 test
+    arts = {a.path for a in client.list_artifacts(mlf.run_id, "wsca")}
+    # fit (epochs 1, 3), then validate and test after the 4 epochs
+    assert {
+        "wsca/validation-epoch1",
+        "wsca/validation-epoch3",
+        "wsca/validation-epoch4",
+        "wsca/test-epoch4",
+    } <= arts
+    csv_text = (tmp_path / "csv" / "lightning_logs" / "version_0" / "metrics.csv").read_text()
+    assert "wsca.artefact.usage" in csv_text
+
+
+def test_lightning_callback_bad_settings():
+    from wsca_audit.integrations.lightning import WSCACallback
+
+    with pytest.raises(wa.AuditError, match="stage must be"):
+        WSCACallback(["site"], stage="train")
+    with pytest.raises(wa.AuditError, match="every_n_epochs"):
+        WSCACallback(["site"], every_n_epochs=0)
+
+
+# --------------------------------------------------------------------------- Transformers
+class TokenDigits(Dataset):
+    """Digits as 64-token sequences (pixel intensity 0..16 -> token id); a real data set."""
+
+    def __init__(self, x, y):
+        self.ids = torch.as_tensor(np.rint(x.reshape(len(x), -1) * 16)).long() + 1
+        self.y = torch.as_tensor(y)
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "labels": self.y[i]}
+
+
+@pytest.mark.slow
+def test_hf_trainer_evaluate_audits_and_logs_to_mlflow(digits_shortcut, tmp_path, monkeypatch):
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+    from wsca_audit.integrations.transformers import WSCATrainerCallback
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "hf")
+    (xt, yt), (xe, ye, fe) = digits_shortcut
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=20, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, num_labels=2,
+    )  # fmt: skip
+    model = BertForSequenceClassification(config)  # from a config: no downloaded weights
+    eval_ds = TokenDigits(xe, ye)
+    cb = WSCATrainerCallback(
+        {"artefact": "categorical"},
+        {"labels": ye, "artefact": fe},
+        n_bootstrap=30,
+        n_permutations=30,
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"), num_train_epochs=3, per_device_train_batch_size=32,
+        per_device_eval_batch_size=100, learning_rate=1e-3, eval_strategy="epoch",
+        save_strategy="no", report_to=["mlflow"], use_cpu=True, logging_steps=20,
+        disable_tqdm=True, seed=0,
+    )  # fmt: skip
+    trainer = Trainer(
+        model, args, train_dataset=TokenDigits(xt, yt), eval_dataset=eval_ds, callbacks=[cb]
+    )
+    trainer.train()
+    assert len(cb.results_) == 3  # one audit per evaluation during training
+    metrics = trainer.evaluate()
+    res = cb.last_result_
+    assert res["n_samples"] == len(eval_ds) and res["layer"] == "classifier"
+    assert metrics["eval_wsca.artefact.usage"] == pytest.approx(
+        res.tasks["artefact"]["usage"]["value"]
+    )
+    assert res.tasks["artefact"]["verdict"] == "uses"
+    trainer.predict(eval_ds)  # the same loop, not an evaluation: nothing recorded
+    assert len(cb.results_) == 4
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("hf")
+    runs = client.search_runs([exp.experiment_id])
+    history = {
+        r.info.status: len(client.get_metric_history(r.info.run_id, "wsca.artefact.usage"))
+        for r in runs
+    }
+    # the training run holds one audit per epoch; the later evaluate() opened its own run
+    assert history == {"FINISHED": 3, "RUNNING": 1}, history
+    art = client.list_artifacts(
+        next(r for r in runs if r.info.status == "FINISHED").info.run_id, "wsca"
+    )
+    assert {"wsca/step38", "wsca/step76", "wsca/step114"} <= {a.path for a in art}
+    cb.close()
+    assert not any(m._forward_pre_hooks for m in model.modules())
