@@ -15,7 +15,7 @@ from .evidence import Evidence, boxes_to_roi
 from .heads import BatchedLinearHead, PrimaryHead
 from .intervention import InterventionResult, intervention_effect
 from .masking import MaskingResult, fill_region, roi_masking
-from .report import SCHEMA_VERSION, AuditResult
+from .report import SCHEMA_VERSION, AuditResult, report_schema, validate_report
 from .tracking import load_from_mlflow, log_to_mlflow, mlflow_payload
 
 __version__ = "0.1.0"
@@ -45,6 +45,8 @@ __all__ = [
     "load_from_mlflow",
     "log_to_mlflow",
     "mlflow_payload",
+    "report_schema",
     "roi_masking",
+    "validate_report",
     "write_model_card",
 ]

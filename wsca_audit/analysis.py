@@ -61,6 +61,7 @@ class AuditSettings:
     deconfounding: str = "within_class_centering"
     layer_attribution: bool = True
     max_memory_mb: float | None = None
+    max_levels: int = 50
 
     def validate(self) -> None:
         if self.n_bootstrap < 0 or self.n_permutations < 0:
@@ -75,6 +76,8 @@ class AuditSettings:
             raise AuditError("ci_level must be in (0, 1)")
         if self.dtype not in ("float32", "float64"):
             raise AuditError("dtype must be 'float32' or 'float64'")
+        if self.max_levels < 2:
+            raise AuditError("max_levels must be >= 2")
         if self.max_memory_mb is not None and self.max_memory_mb < 0:
             raise AuditError("max_memory_mb must be >= 0")
 
@@ -213,6 +216,11 @@ class _Analysis:
             _, codes = np.unique(es.targets, return_inverse=True)
             self.labels = torch.as_tensor(codes, device=self.device)
             self.label_values = np.unique(es.targets)
+            if len(self.label_values) < 2:
+                self._warn(
+                    "the targets hold a single class: the primary metric is undefined and "
+                    "usage is not deconfounded from the label"
+                )
         else:
             self._warn(
                 "no targets were recorded: usage is not deconfounded from the primary label "
@@ -417,11 +425,22 @@ class _Analysis:
         if len(levels) < 2:
             self._warn(f"{name}: only one distinct value among {n_valid} samples; task skipped")
             return None
+        if kind == "categorical" and len(levels) > cfg.max_levels:
+            self._warn(
+                f"{name}: {len(levels)} distinct values among {n_valid} samples (more than "
+                f"max_levels={cfg.max_levels}): an identifier or a continuous variable? "
+                "Declare it continuous (kinds=...) or group its values; task skipped"
+            )
+            return None
         counts = np.bincount(codes_all[~miss], minlength=len(level_labels))
         if kind == "categorical" and counts.min() < _MIN_LEVEL_COUNT:
+            rare = [level_labels[i] for i in np.flatnonzero(counts < _MIN_LEVEL_COUNT)]
+            shown = ", ".join(repr(r) for r in rare[:5]) + (
+                f" and {len(rare) - 5} more" if len(rare) > 5 else ""
+            )
             self._warn(
-                f"{name}: level(s) {[level_labels[i] for i in np.flatnonzero(counts < _MIN_LEVEL_COUNT)]} "
-                f"have fewer than {_MIN_LEVEL_COUNT} samples; estimates for them are unstable"
+                f"{name}: level(s) {shown} have fewer than {_MIN_LEVEL_COUNT} samples; "
+                "estimates for them are unstable"
             )
         codes = torch.as_tensor(codes_all, device=self.device)
         k = len(level_labels)

@@ -181,6 +181,23 @@ class EmbeddingSet:
             ids = _as_array(self.sample_ids, "sample_ids").reshape(-1)
             if len(ids) != n:
                 raise AuditError(f"sample_ids has {len(ids)} values but there are {n} embeddings")
+            try:
+                _, first = np.unique(ids, return_index=True)
+            except TypeError:  # ids of mixed types: compare their text
+                _, first = np.unique(ids.astype(str), return_index=True)
+            if len(first) < n:
+                # e.g. a DistributedSampler's padding, or a loader that repeats samples
+                keep = np.zeros(n, dtype=bool)
+                keep[first] = True
+                self._warn(
+                    f"{n - len(first)} duplicate sample_ids were dropped (the first occurrence "
+                    "of each id is kept)"
+                )
+                Z = Z[keep]
+                columns = {k: v[keep] for k, v in columns.items()}
+                targets = None if targets is None else targets[keep]
+                ids = ids[keep]
+                n = int(keep.sum())
 
         bad = _nonfinite_rows(Z)
         if bad.any():

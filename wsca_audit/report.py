@@ -50,6 +50,30 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
+def report_schema() -> dict:
+    """The JSON Schema (draft 2020-12) of a report, from the file shipped in the package."""
+    from importlib.resources import files
+
+    return json.loads((files("wsca_audit.schema") / "report.schema.json").read_text("utf-8"))
+
+
+def validate_report(report: dict) -> None:
+    """Check a report dict against :func:`report_schema`; AuditError lists what is wrong.
+
+    Needs the ``jsonschema`` package (``pip install jsonschema``).
+    """
+    try:
+        import jsonschema
+    except ImportError as exc:  # pragma: no cover - depends on what is installed
+        raise AuditError("validating a report needs `pip install jsonschema`") from exc
+    validator = jsonschema.Draft202012Validator(report_schema())
+    errors = sorted(validator.iter_errors(report), key=lambda e: list(e.path))
+    if errors:
+        lines = [f"{'/'.join(map(str, e.path)) or '<root>'}: {e.message[:200]}" for e in errors[:10]]
+        more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+        raise AuditError("the report does not match schema_version 1: " + "; ".join(lines) + more)
+
+
 def _fmt(x: Any, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
@@ -88,6 +112,8 @@ class AuditResult:
             )
         if not isinstance(report.get("tasks", {}), dict):
             raise AuditError("report['tasks'] must be a mapping of task name -> result")
+        if not isinstance(report.get("warnings", []), list):
+            raise AuditError("report['warnings'] must be a list of strings")
         self._report = _json_safe(report)
         self._evidence: list[tuple[str, str, Any]] = []  # (section, key, Evidence) for figures
 
@@ -428,12 +454,24 @@ read from the embedding at all (held-out AUC or R²).</p>
         return out
 
     @classmethod
-    def from_dict(cls, report: dict) -> AuditResult:
-        return cls(report)
+    def from_dict(cls, report: dict, validate: bool = True) -> AuditResult:
+        """An AuditResult from a report dict (checked against the JSON Schema by default)."""
+        result = cls(report)
+        return result.validate() if validate else result
+
+    def validate(self) -> AuditResult:
+        """Check the report against the shipped JSON Schema (needs ``jsonschema``); returns self."""
+        validate_report(self._report)
+        return self
 
     @classmethod
-    def load(cls, path: str | Path) -> AuditResult:
-        """Read a report from ``report.json`` or a directory holding one (never unpickles)."""
+    def load(cls, path: str | Path, validate: bool = True) -> AuditResult:
+        """Read a report from ``report.json`` or a directory holding one.
+
+        Only JSON is parsed: reading a report never runs code. It is checked against the
+        shipped JSON Schema (``validate=False`` skips that), so a damaged or foreign
+        file is an AuditError here rather than a KeyError later.
+        """
         p = Path(path)
         if p.is_dir():
             p = p / REPORT_JSON
@@ -443,4 +481,7 @@ read from the embedding at all (held-out AUC or R²).</p>
             raise AuditError(f"no report at {p}") from exc
         except json.JSONDecodeError as exc:
             raise AuditError(f"{p} is not valid JSON: {exc}") from exc
-        return cls(data)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AuditError(f"could not read the report {p}: {exc}") from exc
+        result = cls(data)
+        return result.validate() if validate else result

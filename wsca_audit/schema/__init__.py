@@ -1,0 +1,1 @@
+"""The JSON Schema of report.json (``report.schema.json``), shipped in the package."""
