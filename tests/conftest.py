@@ -19,6 +19,38 @@ def digits_std():
 
 
 @pytest.fixture(autouse=True)
+def _fresh_mlflow_globals(monkeypatch):
+    """MLflow keeps a process-wide tracking URI, active experiment (also exported as
+    MLFLOW_EXPERIMENT_ID) and run stack, which Lightning's MLFlowLogger and HF's
+    MLflowCallback set: each test starts clean and leaves nothing behind."""
+    import os
+    import sys
+
+    saved = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    if "mlflow" in sys.modules:
+        import mlflow.tracking._tracking_service.utils as tracking_utils
+        from mlflow.tracking import fluent
+
+        monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+        monkeypatch.setattr(fluent, "_active_experiment_id", None)
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        import mlflow.tracking._tracking_service.utils as tracking_utils
+        from mlflow.tracking import fluent
+
+        tracking_utils._tracking_uri = None
+        fluent._active_experiment_id = None
+    for k in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        if k not in saved:
+            del os.environ[k]
+    os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
 def _quiet_audit_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)

@@ -122,7 +122,7 @@ def test_no_graph_is_kept_when_grad_enabled():
     with auditor.collect():
         model(torch.randn(5, 4, requires_grad=True))
         auditor.record(targets=np.arange(5) % 2)
-    z = auditor._embeddings[0]
+    z = auditor._embeddings.blocks()[0]
     assert not z.requires_grad and z.grad_fn is None
 
 

@@ -11,15 +11,6 @@ import wsca_audit as wa
 from wsca_audit.shortcut import add_artefact, artefact_flags, load_digits_images
 
 
-@pytest.fixture(autouse=True)
-def _fresh_mlflow_globals(monkeypatch):
-    """Lightning's MLFlowLogger sets MLflow's process-wide tracking URI, which HF's
-    MLflowCallback then prefers to MLFLOW_TRACKING_URI: give each test a clean slate."""
-    import mlflow.tracking._tracking_service.utils as tracking_utils
-
-    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
-
-
 @pytest.fixture(scope="module")
 def digits_shortcut():
     """Real digits with the corner artefact agreeing with the label 95% (train) / 80% (eval)."""

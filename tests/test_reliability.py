@@ -364,3 +364,14 @@ def test_names_from_metadata_cannot_escape_the_output_folder(tmp_path, shortcut_
     written = [p.resolve() for p in tmp_path.rglob("*") if p.is_file()]
     assert all(str(p).startswith(str(out.resolve())) for p in written)
     assert any("escape" in p.name or "escape" in p.parent.name for p in written)
+
+
+def test_regression_foreign_thresholds_do_not_break_the_figure():
+    """Found by the reader fuzz test: settings.thresholds of another type crashed figure()."""
+    rep = _BASE_REPORT.to_dict()
+    rep["settings"]["thresholds"] = None
+    with pytest.raises(wa.AuditError, match="settings/thresholds"):
+        wa.AuditResult.from_dict(rep)
+    wa.AuditResult.from_dict(rep, validate=False).to_html()  # unvalidated: still renders
+    rep["settings"]["thresholds"] = {"usage": {"x": 1}, "auc": []}
+    wa.AuditResult.from_dict(rep, validate=False).to_html()

@@ -285,7 +285,8 @@ class AuditResult:
         fig = Figure(figsize=(max(6.0, 1.6 * len(names) + 4), 3.8), layout="constrained")
         ax, ax2 = fig.subplots(1, 2, width_ratios=[2, 1])
         x = list(range(len(names)))
-        thr = self.settings.get("thresholds", {})
+        thr = self.settings.get("thresholds") if isinstance(self.settings, dict) else None
+        thr = {k: v for k, v in (thr or {}).items() if isinstance(v, (int, float))}
         for offset, key, hatch in ((-0.2, "usage", None), (0.2, "wsc", "//")):
             vals = [self.tasks[n][key]["value"] or 0.0 for n in names]
             lo = [self.tasks[n][key]["ci_low"] for n in names]
