@@ -36,6 +36,8 @@ benchmark: setup
 	$(PY) benchmarks/hook_overhead.py
 	$(PY) benchmarks/solver_vs_sklearn.py
 	$(PY) benchmarks/scaling.py --n 10000 100000 --refits 20
+	$(PY) benchmarks/spill.py --n 200000 --d 512 --refits 3
+	$(PY) benchmarks/determinism.py --device cpu --n 3000 --d 64 --refits 50
 
 clean:
 	rm -rf $(VENV) wsca-demo .pytest_cache .hypothesis
