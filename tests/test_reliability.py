@@ -169,7 +169,9 @@ def analyze_inputs(draw):
     return z, y, metadata, kinds, W, extra
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomized: CI sees the same cases on every run (11 random seeds were run while
+# writing it); drop derandomize or raise max_examples to explore further
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(analyze_inputs())
 def test_fuzz_analyze_returns_a_valid_report_or_an_audit_error(args):
     z, y, metadata, kinds, W, extra = args
@@ -230,7 +232,9 @@ _BASE_REPORT, _ = _audit({"site": np.random.default_rng(0).integers(0, 2, 300)})
 _PATHS = list(_paths(_BASE_REPORT.to_dict()))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
 @given(st.one_of(report_like(), _json))
 def test_fuzz_report_reader_never_fails_with_a_foreign_error(tmp_path_factory, report):
     path = tmp_path_factory.mktemp("r") / "report.json"
@@ -375,3 +379,9 @@ def test_regression_foreign_thresholds_do_not_break_the_figure():
     wa.AuditResult.from_dict(rep, validate=False).to_html()  # unvalidated: still renders
     rep["settings"]["thresholds"] = {"usage": {"x": 1}, "auc": []}
     wa.AuditResult.from_dict(rep, validate=False).to_html()
+
+
+def test_regression_zero_feature_embeddings_are_an_audit_error():
+    """Found by the analyze fuzz test: (N, 0) embeddings produced an invalid report."""
+    with pytest.raises(wa.AuditError, match="no features"):
+        wa.analyze(np.zeros((10, 0)), None, {}, primary_weight=np.zeros((1, 0)), **FAST)

@@ -120,6 +120,8 @@ class EmbeddingSet:
                 f"embeddings must have shape (n_samples, embedding_dim); got {Z.shape}. "
                 "Pick a layer whose input is one vector per sample (e.g. after pooling)."
             )
+        if Z.shape[1] == 0:
+            raise AuditError(f"embeddings have no features (shape {Z.shape}): pick another layer")
         if Z.shape[0] == 0:
             raise AuditError(
                 "no embeddings were recorded: run the model inside `auditor.collect()` "
