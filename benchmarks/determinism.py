@@ -4,6 +4,12 @@ Same data, same seed: two CUDA runs, one CPU run. Prints the largest absolute di
 over every number in the report (and whether the verdicts agree), then the same for
 attribution mass, ROI masking and an intervention on the digits CNN moved to the GPU.
 
+Last, on the CPU, the two perturbations that are all a device can change: the summation
+order (the embedding's columns permuted, which leaves every statistic unchanged in exact
+arithmetic but reorders every dot product, as a GPU's kernels and atomics do) and the
+precision (float32 vs float64). Their differences are the tolerance to expect across
+devices and between CUDA runs.
+
     python benchmarks/determinism.py                       # CUDA vs CUDA, CPU vs CUDA
     python benchmarks/determinism.py --device cpu --n 3000   # the same checks, CPU only
 """
@@ -33,13 +39,30 @@ def numbers(x, path=""):
 
 
 def max_diff(a: dict, b: dict) -> tuple[float, str]:
+    """Largest absolute difference over the numbers both reports hold, and where ("-": none)."""
     da, db = dict(numbers(a)), dict(numbers(b))
     keys = [k for k in da if k in db and "runtime" not in k and "device" not in k]
-    diffs = [(abs(da[k] - db[k]), k) for k in keys]
-    return max(diffs) if diffs else (0.0, "")
+    diff, where = max(((abs(da[k] - db[k]), k) for k in keys), default=(0.0, "-"))
+    return diff, where if diff > 0 else "-"
 
 
-def audit(device: str, n: int, d: int, refits: int) -> dict:
+def max_diff_by_kind(a: dict, b: dict) -> tuple[float, str, float]:
+    """Largest difference over the continuous numbers, and over the p-values (discrete)."""
+    da, db = dict(numbers(a)), dict(numbers(b))
+    keys = [k for k in da if k in db and "runtime" not in k and "device" not in k]
+    cont = [(abs(da[k] - db[k]), k) for k in keys if "p_value" not in k]
+    p = [abs(da[k] - db[k]) for k in keys if "p_value" in k]
+    diff, where = max(cont, default=(0.0, "-"))
+    return diff, where if diff > 0 else "-", max(p, default=0.0)
+
+
+def verdicts(report: dict) -> dict:
+    return {k: t["verdict"] for k, t in report["tasks"].items()}
+
+
+def audit(
+    device: str, n: int, d: int, refits: int, permute: bool = False, dtype: str = "float32"
+) -> dict:
     g = np.random.default_rng(0)
     latent = g.normal(size=(n, 8)).astype(np.float32)
     Z = latent @ g.normal(size=(8, d)).astype(np.float32) / 3 + g.normal(size=(n, d)).astype(
@@ -53,9 +76,12 @@ def audit(device: str, n: int, d: int, refits: int) -> dict:
     }
     W = np.zeros((2, d), np.float32)
     W[1] = g.normal(size=d) / np.sqrt(d)
+    if permute:  # same statistics, every dot product summed in another order
+        cols = g.permutation(d)
+        Z, W = Z[:, cols], W[:, cols]
     t = time.perf_counter()
     res = wa.analyze(Z, y, meta, primary_weight=W, n_bootstrap=refits, n_permutations=refits,
-                     device=device, progress=False, seed=0)  # fmt: skip
+                     device=device, progress=False, seed=0, dtype=dtype)  # fmt: skip
     return {"report": res.to_dict(), "seconds": time.perf_counter() - t}
 
 
@@ -97,18 +123,16 @@ def main() -> None:
     name = torch.cuda.get_device_name() if dev.startswith("cuda") else "CPU"
     print(f"{name}, torch {torch.__version__}; N={args.n}, D={args.d}, "
           f"{args.refits}+{args.refits} refits, tasks site (3 levels), scanner, age\n")  # fmt: skip
-    c1, c2 = audit(dev, args.n, args.d, args.refits), audit(dev, args.n, args.d, args.refits)
-    cpu = audit("cpu", args.n, args.d, args.refits)
-    print("| comparison | max abs difference | where | verdicts equal | seconds |")
-    print("|---|---|---|---|---|")
-    for name, a, b in ((f"{dev} run 1 vs run 2", c1, c2), (f"CPU vs {dev}", cpu, c1)):
-        diff, where = max_diff(a["report"], b["report"])
-        same = {k: t["verdict"] for k, t in a["report"]["tasks"].items()} == {
-            k: t["verdict"] for k, t in b["report"]["tasks"].items()
-        }
-        print(
-            f"| {name} | {diff:.2e} | {where} | {same} | {a['seconds']:.1f} / {b['seconds']:.1f} |"
-        )
+    if dev != "cpu":  # on the CPU alone, "same run again" below covers this table
+        c1, c2 = audit(dev, args.n, args.d, args.refits), audit(dev, args.n, args.d, args.refits)
+        cpu = audit("cpu", args.n, args.d, args.refits)
+        print("| comparison | max abs difference | where | verdicts equal | seconds |")
+        print("|---|---|---|---|---|")
+        for label, a, b in ((f"{dev} run 1 vs run 2", c1, c2), (f"CPU vs {dev}", cpu, c1)):
+            diff, where = max_diff(a["report"], b["report"])
+            same = verdicts(a["report"]) == verdicts(b["report"])
+            secs = f"{a['seconds']:.1f} / {b['seconds']:.1f}"
+            print(f"| {label} | {diff:.2e} | {where} | {same} | {secs} |")
     e_gpu, e_gpu2, e_cpu = evidence(dev), evidence(dev), evidence("cpu")
     print(f"\n| evidence | {dev} run 1 vs run 2 | CPU vs {dev} | where (CPU vs {dev}) |")
     print("|---|---|---|---|")
@@ -116,6 +140,25 @@ def main() -> None:
         d_run, _ = max_diff(e_gpu[key], e_gpu2[key])
         d_dev, where = max_diff(e_cpu[key], e_gpu[key])
         print(f"| {key} | {d_run:.2e} | {d_dev:.2e} | {where} |")
+    print()
+    reduction_order(args.n, args.d, args.refits)
+
+
+def reduction_order(n: int, d: int, refits: int) -> None:
+    """CPU: the report's sensitivity to summation order and to precision."""
+    base = audit("cpu", n, d, refits)
+    runs = {
+        "same run again": audit("cpu", n, d, refits),
+        "columns permuted (summation order)": audit("cpu", n, d, refits, permute=True),
+        "float64 (precision)": audit("cpu", n, d, refits, dtype="float64"),
+    }
+    print("| CPU, against the float32 run | max abs difference (not p) | where | "
+          "max p-value difference | verdicts equal | seconds |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for name, r in runs.items():
+        diff, where, dp = max_diff_by_kind(base["report"], r["report"])
+        same = verdicts(base["report"]) == verdicts(r["report"])
+        print(f"| {name} | {diff:.2e} | {where} | {dp:.2e} | {same} | {r['seconds']:.1f} |")
 
 
 if __name__ == "__main__":

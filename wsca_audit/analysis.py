@@ -288,7 +288,9 @@ class _Analysis:
         k = int(strata.max()) + 1 if strata.numel() else 1
         sums = torch.zeros(k, Z.shape[1], dtype=self.dtype, device=self.device)
         for sl in _chunks(Z.shape[0]):
-            sums.index_add_(0, strata[sl], Z[sl].to(self.dtype))
+            # a one-hot product, not index_add_ (atomics: nondeterministic on CUDA)
+            onehot = torch.nn.functional.one_hot(strata[sl], k).to(self.dtype)
+            sums += onehot.T @ Z[sl].to(device=self.device, dtype=self.dtype)
         counts = torch.bincount(strata, minlength=k).clamp_min(1).to(self.dtype)
         return sums / counts[:, None]
 

@@ -52,8 +52,8 @@ def pca_basis(Z: Tensor, variance: float = 0.99, min_components: int = 50) -> tu
     total = float(evals.sum())
     if total <= 0:
         return evecs.T.to(Z.dtype), 1.0
-    share = torch.cumsum(evals, 0) / total
-    k = int(torch.searchsorted(share, share.new_tensor(variance))) + 1
+    share = np.cumsum(evals.cpu().numpy()) / total  # d values, host-side: deterministic
+    k = int(np.searchsorted(share, variance)) + 1
     k = min(max(k, min_components), Z.shape[1])
     return evecs[:, :k].T.contiguous().to(Z.dtype), float(share[k - 1])
 
@@ -120,9 +120,8 @@ def bootstrap_counts(n: int, n_bootstrap: int, generator: torch.Generator) -> Te
     if n_bootstrap == 0:
         return torch.zeros(0, n)
     idx = torch.randint(0, n, (n_bootstrap, n), generator=generator)
-    counts = torch.zeros(n_bootstrap, n)
-    counts.scatter_add_(1, idx, torch.ones(n_bootstrap, n))
-    return counts
+    idx += n * torch.arange(n_bootstrap)[:, None]  # one bin range per resample
+    return torch.bincount(idx.flatten(), minlength=n_bootstrap * n).view(n_bootstrap, n).float()
 
 
 def stratified_permutations(

@@ -227,8 +227,7 @@ class BatchedLinearHead:
         logp = torch.log_softmax(eta, dim=-1)
         f = -(S * logp.gather(-1, T[..., None])[..., 0]).sum(0)
         p = logp.exp()
-        g = p.clone()
-        g.scatter_add_(-1, T[..., None], -torch.ones_like(g[..., :1]))
+        g = p - torch.nn.functional.one_hot(T, p.shape[-1]).to(p.dtype)
         return f, S[..., None] * g, p
 
     def _curv_times(self, curv: Tensor, S: Tensor, d_eta: Tensor) -> Tensor:

@@ -34,23 +34,82 @@ def weighted_auc(scores: Tensor, positive: Tensor, weights: Tensor) -> Tensor:
     >>> weighted_auc(s, torch.tensor([False, False, True, True]), torch.ones(1, 4))
     tensor([0.7500])
     """
+    if scores.numel() == 0:
+        return torch.full((weights.shape[0],), float("nan"), dtype=weights.dtype,
+                          device=weights.device)  # fmt: skip
     order = torch.argsort(scores)
-    s = scores[order]
-    pos = positive[order].to(weights.dtype)
-    w = weights[:, order]
+    pos = positive[order].to(torch.float64)
     # tie groups: all samples with one score share their negative-weight mass
-    _, group = torch.unique_consecutive(s, return_inverse=True)
-    n_groups = int(group.max()) + 1 if group.numel() else 0
-    wn = w * (1 - pos)
-    wp = w * pos
-    neg_g = torch.zeros(w.shape[0], n_groups, dtype=w.dtype, device=w.device)
-    pos_g = torch.zeros_like(neg_g)
-    neg_g.index_add_(1, group, wn)
-    pos_g.index_add_(1, group, wp)
-    neg_below = torch.cumsum(neg_g, 1) - neg_g
+    _, counts = torch.unique_consecutive(scores[order], return_counts=True)
+    ends = torch.cumsum(counts, 0) - 1  # last index of each group (integer: deterministic)
+    before = ends - counts  # last index of the group below; -1 for the lowest
+    # rows in chunks: the float64 working copies stay near 2**23 numbers each
+    step = max(1, 2**23 // scores.numel())
+    out = [_auc_rows(weights[r : r + step, order], pos, ends, before)
+           for r in range(0, weights.shape[0], step)]  # fmt: skip
+    return torch.cat(out).to(weights.dtype) if out else weights.new_zeros(0)
+
+
+def _auc_rows(w: Tensor, pos: Tensor, ends: Tensor, before: Tensor) -> Tensor:
+    """AUC of score-sorted weight rows. Sums come from prefix sums, not ``index_add_``:
+    on CUDA ``index_add_`` uses atomics (nondeterministic), and in float64 the
+    differences of prefix sums are exact to about 1e-12."""
+    w = w.to(torch.float64)
+    neg_cum = prefix_sum(w * (1 - pos))
+    pos_cum = prefix_sum(w * pos)
+    del w
+
+    def upto(cum: Tensor, idx: Tensor) -> Tensor:
+        zero = torch.zeros((), dtype=cum.dtype, device=cum.device)
+        return torch.where(idx >= 0, cum[:, idx.clamp_min(0)], zero)
+
+    neg_below = upto(neg_cum, before)
+    neg_g = neg_cum[:, ends] - neg_below
+    pos_g = pos_cum[:, ends] - upto(pos_cum, before)
     num = (pos_g * (neg_below + 0.5 * neg_g)).sum(1)
-    den = pos_g.sum(1) * neg_g.sum(1)
-    return torch.where(den > 0, num / den.clamp_min(1e-30), torch.full_like(num, float("nan")))
+    den = pos_cum[:, -1] * neg_cum[:, -1]
+    return torch.where(den > 0, num / den.clamp_min(1e-300), torch.full_like(num, float("nan")))
+
+
+def prefix_sum(x: Tensor, method: str = "auto", block: int = 256) -> Tensor:
+    """Inclusive prefix sum along the last dimension in float64, deterministic on every device.
+
+    ``torch.cumsum`` of a floating tensor is nondeterministic on CUDA (and raises under
+    ``torch.use_deterministic_algorithms(True)``). Off the CPU this takes the sums as
+    matrix products with a triangular matrix of ones, block by block, which cuBLAS runs
+    in the same order every time.
+
+    Parameters
+    ----------
+    x : Tensor of shape (..., n)
+    method : {"auto", "cumsum", "matmul"}
+        ``"auto"``: ``torch.cumsum`` on the CPU (sequential, deterministic), ``"matmul"``
+        elsewhere.
+    block : int
+        Block length of the matrix products.
+
+    Examples
+    --------
+    >>> prefix_sum(torch.tensor([1.0, 2.0, 3.0]), method="matmul")
+    tensor([1., 3., 6.], dtype=torch.float64)
+    """
+    if method not in ("auto", "cumsum", "matmul"):
+        raise ValueError(f"method must be 'auto', 'cumsum' or 'matmul', not {method!r}")
+    x = x.to(torch.float64)
+    if method == "cumsum" or (method == "auto" and x.device.type == "cpu"):
+        return torch.cumsum(x, -1)
+    n = x.shape[-1]
+    if n == 0:
+        return x.clone()
+    tri = torch.ones(min(block, n), min(block, n), dtype=x.dtype, device=x.device).triu()
+    if n <= block:  # tri[i, j] = 1 where i <= j: column j sums entries 0..j
+        return x @ tri
+    n_blocks = -(-n // block)
+    xb = torch.nn.functional.pad(x, (0, n_blocks * block - n))
+    within = xb.reshape(*x.shape[:-1], n_blocks, block) @ tri
+    totals = within[..., -1]
+    offsets = prefix_sum(totals, method, block) - totals  # sums of the blocks before
+    return (within + offsets[..., None]).reshape(*x.shape[:-1], n_blocks * block)[..., :n]
 
 
 def weighted_r2(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
