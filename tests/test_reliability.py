@@ -387,13 +387,15 @@ class _CudaNondeterministicOps(TorchDispatchMode):
         self.seen = set()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
         name = func.overloadpacket.__name__
         first = args[0] if args else None
         floating = isinstance(first, torch.Tensor) and first.is_floating_point()
+        weighted = (len(args) > 1 and args[1] is not None) or kwargs.get("weights") is not None
         if (name in self.ATOMIC or (name in self.FLOAT_SCAN and floating)
-                or (name == "bincount" and len(args) > 1 and args[1] is not None)):  # fmt: skip
+                or (name == "bincount" and weighted)):  # fmt: skip
             self.seen.add(name)
-        return func(*args, **(kwargs or {}))
+        return func(*args, **kwargs)
 
 
 def test_the_audit_runs_no_op_that_is_nondeterministic_on_cuda(monkeypatch):
