@@ -38,22 +38,28 @@ def numbers(x, path=""):
         yield path, float(x)
 
 
-def max_diff(a: dict, b: dict) -> tuple[float, str]:
-    """Largest absolute difference over the numbers both reports hold, and where ("-": none)."""
+def diffs(a: dict, b: dict) -> dict[str, float]:
+    """Absolute difference of every number both reports hold (timings and devices aside)."""
     da, db = dict(numbers(a)), dict(numbers(b))
-    keys = [k for k in da if k in db and "runtime" not in k and "device" not in k]
-    diff, where = max(((abs(da[k] - db[k]), k) for k in keys), default=(0.0, "-"))
+    skip = ("runtime", "device")
+    return {k: abs(da[k] - db[k]) for k in da if k in db and not any(s in k for s in skip)}
+
+
+def largest(d: dict[str, float]) -> tuple[float, str]:
+    """The largest difference and where it is ("-" when there is none)."""
+    diff, where = max(((v, k) for k, v in d.items()), default=(0.0, "-"))
     return diff, where if diff > 0 else "-"
+
+
+def max_diff(a: dict, b: dict) -> tuple[float, str]:
+    return largest(diffs(a, b))
 
 
 def max_diff_by_kind(a: dict, b: dict) -> tuple[float, str, float]:
     """Largest difference over the continuous numbers, and over the p-values (discrete)."""
-    da, db = dict(numbers(a)), dict(numbers(b))
-    keys = [k for k in da if k in db and "runtime" not in k and "device" not in k]
-    cont = [(abs(da[k] - db[k]), k) for k in keys if "p_value" not in k]
-    p = [abs(da[k] - db[k]) for k in keys if "p_value" in k]
-    diff, where = max(cont, default=(0.0, "-"))
-    return diff, where if diff > 0 else "-", max(p, default=0.0)
+    d = diffs(a, b)
+    diff, where = largest({k: v for k, v in d.items() if "p_value" not in k})
+    return diff, where, max((v for k, v in d.items() if "p_value" in k), default=0.0)
 
 
 def verdicts(report: dict) -> dict:
@@ -86,11 +92,11 @@ def audit(
 
 
 def evidence(device: str) -> dict:
-    from wsca_audit.shortcut import PATCH, add_artefact, make_split, train_cnn
+    from wsca_audit.shortcut import PATCH, add_artefact, make_split, roi_masks, train_cnn
 
     split = make_split(1.0, seed=0)
     model = train_cnn(split.train_x, split.train_y, seed=0).to(device)
-    roi = split.clean_x[:, 0] > 0.05
+    roi = roi_masks(split.clean_x)
     roi[:, PATCH[0], PATCH[1]] = False
     x = torch.as_tensor(split.eval_x)
     common = dict(progress=False, device=device)

@@ -24,7 +24,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 import wsca_audit as wa
-from wsca_audit.shortcut import PATCH, add_artefact, make_split, train_cnn
+from wsca_audit.shortcut import PATCH, add_artefact, make_split, roi_masks, train_cnn
 
 
 def marker(x, on):
@@ -43,7 +43,7 @@ def audit(model, split, with_targets=True, **kw):
 
 
 def input_evidence(model, split, n_resamples, seed):
-    roi = split.clean_x[:, 0] > 0.05  # the strokes, from the artefact-free images
+    roi = roi_masks(split.clean_x)  # the strokes, from the artefact-free images
     roi[:, PATCH[0], PATCH[1]] = False
     x = torch.as_tensor(split.eval_x)
     common = dict(progress=False, seed=seed)

@@ -19,11 +19,11 @@ from wsca_audit.attribution import (
     linear_head,
     output_contrasts,
 )
-from wsca_audit.shortcut import PATCH, add_artefact, counterfactual_effect
+from wsca_audit.shortcut import PATCH, add_artefact, counterfactual_effect, roi_masks
 
 
 def _roi(split):
-    roi = split.clean_x[:, 0] > 0.05
+    roi = roi_masks(split.clean_x)
     roi[:, PATCH[0], PATCH[1]] = False
     return roi
 
