@@ -224,10 +224,10 @@ def _start_run(uri: str, out: Path, name: str, bias: float) -> str | None:
     try:
         from mlflow.tracking import MlflowClient
 
-        from .tracking import _check_reachable, _fast_fail
+        from .tracking import check_reachable, fast_fail
 
-        with _fast_fail():
-            _check_reachable(uri)
+        with fast_fail():
+            check_reachable(uri)
             client = MlflowClient(tracking_uri=uri)
             exp = client.get_experiment_by_name("wsca-demo")
             exp_id = (

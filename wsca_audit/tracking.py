@@ -131,7 +131,8 @@ def _evidence_payload(evidence: dict, metrics: dict, tags: dict, put) -> None:
 
 
 @contextlib.contextmanager
-def _fast_fail() -> Iterator[None]:
+def fast_fail() -> Iterator[None]:
+    """Bound MLflow's HTTP retries and timeout inside the block (user settings win)."""
     old = {k: os.environ.get(k) for k in _FAST_FAIL_ENV}
     for k, v in _FAST_FAIL_ENV.items():
         os.environ.setdefault(k, v)
@@ -153,7 +154,7 @@ def _import_mlflow():
     return mlflow
 
 
-def _check_reachable(uri: str, timeout: float = 5.0) -> None:
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail in seconds, not minutes, when an HTTP tracking server does not answer."""
     if not uri.startswith(("http://", "https://")):
         return
@@ -182,7 +183,7 @@ def _upload(
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri or mlflow.get_tracking_uri()
-    _check_reachable(uri)
+    check_reachable(uri)
     client = MlflowClient(tracking_uri=uri)
     created = False
     if run_id is None:
@@ -278,7 +279,7 @@ def log_to_mlflow(
         if extra_dir is not None:
             shutil.copytree(extra_dir, stage, dirs_exist_ok=True)
         try:
-            with _fast_fail():
+            with fast_fail():
                 return _upload(
                     stage,
                     run_id=run_id,
@@ -345,7 +346,7 @@ def log_saved(
     try:
         shutil.copytree(directory, stage, dirs_exist_ok=True)
         (stage / PENDING_NOTE).unlink(missing_ok=True)
-        with _fast_fail():
+        with fast_fail():
             return _upload(
                 stage,
                 run_id=run_id or note.get("run_id"),
@@ -389,7 +390,7 @@ def load_from_mlflow(
 
     with tempfile.TemporaryDirectory(prefix="wsca-load-") as tmp:
         try:
-            with _fast_fail():
+            with fast_fail():
                 local = MlflowClient(tracking_uri=tracking_uri).download_artifacts(
                     run_id, f"{artifact_path}/{REPORT_JSON}", tmp
                 )
