@@ -19,6 +19,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +27,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import attribution as attr
 from . import correlation as corr
 from .embeddings import EmbeddingSet, missing_mask
 from .errors import AuditError, AuditWarning
 from .heads import BatchedLinearHead, PrimaryHead
-from .metrics import macro_ovr_auc, weighted_accuracy, weighted_auc, weighted_r2
+from .measures import get_measures
+from .metrics import weighted_accuracy, weighted_auc
 from .report import SCHEMA_VERSION, AuditResult
 from .store import SPILL_PREFIX
 
@@ -377,66 +378,42 @@ class _Analysis:
         first.intercept_ = torch.cat([first.intercept_, second.intercept_])
         return first, torch.cat([w1, w2])
 
-    def _folds(self, codes: Tensor, valid: Tensor) -> Tensor:
-        """Stratified fold train-masks (n_folds x n) over the valid samples."""
-        n = codes.shape[0]
-        fold_of = torch.full((n,), -1, dtype=torch.long)
-        order = torch.randperm(n, generator=self.gen)
-        c = codes.cpu()[order]
-        ok = valid.cpu()[order]
-        for level in torch.unique(c[ok]).tolist():
-            idx = order[ok & (c == level)]
-            fold_of[idx] = torch.arange(idx.numel()) % self.cfg.n_folds
-        train = torch.stack([(fold_of != f) & (fold_of >= 0) for f in range(self.cfg.n_folds)])
-        self._fold_of = fold_of.to(self.device)
-        return train.to(device=self.device, dtype=self.dtype)
-
-    def _held_out(self, head, first_fold: int, X) -> Tensor:
-        """Held-out scores (N x K): each sample scored by the fold head that did not see it."""
-        sl = slice(first_fold, first_fold + self.cfg.n_folds)
-        # score only the fold heads, not every bootstrap/permutation refit
-        scores = torch.einsum("nd,fkd->fnk", X, head.coef_[sl]) + head.intercept_[sl, None, :]
-        idx = self._fold_of.clamp_min(0)
-        return scores[idx, torch.arange(X.shape[0], device=self.device)]
-
     # ------------------------------------------------------------------ one task
-    def _task(self, name: str, kind: str, values: np.ndarray) -> dict | None:
+    def _levels(self, name: str, kind: str, values: np.ndarray) -> _Levels | None:
+        """Code a column as class indices (continuous: the paper's equal-width bins of
+        its range), with the warnings a reader needs; None when the task is skipped."""
         cfg, n = self.cfg, self.es.n_samples
         miss = missing_mask(values)
-        valid = torch.as_tensor(~miss, device=self.device)
-        n_valid = int(valid.sum())
+        n_valid = int((~miss).sum())
         if miss.any():
             self._warn(f"{name}: {int(miss.sum())} missing values were masked")
+        codes = np.zeros(n, dtype=np.int64)
         if kind == "categorical":
-            levels, codes_np = np.unique(values[~miss].astype(str), return_inverse=True)
-            codes_all = np.zeros(n, dtype=np.int64)
-            codes_all[~miss] = codes_np
-            level_labels = [str(v) for v in levels]
+            distinct, codes[~miss] = np.unique(values[~miss].astype(str), return_inverse=True)
+            labels = [str(v) for v in distinct]
         else:
             x = values.astype(np.float64)
-            levels = np.unique(x[~miss])
-            lo, hi = (float(levels.min()), float(levels.max())) if len(levels) else (0.0, 0.0)
+            distinct = np.unique(x[~miss])
+            lo, hi = (float(distinct.min()), float(distinct.max())) if len(distinct) else (0, 0)
             edges = np.linspace(lo, hi, cfg.n_bins + 1)
             bins = np.clip(
                 np.searchsorted(edges, np.nan_to_num(x), side="right") - 1, 0, cfg.n_bins - 1
             )
-            used, codes_np = np.unique(bins[~miss], return_inverse=True)
-            codes_all = np.zeros(n, dtype=np.int64)
-            codes_all[~miss] = codes_np
-            level_labels = [f"[{edges[b]:.4g}, {edges[b + 1]:.4g}]" for b in used]
-        if len(levels) < 2:
+            used, codes[~miss] = np.unique(bins[~miss], return_inverse=True)
+            labels = [f"[{edges[b]:.4g}, {edges[b + 1]:.4g}]" for b in used]
+        if len(distinct) < 2:
             self._warn(f"{name}: only one distinct value among {n_valid} samples; task skipped")
             return None
-        if kind == "categorical" and len(levels) > cfg.max_levels:
+        if kind == "categorical" and len(distinct) > cfg.max_levels:
             self._warn(
-                f"{name}: {len(levels)} distinct values among {n_valid} samples (more than "
+                f"{name}: {len(distinct)} distinct values among {n_valid} samples (more than "
                 f"max_levels={cfg.max_levels}): an identifier or a continuous variable? "
                 "Declare it continuous (kinds=...) or group its values; task skipped"
             )
             return None
-        counts = np.bincount(codes_all[~miss], minlength=len(level_labels))
+        counts = np.bincount(codes[~miss], minlength=len(labels))
         if kind == "categorical" and counts.min() < _MIN_LEVEL_COUNT:
-            rare = [level_labels[i] for i in np.flatnonzero(counts < _MIN_LEVEL_COUNT)]
+            rare = [labels[i] for i in np.flatnonzero(counts < _MIN_LEVEL_COUNT)]
             shown = ", ".join(repr(r) for r in rare[:5]) + (
                 f" and {len(rare) - 5} more" if len(rare) > 5 else ""
             )
@@ -444,170 +421,23 @@ class _Analysis:
                 f"{name}: level(s) {shown} have fewer than {_MIN_LEVEL_COUNT} samples; "
                 "estimates for them are unstable"
             )
-        codes = torch.as_tensor(codes_all, device=self.device)
-        k = len(level_labels)
-        loss = "binary" if k == 2 else "multinomial"
-        folds = self._folds(codes, valid)
-        nf, nb, npm = cfg.n_folds, cfg.n_bootstrap, cfg.n_permutations
-        v = valid.to(self.dtype)
-        # one set of within-label permutations serves both nulls
-        perm_idx = corr.stratified_permutations(self.strata, valid.cpu(), npm, self.gen)
-        perm_idx = perm_idx.to(self.device)
-        perm_codes = codes[perm_idx]
+        return _Levels(codes, ~miss, labels)
 
-        # 1. probe on standardised embeddings: the paper's wsc and its empirical null
-        probe, _ = self._family(loss, self.Zs, k, codes, valid, folds, perm_codes)
-        aux_vectors = corr.aux_class_vectors(probe.coef_ / self.sd, cfg.center_classes)
-        wsc_m = corr.cosine_matrix(self.primary_vectors, aux_vectors, self.basis)
-        keep = torch.cat([torch.tensor([0]), torch.arange(1 + nf, 1 + nf + nb + npm)])
-        wsc_m = wsc_m[keep.to(wsc_m.device)]
-        wsc_all = corr.max_abs(wsc_m)
-
-        # 2. encoding on held-out folds; its CI resamples the held-out predictions
-        enc_w = torch.cat([v[None], self.boot * v]) if nb else v[None]
-        if kind == "categorical":
-            held = self._held_out(probe, 1, self.Zs)
-            if k == 2:
-                enc = weighted_auc(held[:, 0], codes == 1, enc_w)
-            else:
-                enc = macro_ovr_auc(torch.softmax(held, 1), codes, enc_w)
-            metric = "auc"
-        else:
-            x = torch.as_tensor(np.nan_to_num(values.astype(np.float64)), device=self.device)
-            t = torch.where(valid, (x - x[valid].mean()) / x[valid].std().clamp_min(1e-12), 0.0)
-            t = t.to(self.dtype)
-            ridge = self._fit(
-                "squared",
-                self.Zs,
-                1,
-                t[None].expand(nf, n),
-                folds * v,
-                torch.zeros(nf, dtype=torch.long),
-            )
-            enc = weighted_r2(self._held_out(ridge, 0, self.Zs)[:, 0], t, enc_w)
-            metric = "r2"
-
-        # 3. usage: heads on within-class centred embeddings, compared in its covariance
-        #    metric (= correlation of the two heads' logits over the data)
-        if kind == "categorical":
-            target_m = torch.nn.functional.one_hot(codes, k).to(self.dtype)
-            target_m = target_m[:, 1:] if k == 2 else target_m
-            u_head, u_w = self._family(loss, self.Zws, k, codes, valid)
-        else:
-            target_m = t[:, None]
-            u_head, u_w = self._family(
-                "squared", self.Zws, 1, self._center(t[:, None], valid)[:, 0], valid
-            )
-        aux_logits = u_head.decision_function(self.Zws)  # (1 + nb, N, K)
-        if aux_logits.shape[-1] > 1:
-            aux_logits = aux_logits - aux_logits.mean(-1, keepdim=True)
-        usage_m = corr.usage_matrix(self.primary_logits_w, aux_logits, u_w)
-        usage_all = corr.max_abs(usage_m)
-        attr_m = self._attribution_alignment(u_head.coef_, u_w) if cfg.layer_attribution else None
-
-        # permutation test of usage's numerator: the within-class correlation of the
-        # primary logit with the metadata itself (see docs/method.md: a test on the
-        # ratio has little power when a few directions dominate the covariance)
-        if npm:
-            if kind == "categorical":
-                perm_m = torch.nn.functional.one_hot(perm_codes, k).to(self.dtype)
-                perm_m = perm_m[..., 1:] if k == 2 else perm_m
-            else:
-                perm_m = t[perm_idx][..., None]
-            ms = torch.cat([target_m[None], perm_m])
-            means = self._class_means(target_m, valid)
-            ms = ms - means[None]
-            logits = self._center(self.primary_logits_w, valid)
-            stat = corr.max_abs(corr.usage_matrix(logits, ms, v[None].expand(1 + npm, n)))
-            ratio = float(usage_all[0] / stat[0]) if float(stat[0]) > 0 else 1.0
-            usage_null = stat[1:] * ratio
-        else:
-            stat, usage_null = None, torch.zeros(0)
-
-        def summarise(values_all: Tensor, null: Tensor, p: float) -> dict:
-            boot = values_all[1 : 1 + nb]
-            lo, hi = corr.percentile_ci(boot, cfg.ci_level) if nb else (math.nan, math.nan)
-            out = {"value": float(values_all[0]), "ci_low": lo, "ci_high": hi, "p_value": p}
-            if null.numel():
-                out["null_mean"] = float(null.double().mean())
-                out["null_q95"] = float(torch.quantile(null.double(), 0.95))
-            return out
-
-        wsc_null = wsc_all[1 + nb :]
-        wsc_p = corr.permutation_p(float(wsc_all[0]), wsc_null) if npm else math.nan
-        use_p = corr.permutation_p(float(stat[0]), stat[1:]) if npm else math.nan
-        enc_lo, enc_hi = corr.percentile_ci(enc[1:], cfg.ci_level) if nb else (math.nan, math.nan)
-        c_out = self.W.shape[0]
-        rows_use = ["1-0"] if c_out == 2 else [str(c) for c in range(self.contrasts.shape[0])]
-        if kind == "continuous":
-            usage_cols = ["value"]
-        else:
-            usage_cols = level_labels[1:] if k == 2 else level_labels
-        per_class = {
-            "wsc": {
-                "rows": [str(c) for c in range(self.primary_vectors.shape[0])],
-                "cols": level_labels,
-                "matrix": _rows(wsc_m[0]),
-            },
-            "usage": {"rows": rows_use, "cols": usage_cols, "matrix": _rows(usage_m[0])},
-        }
-        out = {
-            "kind": kind,
-            "n_valid": n_valid,
-            "levels": level_labels,
-            "encoding": {
-                "metric": metric,
-                "value": float(enc[0]),
-                "ci_low": enc_lo,
-                "ci_high": enc_hi,
-            },
-            "wsc": summarise(wsc_all, wsc_null, wsc_p),
-            "usage": summarise(usage_all, usage_null, use_p),
-            "verdict": None,
-            "per_class": per_class,
-        }
-        if attr_m is not None:
-            a_all = corr.max_abs(attr_m)
-            lo, hi = corr.percentile_ci(a_all[1:], cfg.ci_level) if nb else (math.nan, math.nan)
-            out["attribution"] = {
-                "method": "captum.attr.LayerGradientXActivation",
-                "reference": "class mean",
-                "value": float(a_all[0]),
-                "ci_low": lo,
-                "ci_high": hi,
-            }
-            per_class["attribution"] = {
-                "rows": rows_use,
-                "cols": usage_cols,
-                "matrix": _rows(attr_m[0]),
-            }
+    def _task(self, name: str, kind: str, values: np.ndarray) -> dict | None:
+        """Every registered measure of one task, in report order (the verdict comes later)."""
+        levels = self._levels(name, kind, values)
+        if levels is None:
+            return None
+        task = TaskData(self, name, kind, values, levels)
+        out: dict = {"kind": kind, "n_valid": task.n_valid, "levels": levels.labels}
+        for measure in get_measures():
+            if measure.enabled(self.cfg):
+                block = measure.compute(task)
+                if block is not None:
+                    out[measure.report_key] = block
+        out["verdict"] = None
+        out["per_class"] = task.per_class
         return out
-
-    def _attribution_alignment(self, coef: Tensor, weights: Tensor) -> Tensor:
-        """Layer-attribution counterpart of usage (see attribution.py), (P, C', K).
-
-        The usage heads act on ``Zws = Zw / sd_w``; attributing a head with weights
-        ``W * sd_w`` on ``Zws`` gives exactly the attributions of ``W`` on ``Zw`` (grad x
-        input is invariant to rescaling a unit), so no second copy of Zw is kept.
-        """
-        if coef.shape[1] > 1:
-            coef = coef - coef.mean(1, keepdim=True)
-        head = attr.linear_head(self.W * self.sd_w, self.b)
-        contrasts = attr.output_contrasts(self.W.shape[0], self.dtype, self.device)
-        return attr.layer_alignment(head, contrasts, self.Zws, coef, weights)
-
-    def _class_means(self, M: Tensor, valid: Tensor) -> Tensor:
-        """Per-sample mean of M's rows over the valid samples of the sample's label."""
-        out = torch.zeros_like(M)
-        for s in torch.unique(self.strata).tolist():
-            m = (self.strata == s).to(self.device) & valid
-            if m.any():
-                out[(self.strata == s).to(self.device)] = M[m].mean(0)
-        return out
-
-    def _center(self, M: Tensor, valid: Tensor) -> Tensor:
-        """M centred within each label over valid samples (zero where invalid)."""
-        return torch.where(valid[:, None], M - self._class_means(M, valid), 0.0)
 
     # ------------------------------------------------------------------ run
     def run(self) -> AuditResult:
@@ -638,11 +468,15 @@ class _Analysis:
                 tasks[name] = res
         bar.close()
 
-        for key in ("usage", "wsc"):
-            adj = corr.benjamini_hochberg([t[key]["p_value"] for t in tasks.values()])
-            for t, p in zip(tasks.values(), adj):
-                t[key]["p_value_raw"] = t[key]["p_value"]
-                t[key]["p_value"] = p
+        for measure in get_measures():
+            key = measure.report_key
+            blocks = [t[key] for t in tasks.values() if key in t]
+            if not measure.tested or not blocks:
+                continue
+            adj = corr.benjamini_hochberg([b["p_value"] for b in blocks])
+            for block, p in zip(blocks, adj):
+                block["p_value_raw"] = block["p_value"]
+                block["p_value"] = p
         for t in tasks.values():
             t["verdict"] = corr.verdict(
                 (t["encoding"]["ci_low"], t["encoding"]["ci_high"]),
@@ -676,6 +510,158 @@ class _Analysis:
         return AuditResult(report)
 
 
+@dataclass
+class _Levels:
+    codes: np.ndarray  # class index per sample (0 where missing)
+    valid: np.ndarray  # bool: value present
+    labels: list[str]  # level names (continuous: bin intervals)
+
+
+class TaskData:
+    """What the measures of one metadata task share: the coded variable, its resampling
+    plan (folds, bootstrap weights, within-label permutations) and the fitted heads.
+
+    Measures read it and nothing else (see :mod:`wsca_audit.measures`). Heads are fitted
+    on first use and shared: ``probe`` (the paper's softmax probe on standardised
+    embeddings: point, folds, bootstraps, permutations) and ``usage_heads`` (on
+    within-class centred embeddings: point, bootstraps). The audit-wide tensors are
+    available as attributes: ``Zs`` (standardised embeddings), ``Zws`` (within-class
+    centred, standardised), ``sd``, ``sd_w``, ``W``, ``b`` (primary head), ``basis``
+    (PCA), ``primary_vectors``, ``contrasts``, ``primary_logits_w``, ``boot`` (bootstrap
+    weights), ``cfg``, ``dtype``, ``device``.
+    """
+
+    _SHARED = (
+        "Zs", "Zws", "sd", "sd_w", "W", "b", "basis", "primary_vectors", "contrasts",
+        "primary_logits_w", "boot", "strata", "cfg", "dtype", "device",
+    )  # fmt: skip
+
+    def __init__(self, run: _Analysis, name: str, kind: str, values: np.ndarray, levels) -> None:
+        for attr in self._SHARED:
+            setattr(self, attr, getattr(run, attr))
+        self._run = run
+        self.name, self.kind, self.values = name, kind, values
+        self.levels: list[str] = levels.labels
+        self.k = len(levels.labels)
+        self.loss = "binary" if self.k == 2 else "multinomial"
+        self.n = int(levels.codes.shape[0])
+        self.codes = torch.as_tensor(levels.codes, device=self.device)
+        self.valid = torch.as_tensor(levels.valid, device=self.device)
+        self.n_valid = int(levels.valid.sum())
+        self.v = self.valid.to(self.dtype)
+        self.per_class: dict[str, dict] = {}
+        # the resampling plan, drawn in this order from the audit's generator
+        self.folds = self._folds()
+        perm = corr.stratified_permutations(
+            self.strata, self.valid.cpu(), self.cfg.n_permutations, run.gen
+        )
+        self.perm_idx = perm.to(self.device)  # one set of permutations serves every null
+        self.perm_codes = self.codes[self.perm_idx]
+
+    # ------------------------------------------------------------------ layout of blocks
+    @property
+    def contrast_rows(self) -> list[str]:
+        """Row names of per-class matrices over the primary contrasts."""
+        if self.W.shape[0] == 2:
+            return ["1-0"]
+        return [str(c) for c in range(self.contrasts.shape[0])]
+
+    @property
+    def level_cols(self) -> list[str]:
+        """Column names of per-class matrices over the usage head's outputs."""
+        if self.kind == "continuous":
+            return ["value"]
+        return self.levels[1:] if self.k == 2 else self.levels
+
+    @staticmethod
+    def rows(m: Tensor) -> list[list[float]]:
+        return [[round(float(x), 6) for x in row] for row in m]
+
+    def ci_block(self, values: Tensor) -> dict:
+        return corr.ci_block(values, self.cfg.n_bootstrap, self.cfg.ci_level)
+
+    def tested_block(self, values: Tensor, null: Tensor, p: float) -> dict:
+        return corr.tested_block(values, self.cfg.n_bootstrap, null, p, self.cfg.ci_level)
+
+    # ------------------------------------------------------------------ targets
+    @cached_property
+    def target_std(self) -> Tensor:
+        """A continuous variable standardised over its valid samples (0 where missing)."""
+        x = torch.as_tensor(np.nan_to_num(self.values.astype(np.float64)), device=self.device)
+        valid = self.valid
+        t = torch.where(valid, (x - x[valid].mean()) / x[valid].std().clamp_min(1e-12), 0.0)
+        return t.to(self.dtype)
+
+    @cached_property
+    def target_matrix(self) -> Tensor:
+        """The variable as usage reads it: one-hot levels (binary: the second level's
+        column), or the standardised value, (N, K)."""
+        if self.kind == "continuous":
+            return self.target_std[:, None]
+        onehot = torch.nn.functional.one_hot(self.codes, self.k).to(self.dtype)
+        return onehot[:, 1:] if self.k == 2 else onehot
+
+    # ------------------------------------------------------------------ heads
+    @cached_property
+    def probe(self) -> BatchedLinearHead:
+        """The paper's probe on standardised embeddings: [point, folds, boots, perms]."""
+        head, _ = self._run._family(
+            self.loss, self.Zs, self.k, self.codes, self.valid, self.folds, self.perm_codes
+        )
+        return head
+
+    @cached_property
+    def usage_heads(self) -> tuple[BatchedLinearHead, Tensor]:
+        """Heads on within-class centred embeddings, [point, boots], and their weights."""
+        if self.kind == "categorical":
+            return self._run._family(self.loss, self.Zws, self.k, self.codes, self.valid)
+        target = self.center(self.target_std[:, None])[:, 0]
+        return self._run._family("squared", self.Zws, 1, target, self.valid)
+
+    def fit(self, loss, X, k, targets, weights, groups, init=None) -> BatchedLinearHead:
+        """A batch of heads (see :class:`~wsca_audit.BatchedLinearHead`), memory-chunked."""
+        return self._run._fit(loss, X, k, targets, weights, groups, init)
+
+    # ------------------------------------------------------------------ cross-fitting
+    def _folds(self) -> Tensor:
+        """Stratified fold train-masks (n_folds x n) over the valid samples."""
+        n, nf = self.n, self.cfg.n_folds
+        fold_of = torch.full((n,), -1, dtype=torch.long)
+        order = torch.randperm(n, generator=self._run.gen)
+        c = self.codes.cpu()[order]
+        ok = self.valid.cpu()[order]
+        for level in torch.unique(c[ok]).tolist():
+            idx = order[ok & (c == level)]
+            fold_of[idx] = torch.arange(idx.numel()) % nf
+        train = torch.stack([(fold_of != f) & (fold_of >= 0) for f in range(nf)])
+        self._fold_of = fold_of.to(self.device)
+        return train.to(device=self.device, dtype=self.dtype)
+
+    def held_out(self, head: BatchedLinearHead, first_fold: int, X: Tensor) -> Tensor:
+        """Held-out scores (N x K): each sample scored by the fold head that did not see it
+        (the fold heads are problems ``first_fold .. first_fold + n_folds`` of ``head``)."""
+        sl = slice(first_fold, first_fold + self.cfg.n_folds)
+        # score only the fold heads, not every bootstrap/permutation refit
+        scores = torch.einsum("nd,fkd->fnk", X, head.coef_[sl]) + head.intercept_[sl, None, :]
+        idx = self._fold_of.clamp_min(0)
+        return scores[idx, torch.arange(X.shape[0], device=self.device)]
+
+    # ------------------------------------------------------------------ strata
+    def class_means(self, M: Tensor) -> Tensor:
+        """Per-sample mean of M's rows over the valid samples of the sample's label."""
+        out = torch.zeros_like(M)
+        for s in torch.unique(self.strata).tolist():
+            in_s = (self.strata == s).to(self.device)
+            m = in_s & self.valid
+            if m.any():
+                out[in_s] = M[m].mean(0)
+        return out
+
+    def center(self, M: Tensor) -> Tensor:
+        """M centred within each label over valid samples (zero where invalid)."""
+        return torch.where(self.valid[:, None], M - self.class_means(M), 0.0)
+
+
 def _chunks(n: int, size: int = 65536):
     return [slice(i, i + size) for i in range(0, n, size)]
 
@@ -697,6 +683,3 @@ def _safe_std(Z: Tensor) -> Tensor:
     sd = torch.where(sd > 1e-12 * (1 + amax), sd, torch.ones_like(sd))
     return sd.to(Z.dtype)
 
-
-def _rows(m: Tensor) -> list[list[float]]:
-    return [[round(float(x), 6) for x in row] for row in m]

@@ -1,18 +1,14 @@
-"""Captum-based evidence: where the primary logit comes from, in the embedding and in the image.
+"""Input attributions with Captum: where in the image the primary logit comes from.
 
-Layer view (used by ``analyze``): the primary logit contrast is attributed to the
-embedding with Captum's ``LayerGradientXActivation`` on the head, taking each sample's
-class mean as the reference (for a linear head this is exact: ``w ⊙ (z - μ_y)``). The
-*attribution alignment* of a metadata task is the cosine, pooled over samples and
-embedding units, between these attributions and those of the task's usage head. It is
-``usage`` with the embedding covariance replaced by its diagonal: do the prediction and
-the metadata rest on the same units?
+:class:`InputAttribution` and :func:`attribution_mass` compute input attributions
+(Integrated Gradients by default, any Captum attribution class accepted) batch by batch
+and reduce them at once to summaries: the share of positive attribution mass inside an
+ROI per image, per-group mean maps (label, each categorical metadata value) and a few
+overlays per group. The full attribution tensor set is never kept. The result is the
+``attribution`` evidence type of a report.
 
-Input view (:class:`InputAttribution`, :func:`attribution_mass`): input attributions
-(Integrated Gradients by default, any Captum attribution class accepted) computed batch
-by batch and reduced at once to summaries: the share of positive attribution mass inside
-an ROI per image, per-group mean maps (label, each categorical metadata value) and a few
-overlays per group. The full attribution tensor set is never kept.
+(The embedding-side counterpart, the layer-attribution *alignment* of a task, is a
+measure: :mod:`wsca_audit.measures.alignment`.)
 """
 
 from __future__ import annotations
@@ -45,102 +41,6 @@ from .evidence import (
 )
 
 _MAX_GROUP_LEVELS = 20
-
-
-# --------------------------------------------------------------------------- layer view
-def output_contrasts(n_outputs: int, dtype=torch.float32, device=None) -> Tensor:
-    """Rows map logits to the contrasts the prediction rests on (see ``primary_contrasts``).
-
-    One output: itself; two: ``z1 - z0``; ``C >= 3``: each logit minus the mean logit.
-    """
-    if n_outputs == 1:
-        return torch.ones(1, 1, dtype=dtype, device=device)
-    if n_outputs == 2:
-        return torch.tensor([[-1.0, 1.0]], dtype=dtype, device=device)
-    eye = torch.eye(n_outputs, dtype=dtype, device=device)
-    return eye - 1.0 / n_outputs
-
-
-def linear_head(weight: Tensor, bias: Tensor | None = None) -> nn.Linear:
-    """An ``nn.Linear`` holding a primary head's weights (for Captum's layer methods)."""
-    head = nn.Linear(weight.shape[1], weight.shape[0], dtype=weight.dtype, device=weight.device)
-    with torch.no_grad():
-        head.weight.copy_(weight)
-        head.bias.copy_(bias if bias is not None else torch.zeros_like(head.bias))
-    return head.requires_grad_(False)
-
-
-def layer_attributions(head: nn.Module, embeddings: Tensor, contrasts: Tensor) -> Tensor:
-    """Attributions of each logit contrast to the head's input, shape (N, C', D).
-
-    Captum ``LayerGradientXActivation(forward, head).attribute(..., attribute_to_layer_input=True)``
-    with ``forward(z) = head(z) @ contrasts.T``; pass embeddings minus their reference
-    (e.g. the class means) to attribute relative to it.
-
-    Examples
-    --------
-    >>> import torch
-    >>> head = linear_head(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
-    >>> layer_attributions(head, torch.tensor([[1.0, 1.0]]), output_contrasts(2))
-    tensor([[[-1.,  2.]]])
-    """
-    from captum.attr import LayerGradientXActivation
-
-    def forward(z: Tensor) -> Tensor:
-        return head(z) @ contrasts.T
-
-    lgxa = LayerGradientXActivation(forward, head)
-    out = []
-    with torch.enable_grad():
-        for c in range(contrasts.shape[0]):
-            # Captum sets requires_grad on its inputs in place: give it a detached alias
-            a = lgxa.attribute(embeddings.detach(), target=c, attribute_to_layer_input=True)
-            out.append(a.detach())
-    return torch.stack(out, 1)
-
-
-def layer_alignment(
-    head: nn.Module,
-    contrasts: Tensor,
-    embeddings: Tensor,
-    aux_coef: Tensor,
-    weights: Tensor,
-    chunk: int = 4096,
-) -> Tensor:
-    """Pooled cosine between primary and auxiliary attributions, shape (P, C', K).
-
-    Parameters
-    ----------
-    head : nn.Module
-        The primary head (as it acts on ``embeddings``).
-    contrasts : Tensor (C', n_outputs)
-    embeddings : Tensor (N, D)
-        Centred on the reference (class means), in the coordinates ``aux_coef`` acts on.
-    aux_coef : Tensor (P, K, D)
-        Auxiliary heads (one per problem: point fit, bootstrap refits).
-    weights : Tensor (P, N)
-        Sample weights of each problem (bootstrap counts, validity).
-
-    The attributions are accumulated chunk by chunk: only (P, D) sums are kept.
-    """
-    n, d = embeddings.shape
-    c_out = contrasts.shape[0]
-    p = weights.shape[0]
-    cross = torch.zeros(p, c_out, d, dtype=embeddings.dtype, device=embeddings.device)
-    norm_a = torch.zeros(p, c_out, dtype=embeddings.dtype, device=embeddings.device)
-    sq = torch.zeros(p, d, dtype=embeddings.dtype, device=embeddings.device)
-    for start in range(0, n, chunk):
-        z = embeddings[start : start + chunk]
-        w = weights[:, start : start + chunk]
-        a = layer_attributions(head, z, contrasts)  # (n, C', D)
-        for c in range(c_out):
-            cross[:, c] += w @ (a[:, c] * z)
-            norm_a[:, c] += w @ a[:, c].pow(2).sum(1)
-        sq += w @ z.pow(2)
-    num = torch.einsum("pcd,pkd->pck", cross, aux_coef)
-    norm_b = torch.einsum("pkd,pd->pk", aux_coef.pow(2), sq)
-    den = (norm_a[:, :, None] * norm_b[:, None, :]).sqrt()
-    return torch.where(den > 0, num / den.clamp_min(1e-30), torch.zeros_like(num))
 
 
 # --------------------------------------------------------------------------- input view

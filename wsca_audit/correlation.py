@@ -249,3 +249,32 @@ def verdict(
     if encoded and use_hi < thresholds.usage:
         return "encoded_not_used"
     return "inconclusive"
+
+
+def ci_block(values: Tensor, n_bootstrap: int, level: float = 0.95) -> dict:
+    """``{"value", "ci_low", "ci_high"}`` of ``values = [point, *bootstrap, *anything]``.
+
+    The interval is the percentile interval of ``values[1 : 1 + n_bootstrap]`` (NaN,
+    null in the JSON, with no resamples); what follows them (a permutation null) is
+    ignored.
+
+    Examples
+    --------
+    >>> import torch
+    >>> ci_block(torch.tensor([0.5, 0.1, 0.9]), n_bootstrap=0)
+    {'value': 0.5, 'ci_low': nan, 'ci_high': nan}
+    """
+    lo, hi = percentile_ci(values[1 : 1 + n_bootstrap], level)
+    return {"value": float(values[0]), "ci_low": lo, "ci_high": hi}
+
+
+def tested_block(
+    values: Tensor, n_bootstrap: int, null: Tensor, p_value: float, level: float = 0.95
+) -> dict:
+    """:func:`ci_block` plus the permutation test: ``p_value`` and, when there is a
+    null, its mean and 95% quantile."""
+    out = {**ci_block(values, n_bootstrap, level), "p_value": p_value}
+    if null.numel():
+        out["null_mean"] = float(null.double().mean())
+        out["null_q95"] = float(torch.quantile(null.double(), 0.95))
+    return out

@@ -1,0 +1,116 @@
+"""How numbers, intervals, tables and pages look, in one place for report, card and CLI.
+
+Also :func:`json_safe`, the one conversion every JSON-ready result goes through (NaN and
+inf become null, numpy scalars Python numbers).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from typing import Any
+
+__all__ = [
+    "VERDICT_COLOURS",
+    "ci_text",
+    "fmt",
+    "html_page",
+    "img_tag",
+    "json_safe",
+    "png_bytes",
+    "text_table",
+]
+
+VERDICT_COLOURS = {
+    "uses": "#c0392b",
+    "encoded_not_used": "#2e86c1",
+    "not_encoded": "#7f8c8d",
+    "inconclusive": "#e67e22",
+}
+
+_STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
+th{background:#f4f4f4}"""
+
+
+def json_safe(x: Any) -> Any:
+    """NaN/inf -> None, numpy scalars -> Python numbers, tuples -> lists (recursively).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> json_safe({"a": (np.float32(0.5), float("nan"))})
+    {'a': [0.5, None]}
+    """
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    """A number with ``digits`` decimals; ``-`` for None, NaN and inf.
+
+    Examples
+    --------
+    >>> fmt(0.12345), fmt(None), fmt(float("nan"), 2)
+    ('0.123', '-', '-')
+    """
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return f"{x:.{digits}f}"
+
+
+def ci_text(block: dict | None, digits: int = 3) -> str:
+    """``value [ci_low, ci_high]`` of a metric block (``-`` when there is none).
+
+    Examples
+    --------
+    >>> ci_text({"value": 0.5, "ci_low": 0.4, "ci_high": None})
+    '0.500 [0.400, -]'
+    """
+    if not block:
+        return "-"
+    v, lo, hi = block.get("value"), block.get("ci_low"), block.get("ci_high")
+    return f"{fmt(v, digits)} [{fmt(lo, digits)}, {fmt(hi, digits)}]"
+
+
+def text_table(rows: list[tuple]) -> list[str]:
+    """Fixed-width lines of a table whose first row is the header (a rule below it)."""
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def png_bytes(fig, dpi: int = 110) -> bytes:
+    """A matplotlib Figure rendered as PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def img_tag(png: bytes, alt: str) -> str:
+    """An ``<img>`` with the PNG embedded as a data URI (the page stays one file)."""
+    data = base64.b64encode(png).decode()
+    return (
+        f"<img alt='{html.escape(alt)}' style='max-width:100%' "
+        f"src='data:image/png;base64,{data}'>"
+    )
+
+
+def html_page(title: str, body: str) -> str:
+    """The self-contained HTML page shell shared by reports and model cards."""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_STYLE}</style></head><body>
+{body}
+</body></html>
+"""
