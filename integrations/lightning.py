@@ -5,7 +5,8 @@ validation (or test) epoch, records every batch's labels and metadata after the 
 run on it, and at the end of the epoch analyses, keeps the result, logs the scalars with
 the trainer's loggers and, for an ``MLFlowLogger``, the whole report into its run. The
 sanity-check pass is skipped. Under DDP every rank collects its shard and rank 0 gets
-and logs the gathered audit.
+and logs the gathered audit. ``results_`` is saved in Lightning checkpoints (as JSON-safe
+reports) and restored when training or evaluation resumes from one (``ckpt_path=``).
 
 Example
 -------
@@ -17,7 +18,6 @@ Example
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
 from typing import Any
 
 import wsca_audit as wa
@@ -60,7 +60,14 @@ class WSCACallback(Callback):
     Attributes
     ----------
     results_ : list of (epoch, AuditResult)
-        One entry per audited epoch (rank 0).
+        One entry per audited epoch (rank 0). Saved in checkpoints (:meth:`state_dict`)
+        and restored from them (:meth:`load_state_dict`).
+
+    Notes
+    -----
+    The checkpoint entry is keyed by :attr:`state_key`, made of ``stage``, ``module`` and
+    the metadata names: callbacks that differ in one of them (a validation and a test
+    callback) keep separate states; keep them unchanged to restore from a checkpoint.
     """
 
     def __init__(
@@ -96,11 +103,33 @@ class WSCACallback(Callback):
         self.analyze_kwargs = {"progress": False, **analyze_kwargs}
         self.results_: list[tuple[int, wa.AuditResult]] = []
         self._auditor: wa.Auditor | None = None
-        self._stack: ExitStack | None = None
 
     @property
     def last_result_(self) -> wa.AuditResult | None:
         return self.results_[-1][1] if self.results_ else None
+
+    # ------------------------------------------------------------------ checkpoint state
+    @property
+    def state_key(self) -> str:
+        """Key of this callback's state in ``checkpoint["callbacks"]``."""
+        return self._generate_state_key(
+            stage=self.stage, module=self.module, metadata=self.metadata_keys
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """``results_`` as ``{"results": [{"epoch": int, "report": dict}, ...]}`` (JSON-safe)."""
+        return {
+            "results": [
+                {"epoch": int(epoch), "report": result.to_dict()} for epoch, result in self.results_
+            ]
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore ``results_`` from :meth:`state_dict`'s output (reports are validated)."""
+        self.results_ = [
+            (int(entry["epoch"]), wa.AuditResult.from_dict(entry["report"]))
+            for entry in state_dict.get("results", [])
+        ]
 
     # ------------------------------------------------------------------ shared logic
     def _active(self, trainer) -> bool:
@@ -116,9 +145,7 @@ class WSCACallback(Callback):
         if not self._active(trainer):
             return
         model = getattr(pl_module, self.module) if self.module else pl_module
-        self._auditor = wa.Auditor(model, layer=self.layer, metadata=self.metadata_kinds)
-        self._stack = ExitStack()
-        self._stack.enter_context(self._auditor.collect())
+        self._auditor = wa.Auditor(model, layer=self.layer, metadata=self.metadata_kinds).attach()
 
     def _batch(self, batch) -> None:
         if self._auditor is None:
@@ -131,7 +158,7 @@ class WSCACallback(Callback):
         if self._auditor is None:
             return
         auditor, self._auditor = self._auditor, None
-        self._close()
+        auditor.detach()  # removes the hooks
         result = auditor.analyze(**self.analyze_kwargs)  # collective under DDP
         auditor.reset()
         if result is None:  # not rank 0
@@ -156,9 +183,8 @@ class WSCACallback(Callback):
                 logger.log_metrics(metrics, step=step)
 
     def _close(self) -> None:
-        if self._stack is not None:
-            self._stack.close()  # removes the hooks
-        self._stack = None
+        if self._auditor is not None:
+            self._auditor.detach()  # removes the hooks
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_validation_epoch_start(self, trainer, pl_module) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,9 @@ import wsca_audit as wa
 try:
     from transformers import TrainerCallback
 except ImportError as exc:  # pragma: no cover - depends on what is installed
-    raise ImportError("wsca_audit.integrations.transformers needs `pip install transformers`") from exc
+    raise ImportError(
+        "wsca_audit.integrations.transformers needs `pip install transformers`"
+    ) from exc
 
 
 def _column(data: Any, name: str) -> np.ndarray:
@@ -96,7 +97,6 @@ class WSCATrainerCallback(TrainerCallback):
         self.analyze_kwargs = {"progress": False, **analyze_kwargs}
         self.results_: list[tuple[int, wa.AuditResult]] = []
         self._auditor: wa.Auditor | None = None
-        self._stack: ExitStack | None = None
         self._offset = 0
         self._columns: dict[str, np.ndarray] | None = None
 
@@ -120,14 +120,12 @@ class WSCATrainerCallback(TrainerCallback):
             return
         self._auditor = wa.Auditor(
             model, layer=self.layer, metadata=self.metadata_columns, skip_train_mode=True
-        )
-        self._stack = ExitStack()
-        self._stack.enter_context(self._auditor.collect())
+        ).attach()
 
     def _detach(self) -> None:
-        if self._stack is not None:
-            self._stack.close()
-        self._stack, self._auditor, self._offset = None, None, 0
+        if self._auditor is not None:
+            self._auditor.detach()
+        self._auditor, self._offset = None, 0
 
     # ------------------------------------------------------------------ Trainer events
     def on_init_end(self, args, state, control, model=None, **kwargs):
@@ -179,7 +177,9 @@ class WSCATrainerCallback(TrainerCallback):
         if metrics is not None:
             scalars, _, _ = wa.mlflow_payload(result)
             metrics.update({f"eval_{k}": v for k, v in scalars.items()})
-        report_to = args.report_to if isinstance(args.report_to, (list, tuple)) else [args.report_to]
+        report_to = (
+            args.report_to if isinstance(args.report_to, (list, tuple)) else [args.report_to]
+        )
         use_mlflow = self.log_to_mlflow
         if use_mlflow is None:
             use_mlflow = "mlflow" in report_to or "all" in report_to

@@ -1,5 +1,7 @@
 """Hooks and layer resolution on the model shapes users have."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -166,3 +168,73 @@ def test_train_mode_warns_and_lands_in_report():
         _loop(model, auditor, n_batches=5)
     res = auditor.analyze(n_bootstrap=10, n_permutations=10, progress=False)
     assert any("train mode" in w for w in res.warnings)
+
+
+def test_attach_detach_lifecycle():
+    model = HeadFirst().eval()
+    auditor = wa.Auditor(model, metadata={"site": "categorical"})
+
+    def n_hooks():
+        return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
+
+    auditor.detach()  # never attached: nothing to do
+    assert not auditor.attached and n_hooks() == 0
+    assert auditor.attach() is auditor and auditor.attached
+    assert n_hooks() > 0
+    with pytest.raises(AuditError, match="already attached"):
+        auditor.attach()
+    with pytest.raises(AuditError, match=r"collect\(\) is already active"):
+        with auditor.collect():
+            pass
+    assert auditor.attached  # the failed calls left the hooks in place
+    x = torch.randn(10, 4)
+    with torch.no_grad():
+        model(x)
+    auditor.record(targets=(x[:, 0] > 0).long(), metadata={"site": (x[:, 1] > 0).long()})
+    assert auditor.layer_name == "fc" and len(model.fc._forward_pre_hooks) == 1
+    auditor.detach()
+    assert not auditor.attached and n_hooks() == 0
+    assert not model._forward_pre_hooks and not model._forward_hooks
+    assert not model.fc._forward_pre_hooks
+    auditor.detach()  # twice: fine
+    assert not auditor.attached and n_hooks() == 0
+    with torch.no_grad():
+        model(x)  # detached: nothing captured
+    assert auditor.pending_count == 0
+    # attach again after detach, then collect() after detach
+    auditor.attach()
+    assert n_hooks() == 1  # the layer is resolved: only its pre-hook
+    auditor.detach()
+    _loop(model, auditor, n_batches=2)
+    assert n_hooks() == 0 and auditor.n_recorded == 50
+    es = auditor.embeddings()
+    with torch.no_grad():
+        np.testing.assert_allclose(es.embeddings[:10], model.backbone(x).numpy(), rtol=1e-6)
+
+
+def test_collect_detaches_on_exception_before_and_after_the_trace():
+    for resolved in (False, True):
+        model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)).eval()
+        auditor = wa.Auditor(model, layer="2" if resolved else "auto")
+        with pytest.raises(RuntimeError, match="boom"), auditor.collect():
+            assert model._forward_hooks or model[2]._forward_pre_hooks
+            raise RuntimeError("boom")
+        assert not auditor.attached
+        assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())
+        auditor.attach()  # a fresh attach works after the failure
+        auditor.detach()
+
+
+def test_failed_attach_leaves_no_hooks_and_can_be_retried():
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))  # train mode
+    auditor = wa.Auditor(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", wa.AuditWarning)
+        with pytest.raises(wa.AuditWarning, match="train mode"):
+            auditor.attach()
+    assert not auditor.attached
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())
+    with pytest.warns(wa.AuditWarning, match="train mode"):
+        auditor.attach()
+    assert auditor.attached
+    auditor.detach()

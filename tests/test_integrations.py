@@ -177,6 +177,77 @@ def test_lightning_fit_validate_test_with_mlflow_logger(digits_shortcut, tmp_pat
     assert "wsca.artefact.usage" in csv_text
 
 
+@pytest.mark.slow
+def test_lightning_results_survive_a_checkpoint(digits_shortcut, tmp_path):
+    import json
+
+    import lightning as L
+    from wsca_audit.integrations.lightning import WSCACallback
+
+    train, val = _loaders(digits_shortcut)
+
+    def make_callbacks():
+        settings = dict(metadata_fn=_lightning_batch, n_bootstrap=10, n_permutations=10)
+        return (
+            WSCACallback({"artefact": "categorical"}, **settings),
+            WSCACallback({"artefact": "categorical"}, stage="test", **settings),
+        )
+
+    def make_trainer(callbacks):
+        return L.Trainer(
+            max_epochs=2, limit_train_batches=4, callbacks=list(callbacks), logger=False,
+            accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
+            enable_checkpointing=False, num_sanity_val_steps=0,
+        )  # fmt: skip
+
+    val_cb, test_cb = make_callbacks()
+    assert val_cb.state_key != test_cb.state_key  # two instances, two checkpoint entries
+    trainer = make_trainer((val_cb, test_cb))
+    module = LitCNN.make()
+    trainer.fit(module, train, val)
+    trainer.test(module, val)
+    assert [e for e, _ in val_cb.results_] == [0, 1] and len(test_cb.results_) == 1
+    path = tmp_path / "audit.ckpt"
+    trainer.save_checkpoint(path)
+    # the callback state is plain JSON: it loads without unpickling arbitrary objects
+    saved = torch.load(path, weights_only=True)["callbacks"]
+    state = saved[val_cb.state_key]
+    assert json.loads(json.dumps(state)) == state
+    assert [entry["epoch"] for entry in state["results"]] == [0, 1]
+    assert len(saved[test_cb.state_key]["results"]) == 1
+
+    def summary(results):
+        return [
+            (epoch, res.verdicts, res.tasks["artefact"]["usage"]["value"], res["n_samples"])
+            for epoch, res in results
+        ]
+
+    new_val, new_test = make_callbacks()
+    trainer2 = make_trainer((new_val, new_test))
+    module2 = LitCNN.make()
+    trainer2.validate(module2, val, ckpt_path=path)
+    # restored before the validation ran, which then appended its own audit
+    assert len(new_val.results_) == 3
+    assert summary(new_val.results_[:2]) == summary(val_cb.results_)
+    assert new_val.results_[0][1].to_dict() == val_cb.results_[0][1].to_dict()
+    assert summary(new_test.results_) == summary(test_cb.results_)  # test state kept apart
+    # the weights came back too: the new audit equals the last one before the checkpoint
+    last, again = val_cb.results_[-1][1], new_val.results_[-1][1]
+    assert again.verdicts == last.verdicts
+    assert again.tasks["artefact"]["usage"]["value"] == pytest.approx(
+        last.tasks["artefact"]["usage"]["value"], rel=1e-6
+    )
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in module2.modules())
+
+
+def test_integrations_hold_no_exit_stack():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "integrations"
+    for name in ("lightning.py", "transformers.py"):
+        assert "ExitStack" not in (root / name).read_text(), name
+
+
 def test_lightning_callback_bad_settings():
     from wsca_audit.integrations.lightning import WSCACallback
 

@@ -131,6 +131,7 @@ class Auditor:
         self._layer_module: nn.Module | None = None
         self._head: PrimaryHead | None = None
         self._collecting = False
+        self._handles: list = []  # hook handles while attached
         self._pending: list[torch.Tensor] = []
         self._embeddings = EmbeddingStore(max_memory_mb)
         self._targets: list[np.ndarray] = []
@@ -173,38 +174,109 @@ class Auditor:
             raise AuditError(f"layer {self.layer_name!r} was called without positional input")
         self._store(args[0])
 
+    def attach(self) -> Auditor:
+        """Register the hooks on the model; they stay until :meth:`detach`.
+
+        The lifecycle behind :meth:`collect`, for framework callbacks whose start and end
+        of evaluation are separate events. Run the model and call :meth:`record` after
+        each forward pass in between.
+
+        Returns
+        -------
+        Auditor
+            ``self``.
+
+        Raises
+        ------
+        AuditError
+            If the hooks are already attached (by :meth:`attach` or :meth:`collect`).
+
+        Examples
+        --------
+        >>> import torch, wsca_audit as wa
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> auditor = wa.Auditor(model.eval()).attach()
+        >>> auditor.attached
+        True
+        >>> with torch.no_grad():
+        ...     x = torch.randn(30, 4)
+        ...     _ = model(x)
+        >>> auditor.record(targets=(x[:, 0] > 0).long())
+        >>> auditor.detach()
+        >>> auditor.attached, auditor.n_recorded
+        (False, 30)
+        """
+        if self._collecting:
+            raise AuditError(
+                "the auditor's hooks are already attached (attach() or collect() is active); "
+                "call detach() first"
+            )
+        self._collecting = True
+        try:
+            if self.model.training and not self.skip_train_mode:
+                self._warn(
+                    "the model is in train mode during collection: dropout and batch-norm make "
+                    "the embeddings noisy; call model.eval() first"
+                )
+            self._ensure_head()
+            if self._layer_module is not None and self._head is not None:
+                self._handles.append(self._layer_module.register_forward_pre_hook(self._pre_hook))
+            else:
+                self._install_trace(self._handles)
+        except BaseException:
+            self.detach()
+            raise
+        return self
+
+    def detach(self) -> None:
+        """Remove the hooks; what was recorded is kept.
+
+        Idempotent: calling it twice, or on an auditor that was never attached, does
+        nothing. Waits for pending copies of CUDA embeddings into pinned host memory.
+
+        Examples
+        --------
+        >>> import torch, wsca_audit as wa
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 2))
+        >>> auditor = wa.Auditor(model).attach()
+        >>> len(model[0]._forward_pre_hooks)
+        1
+        >>> auditor.detach()
+        >>> auditor.detach()  # a second call is harmless
+        >>> len(model[0]._forward_pre_hooks), auditor.attached
+        (0, False)
+        """
+        was_attached = self._collecting or bool(self._handles)
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._collecting = False
+        if (
+            was_attached
+            and any(z.is_pinned() for z in self._pending + self._embeddings.blocks())
+            and torch.cuda.is_available()
+        ):
+            torch.cuda.synchronize()
+
+    @property
+    def attached(self) -> bool:
+        """Whether the hooks are registered (between :meth:`attach` and :meth:`detach`)."""
+        return self._collecting
+
     @contextmanager
     def collect(self) -> Iterator[Auditor]:
         """Register the hooks; they are removed on exit, also when the loop raises.
 
-        Inside, run the model and call :meth:`record` after each forward pass.
+        Inside, run the model and call :meth:`record` after each forward pass. A context
+        manager over :meth:`attach` and :meth:`detach`.
         """
         if self._collecting:
             raise AuditError("collect() is already active on this auditor")
-        self._collecting = True
-        if self.model.training and not self.skip_train_mode:
-            self._warn(
-                "the model is in train mode during collection: dropout and batch-norm make "
-                "the embeddings noisy; call model.eval() first"
-            )
-        handles: list = []
+        self.attach()
         try:
-            self._ensure_head()
-            if self._layer_module is not None and self._head is not None:
-                handles.append(self._layer_module.register_forward_pre_hook(self._pre_hook))
-            else:
-                self._install_trace(handles)
             yield self
         finally:
-            for h in handles:
-                h.remove()
-            handles.clear()
-            self._collecting = False
-            if (
-                any(z.is_pinned() for z in self._pending + self._embeddings.blocks())
-                and torch.cuda.is_available()
-            ):
-                torch.cuda.synchronize()
+            self.detach()
 
     def _install_trace(self, handles: list) -> None:
         """First forward pass: find the head (and, for 'auto', the layer) in forward order."""
