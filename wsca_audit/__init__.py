@@ -1,7 +1,8 @@
 """wsca_audit: does a trained classifier USE a piece of metadata, or merely ENCODE it?
 
 Weight Space Correlation Analysis (Wong et al., MIDL 2026) with a deconfounded,
-covariance-aware usage measure, for any PyTorch model. See DESIGN.md and docs/.
+covariance-aware usage measure, for any PyTorch model. See docs/architecture.md for the
+map of the code and docs/method.md for the science.
 """
 
 from .analysis import AuditSettings, analyze
@@ -11,14 +12,14 @@ from .collect import Auditor
 from .correlation import Thresholds
 from .embeddings import EmbeddingSet
 from .errors import AuditError, AuditWarning
-from .evidence import Evidence, boxes_to_roi
+from .evidence import Evidence, boxes_to_roi, register_evidence
 from .heads import BatchedLinearHead, PrimaryHead
 from .intervention import InterventionResult, intervention_effect
 from .masking import MaskingResult, fill_region, roi_masking
+from .measures import Measure, register_measure
 from .report import SCHEMA_VERSION, AuditResult, report_schema, validate_report
 from .tracking import load_from_mlflow, log_to_mlflow, mlflow_payload
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -34,6 +35,7 @@ __all__ = [
     "InputAttribution",
     "InterventionResult",
     "MaskingResult",
+    "Measure",
     "PrimaryHead",
     "Thresholds",
     "__version__",
@@ -45,6 +47,8 @@ __all__ = [
     "load_from_mlflow",
     "log_to_mlflow",
     "mlflow_payload",
+    "register_evidence",
+    "register_measure",
     "report_schema",
     "roi_masking",
     "validate_report",

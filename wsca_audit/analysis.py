@@ -138,6 +138,11 @@ def analyze(
     >>> res.tasks["site"]["verdict"]
     'encoded_not_used'
     """
+    if isinstance(embeddings, EmbeddingSet):
+        given = [targets, metadata, primary_weight, primary_bias, kinds, sample_ids]
+        if any(x is not None for x in given):
+            raise AuditError("an EmbeddingSet carries its own data: pass only settings with it")
+        return analyze_embeddings(embeddings, **settings)
     if metadata is None:
         metadata = {}
     primary = None
@@ -580,8 +585,8 @@ class TaskData:
     def ci_block(self, values: Tensor) -> dict:
         return corr.ci_block(values, self.cfg.n_bootstrap, self.cfg.ci_level)
 
-    def tested_block(self, values: Tensor, null: Tensor, p: float) -> dict:
-        return corr.tested_block(values, self.cfg.n_bootstrap, null, p, self.cfg.ci_level)
+    def ci_block_with_p(self, values: Tensor, null: Tensor, p: float) -> dict:
+        return corr.ci_block_with_p(values, self.cfg.n_bootstrap, null, p, self.cfg.ci_level)
 
     # ------------------------------------------------------------------ targets
     @cached_property
@@ -682,4 +687,3 @@ def _safe_std(Z: Tensor) -> Tensor:
     sd = (ss / max(n - 1, 1)).sqrt()
     sd = torch.where(sd > 1e-12 * (1 + amax), sd, torch.ones_like(sd))
     return sd.to(Z.dtype)
-

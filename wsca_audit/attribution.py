@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -30,20 +30,23 @@ from .evidence import (
     ScoreModel,
     as_image_batch,
     bootstrap_mean_ci,
-    check_length,
-    column,
     display_image,
     iter_image_batches,
     logits_of,
     model_device,
     n_images,
+    register_evidence,
     warn_if_training,
 )
+from .formatting import fmt
+from .naming import interval_metrics, sanitize_name
+from .validation import check_consistent_length, column_or_1d
 
 _MAX_GROUP_LEVELS = 20
 
 
 # --------------------------------------------------------------------------- input view
+@register_evidence
 class AttributionResult(Evidence):
     """Input attributions summarised: ROI mass, per-group mass and mean maps, overlays.
 
@@ -56,11 +59,33 @@ class AttributionResult(Evidence):
     """
 
     kind = "attribution"
+    section = "attribution"
+    schema: ClassVar[dict] = {"$ref": "#/$defs/attribution"}
 
     @property
     def default_key(self) -> str:
         """The entry name ``AuditResult.add_evidence`` uses when none is given."""
         return str(self._data.get("method") or "attribution")
+
+    @classmethod
+    def lines(cls, key: str, data: dict, tasks: dict) -> list[str]:
+        head = f"attribution '{key}' ({data.get('method')}, {data.get('n_samples')} images): "
+        if data.get("inside") is None:
+            return [head + f"mean maps for {len(data.get('per_group', {}))} groups (no ROI given)"]
+        return [
+            head + f"{fmt(data['inside'])} [{fmt(data.get('ci_low'))}, {fmt(data.get('ci_high'))}] "
+            f"of the positive mass inside the ROI, which covers {fmt(data.get('roi_area'))} "
+            f"of the image (enrichment {fmt(data.get('enrichment'), 2)})"
+        ]
+
+    @classmethod
+    def mlflow(cls, key: str, data: dict) -> tuple[dict[str, float], dict[str, str]]:
+        """``wsca.attribution.<key>.inside`` (with CI) and ``.roi_area``."""
+        k = sanitize_name(key)
+        metrics = interval_metrics(f"wsca.attribution.{k}.inside", data, "inside")
+        if data.get("roi_area") is not None:
+            metrics[f"wsca.attribution.{k}.roi_area"] = float(data["roi_area"])
+        return metrics, {}
 
     def __init__(
         self,
@@ -339,10 +364,10 @@ class InputAttribution:
         """
         if self.batch_size < 1 or self.n_examples < 0:
             raise AuditError("batch_size must be >= 1 and n_examples >= 0")
-        y = column(targets, "targets") if targets is not None else None
+        y = column_or_1d(targets, "targets", "image") if targets is not None else None
         meta: dict[str, np.ndarray] = {}
         for name, col in (metadata or {}).items():
-            arr = column(col, f"metadata[{name!r}]")
+            arr = column_or_1d(col, f"metadata[{name!r}]", "image")
             if len(np.unique(arr.astype(str))) > _MAX_GROUP_LEVELS:
                 raise AuditError(
                     f"metadata[{name!r}] has more than {_MAX_GROUP_LEVELS} values: the input "
@@ -353,10 +378,9 @@ class InputAttribution:
         n_known = n_images(inputs)
         if isinstance(inputs, (Tensor, np.ndarray)):
             inputs = as_image_batch(inputs)
-            for arr, what in ([(y, "targets")] if y is not None else []) + [
-                (v, f"metadata[{k!r}]") for k, v in meta.items()
-            ]:
-                check_length(arr, n_known, what)
+            check_consistent_length(
+                n_known, "images", targets=y, **{f"metadata[{k!r}]": v for k, v in meta.items()}
+            )
             if masks is not None:
                 masks.check_count(n_known)
             inputs, masks, y, meta = self._subsample(inputs, masks, y, meta)
@@ -417,9 +441,9 @@ class InputAttribution:
         if start == 0:
             raise AuditError("inputs held no images")
         if y is not None:
-            check_length(y, start, "targets")
+            check_consistent_length(start, "images", targets=y)
         for k, v in meta.items():
-            check_length(v, start, f"metadata[{k!r}]")
+            check_consistent_length(start, "images", **{f"metadata[{k!r}]": v})
         if masks is not None:
             masks.check_count(start)
 

@@ -8,15 +8,13 @@ next to it. Cards only read an :class:`AuditResult`.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import AuditError
+from .formatting import ci_text, html_page, img_tag, png_bytes
 from .naming import sanitize_name
 from .report import AuditResult
 
@@ -26,16 +24,6 @@ _VERDICT_TEXT = {
     "not_encoded": "not readable from the embedding",
     "inconclusive": "not decided at this sample size (see the intervals)",
 }
-
-
-def _f(x: Any, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    return f"{x:.{digits}f}"
-
-
-def _ci(block: dict) -> str:
-    return f"{_f(block.get('value'))} [{_f(block.get('ci_low'))}, {_f(block.get('ci_high'))}]"
 
 
 @dataclass
@@ -58,15 +46,19 @@ def _front_matter(result: AuditResult, model_name: str, meta: dict) -> dict:
                 "value": primary["value"],
             }
         )
-    for name, t in result.tasks.items():
-        if t["usage"].get("value") is not None:
-            metrics.append(
-                {
-                    "type": f"wsca_usage_{sanitize_name(name)}",
-                    "name": f"WSCA usage ({name}); verdict: {t['verdict']}",
-                    "value": t["usage"]["value"],
-                }
-            )
+    for measure in result.measures():
+        if not measure.card_metric:
+            continue
+        for name, t in result.tasks.items():
+            block = t.get(measure.report_key) or {}
+            if block.get("value") is not None:
+                metrics.append(
+                    {
+                        "type": f"wsca_{measure.metric_stem}_{sanitize_name(name)}",
+                        "name": f"WSCA {measure.name} ({name}); verdict: {t['verdict']}",
+                        "value": block["value"],
+                    }
+                )
     front: dict[str, Any] = {}
     if meta.get("license"):
         front["license"] = meta["license"]
@@ -127,7 +119,7 @@ def _sections(result: AuditResult, model_name: str, meta: dict, figure: str | No
             "Metrics",
             paragraphs=[
                 f"Primary metric on the evaluation data: {primary.get('name', '-')} "
-                f"{_ci(primary)} (95% bootstrap CI).",
+                f"{ci_text(primary)} (95% bootstrap CI).",
                 "WSCA `usage`: correlation of the model's head with an auxiliary head for the "
                 "variable, after removing the label (within-class centring), in the embedding's "
                 "covariance metric. `wsc`: the published weight-space cosine. `encoding`: "
@@ -143,26 +135,9 @@ def _sections(result: AuditResult, model_name: str, meta: dict, figure: str | No
             ],
         ),
     ]
-    rows = [
-        [
-            f"`{n}`",
-            t["kind"],
-            f"{t['encoding']['metric']} {_ci(t['encoding'])}",
-            _ci(t["wsc"]),
-            _ci(t["usage"]),
-            _f(t["usage"].get("p_value"), 4),
-            _ci(t["attribution"]) if t.get("attribution") else "-",
-            f"**{t['verdict']}**",
-        ]
-        for n, t in result.tasks.items()
-    ]
-    quant = _Section(
-        "Quantitative analyses",
-        table=(
-            ["variable", "kind", "encoding", "wsc", "usage", "p (usage)", "attribution", "verdict"],
-            rows,
-        ),
-    )
+    head, table = result.table()
+    rows = [[f"`{n}`", *cells, f"**{v}**"] for n, cells, v in table]
+    quant = _Section("Quantitative analyses", table=(["variable", *head, "verdict"], rows))
     if figure:
         quant.image = (figure, "WSCA summary: usage and wsc per variable with 95% CIs")
     s.append(quant)
@@ -248,18 +223,8 @@ def _html(title: str, sections: list[_Section], png: bytes | None) -> str:
                 + "</table>"
             )
         if sec.image and png:
-            body.append(
-                f"<img alt='{html.escape(sec.image[1])}' style='max-width:100%' "
-                f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-            )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:70em}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
-th{{background:#f4f4f4}}</style></head><body>
-{chr(10).join(body)}
-</body></html>
-"""
+            body.append(img_tag(png, sec.image[1]))
+    return html_page(title, "\n".join(body))
 
 
 def write_model_card(
@@ -322,9 +287,7 @@ def write_model_card(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if result.tasks:
-            buf = io.BytesIO()
-            result.figure().savefig(buf, format="png", dpi=110)
-            png = buf.getvalue()
+            png = png_bytes(result.figure())
             fig_dir = path.parent / f"{path.stem}_figures"
             fig_dir.mkdir(exist_ok=True)
             (fig_dir / "wsca_summary.png").write_bytes(png)

@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from .distributed import gather_to_rank0, rank_and_world
-from .embeddings import KINDS, EmbeddingSet, _as_array
+from .embeddings import KINDS, EmbeddingSet
 from .errors import AuditError, AuditWarning
 from .heads import PrimaryHead
 from .store import EmbeddingStore
+from .validation import check_consistent_length, column_or_1d
 
 
 def _module_name(model: nn.Module, module: nn.Module) -> str:
@@ -364,11 +365,7 @@ class Auditor:
         n = sum(int(z.shape[0]) for z in self._pending)
         batch_targets = None
         if targets is not None:
-            batch_targets = _as_array(targets, "targets").reshape(-1)
-            if len(batch_targets) != n:
-                raise AuditError(
-                    f"targets has {len(batch_targets)} values but the batch has {n} embeddings"
-                )
+            batch_targets = column_or_1d(targets, "targets", flatten=True)
         if self._n_batches and (batch_targets is None) != (not self._targets):
             raise AuditError("give targets for every batch or for none")
         metadata = dict(metadata or {})
@@ -383,21 +380,22 @@ class Auditor:
             raise AuditError(
                 f"metadata columns changed between batches: {sorted(self._meta)} then {sorted(metadata)}"
             )
-        cols = {}
-        for name, col in metadata.items():
-            arr = _as_array(col, f"metadata[{name!r}]").reshape(-1)
-            if len(arr) != n:
-                raise AuditError(
-                    f"metadata[{name!r}] has {len(arr)} values but the batch has {n} embeddings"
-                )
-            cols[name] = arr
+        cols = {
+            name: column_or_1d(col, f"metadata[{name!r}]", flatten=True)
+            for name, col in metadata.items()
+        }
         batch_ids = None
         if sample_ids is not None:
-            batch_ids = _as_array(sample_ids, "sample_ids").reshape(-1)
-            if len(batch_ids) != n:
-                raise AuditError(
-                    f"sample_ids has {len(batch_ids)} values but the batch has {n} embeddings"
-                )
+            batch_ids = column_or_1d(sample_ids, "sample_ids", flatten=True)
+        # one length check for every column, in the order the user gave them
+        check_consistent_length(
+            n,
+            "embeddings",
+            batch=True,
+            targets=batch_targets,
+            **{f"metadata[{k!r}]": v for k, v in cols.items()},
+            sample_ids=batch_ids,
+        )
         for z in self._pending:
             self._embeddings.append(z)
         self._pending = []

@@ -268,7 +268,7 @@ def ci_block(values: Tensor, n_bootstrap: int, level: float = 0.95) -> dict:
     return {"value": float(values[0]), "ci_low": lo, "ci_high": hi}
 
 
-def tested_block(
+def ci_block_with_p(
     values: Tensor, n_bootstrap: int, null: Tensor, p_value: float, level: float = 0.95
 ) -> dict:
     """:func:`ci_block` plus the permutation test: ``p_value`` and, when there is a

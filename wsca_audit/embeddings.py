@@ -1,8 +1,9 @@
 """EmbeddingSet: the validated data every analysis starts from (embeddings, targets, metadata).
 
 It is what ``Auditor`` collects from a model, and what ``wsca_audit.analyze`` builds from
-arrays of any source (numpy, torch, lists, pandas). All input checks live here, so that
-each later stage can trust its input.
+arrays of any source (numpy, torch, lists, pandas); ``wsca_audit.analyze(es)`` audits one.
+The checks of the data as a whole live here (shapes, kinds, missing values, duplicate
+ids, non-finite rows), built on the shared helpers of :mod:`wsca_audit.validation`.
 """
 
 from __future__ import annotations
@@ -12,28 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from .errors import AuditError, AuditWarning
 from .heads import PrimaryHead
+from .validation import as_array, check_consistent_length
 
 KINDS = ("categorical", "continuous")
-
-
-def _as_array(x, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu()
-        if x.dtype in (torch.float16, torch.bfloat16):
-            x = x.float()
-        return x.numpy()
-    if isinstance(x, np.memmap):  # keep it mapped (spilled embeddings): no copy
-        return x
-    if hasattr(x, "to_numpy"):  # pandas Series / Index / DataFrame column
-        return x.to_numpy()
-    try:
-        return np.asarray(x)
-    except Exception as exc:
-        raise AuditError(f"{name} could not be read as an array: {exc}") from exc
 
 
 def _nonfinite_rows(Z: np.ndarray, chunk: int = 65536) -> np.ndarray:
@@ -110,7 +95,7 @@ class EmbeddingSet:
     warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        Z = _as_array(self.embeddings, "embeddings")
+        Z = as_array(self.embeddings, "embeddings")
         if Z.dtype == object or Z.dtype.kind not in "fiub":
             raise AuditError(f"embeddings must be numeric; got dtype {Z.dtype}")
         if Z.ndim == 1:
@@ -139,15 +124,12 @@ class EmbeddingSet:
         for name, col in self.metadata.items():
             if not isinstance(name, str) or not name:
                 raise AuditError(f"metadata names must be non-empty strings; got {name!r}")
-            arr = _as_array(col, f"metadata[{name!r}]")
+            arr = as_array(col, f"metadata[{name!r}]")
             if arr.ndim != 1:
                 arr = arr.reshape(len(arr), -1) if arr.ndim > 1 else arr.reshape(-1)
                 if arr.ndim != 1:
                     raise AuditError(f"metadata[{name!r}] must be one value per sample")
-            if len(arr) != n:
-                raise AuditError(
-                    f"metadata[{name!r}] has {len(arr)} values but there are {n} embeddings"
-                )
+            check_consistent_length(n, "embeddings", **{f"metadata[{name!r}]": arr})
             columns[name] = arr
         kinds = dict(self.kinds or {})
         for name in kinds:
@@ -173,16 +155,14 @@ class EmbeddingSet:
 
         targets = None
         if self.targets is not None:
-            targets = _as_array(self.targets, "targets").reshape(-1)
-            if len(targets) != n:
-                raise AuditError(f"targets has {len(targets)} values but there are {n} embeddings")
+            targets = as_array(self.targets, "targets").reshape(-1)
+            check_consistent_length(n, "embeddings", targets=targets)
             if missing_mask(targets).any():
                 raise AuditError("targets contain missing values (None/NaN); drop those samples")
         ids = None
         if self.sample_ids is not None:
-            ids = _as_array(self.sample_ids, "sample_ids").reshape(-1)
-            if len(ids) != n:
-                raise AuditError(f"sample_ids has {len(ids)} values but there are {n} embeddings")
+            ids = as_array(self.sample_ids, "sample_ids").reshape(-1)
+            check_consistent_length(n, "embeddings", sample_ids=ids)
             try:
                 _, first = np.unique(ids, return_index=True)
             except TypeError:  # ids of mixed types: compare their text
@@ -237,9 +217,3 @@ class EmbeddingSet:
     @property
     def embedding_dim(self) -> int:
         return int(self.embeddings.shape[1])
-
-    def analyze(self, **settings) -> AuditResult:  # noqa: F821 - see analysis.analyze
-        """Run the audit on this set; keyword arguments as :func:`wsca_audit.analyze`."""
-        from .analysis import analyze_embeddings
-
-        return analyze_embeddings(self, **settings)

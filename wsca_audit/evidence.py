@@ -2,7 +2,10 @@
 
 - :class:`Evidence`: the result type of each piece of evidence: a read-only mapping over
   its JSON-ready ``to_dict()``, with ``figure()`` and ``save()``; an
-  :class:`~wsca_audit.AuditResult` takes it with ``add_evidence``.
+  :class:`~wsca_audit.AuditResult` takes it with ``add_evidence``. Each type describes
+  itself (its report section, text lines, MLflow metrics and schema fragment) and is
+  listed in one registry (:func:`register_evidence`), which report, tracking and card
+  loop over: a new evidence type is one module.
 - image batches (``(N, C, H, W)`` tensors or arrays, or an iterable of such batches),
   ROI masks and boxes, and the model's *primary score* (the logit the prediction rests
   on), all checked here so that each evidence module can trust its input.
@@ -15,28 +18,48 @@ import json
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .errors import AuditError, AuditWarning
+from .formatting import json_safe
 from .naming import sanitize_name
-from .report import _json_safe
 
 
 class Evidence(Mapping):
     """One piece of input-side evidence: a mapping over its JSON-ready report section.
 
-    Subclasses set ``kind`` (the section of ``report["evidence"]`` it lands in) and may
-    override :meth:`figure` and :meth:`_extra_figures`.
+    Subclasses set ``kind`` (what the user calls it), ``section`` (the key of
+    ``report["evidence"]`` it lands in) and ``schema`` (the JSON Schema of one entry),
+    implement :meth:`lines` and :meth:`mlflow` (both read the JSON, so a report loaded
+    from disk is shown like a fresh one), may override :meth:`figure` and
+    :meth:`_extra_figures`, and are registered with :func:`register_evidence`.
     """
 
-    kind = "evidence"
+    kind: ClassVar[str] = "evidence"
+    section: ClassVar[str] = "evidence"
+    schema: ClassVar[dict] = {"type": "object"}
+
+    @property
+    def default_key(self) -> str:
+        """The entry name ``AuditResult.add_evidence`` uses when none is given."""
+        return self.kind
+
+    @classmethod
+    def lines(cls, key: str, data: dict, tasks: dict) -> list[str]:
+        """Plain-text lines for one entry (``tasks``: the report's tasks, for context)."""
+        return [f"{cls.kind} '{key}'"]
+
+    @classmethod
+    def mlflow(cls, key: str, data: dict) -> tuple[dict[str, float], dict[str, str]]:
+        """MLflow metrics and tags of one entry (names start ``wsca.``)."""
+        return {}, {}
 
     def __init__(self, data: dict) -> None:
-        self._data = _json_safe(data)
+        self._data = json_safe(data)
 
     def to_dict(self) -> dict:
         """The JSON-ready result (a deep copy)."""
@@ -89,6 +112,43 @@ class Evidence(Mapping):
         except OSError as exc:
             raise AuditError(f"could not write the {self.kind} evidence to {out}: {exc}") from exc
         return out
+
+
+_REGISTRY: dict[str, type[Evidence]] = {}
+
+
+def register_evidence(cls: type[Evidence]) -> type[Evidence]:
+    """Register an :class:`Evidence` subclass (usable as a class decorator).
+
+    Its ``section`` must be new (or belong to the class it replaces, by ``kind``).
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Evidence)):
+        raise AuditError("register_evidence takes an Evidence subclass")
+    other = evidence_type_for_section(cls.section)
+    if other is not None and other.kind != cls.kind:
+        raise AuditError(f"evidence section {cls.section!r} belongs to {other.kind!r}")
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+def unregister_evidence(kind: str) -> None:
+    """Remove an evidence type from the registry (no error when absent)."""
+    _REGISTRY.pop(kind, None)
+
+
+def evidence_types() -> list[type[Evidence]]:
+    """The registered evidence types, in registration order."""
+    return list(_REGISTRY.values())
+
+
+def evidence_type(kind: str) -> type[Evidence] | None:
+    """The registered type of that ``kind`` (None when there is none)."""
+    return _REGISTRY.get(kind)
+
+
+def evidence_type_for_section(section: str) -> type[Evidence] | None:
+    """The registered type whose entries live in ``report["evidence"][section]``."""
+    return next((c for c in _REGISTRY.values() if c.section == section), None)
 
 
 # --------------------------------------------------------------------------- models
@@ -327,23 +387,6 @@ class RoiMasks:
                 )
             m = self.masks[start : start + n]
         return m.to(x.device)
-
-
-def column(values: Any, name: str) -> np.ndarray:
-    """A 1-d numpy column (targets or a metadata column), any array-like."""
-    if isinstance(values, Tensor):
-        values = values.detach().cpu().numpy()
-    elif hasattr(values, "to_numpy"):
-        values = values.to_numpy()
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise AuditError(f"{name} must be one value per image (1-d); got shape {arr.shape}")
-    return arr
-
-
-def check_length(arr: np.ndarray | None, n: int, name: str) -> None:
-    if arr is not None and len(arr) != n:
-        raise AuditError(f"{name} has {len(arr)} values but there are {n} images")
 
 
 def bootstrap_mean_ci(

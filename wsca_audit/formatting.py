@@ -101,8 +101,7 @@ def img_tag(png: bytes, alt: str) -> str:
     """An ``<img>`` with the PNG embedded as a data URI (the page stays one file)."""
     data = base64.b64encode(png).decode()
     return (
-        f"<img alt='{html.escape(alt)}' style='max-width:100%' "
-        f"src='data:image/png;base64,{data}'>"
+        f"<img alt='{html.escape(alt)}' style='max-width:100%' src='data:image/png;base64,{data}'>"
     )
 
 

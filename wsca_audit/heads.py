@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from .errors import AuditError
+from .validation import as_array
 
 LOSSES = ("squared", "binary", "multinomial")
 
@@ -57,7 +58,7 @@ class PrimaryHead:
     @classmethod
     def from_arrays(cls, weight, bias=None, source: str = "user") -> PrimaryHead:
         """Validate user-given head weights (array-like or tensor)."""
-        w = _to_numpy(weight, "primary_weight").astype(np.float64)
+        w = as_array(weight, "primary_weight").astype(np.float64)
         if w.ndim == 1:
             w = w[None, :]
         if w.ndim != 2:
@@ -67,7 +68,7 @@ class PrimaryHead:
         if bias is None:
             b = np.zeros(w.shape[0])
         else:
-            b = _to_numpy(bias, "primary_bias").astype(np.float64).reshape(-1)
+            b = as_array(bias, "primary_bias").astype(np.float64).reshape(-1)
             if b.shape[0] != w.shape[0]:
                 raise AuditError(
                     f"primary_bias has {b.shape[0]} entries but primary_weight has "
@@ -81,15 +82,6 @@ class PrimaryHead:
     def from_linear(cls, module: torch.nn.Linear, source: str) -> PrimaryHead:
         bias = None if module.bias is None else module.bias.detach()
         return cls.from_arrays(module.weight.detach(), bias, source=source)
-
-
-def _to_numpy(x, name: str) -> np.ndarray:
-    if isinstance(x, Tensor):
-        return x.detach().cpu().numpy()
-    try:
-        return np.asarray(x)
-    except Exception as exc:  # pragma: no cover - defensive
-        raise AuditError(f"{name} could not be converted to an array: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- batched GLM

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -28,10 +28,14 @@ from .evidence import (
     model_device,
     n_images,
     primary_score,
+    register_evidence,
     warn_if_training,
 )
+from .formatting import ci_text, fmt
+from .naming import interval_metrics, sanitize_name
 
 
+@register_evidence
 class InterventionResult(Evidence):
     """Effect of setting a variable on the primary score, in score-sd units.
 
@@ -41,11 +45,28 @@ class InterventionResult(Evidence):
     """
 
     kind = "intervention"
+    section = "interventions"
+    schema: ClassVar[dict] = {"$ref": "#/$defs/intervention"}
 
     @property
     def default_key(self) -> str:
         """The entry name ``AuditResult.add_evidence`` uses when none is given."""
         return str(self._data.get("variable") or "intervention")
+
+    @classmethod
+    def lines(cls, key: str, data: dict, tasks: dict) -> list[str]:
+        use = (tasks.get(key) or {}).get("usage") or {}
+        extra = f" (usage {fmt(use.get('value'))})" if use else ""
+        values = data.get("values") or ["?"]
+        return [
+            f"intervention '{key}' {values[0]} -> {values[-1]}: "
+            f"primary score moves {ci_text(data)} sd{extra}"
+        ]
+
+    @classmethod
+    def mlflow(cls, key: str, data: dict) -> tuple[dict[str, float], dict[str, str]]:
+        """``wsca.intervention.<key>.effect`` with its CI."""
+        return interval_metrics(f"wsca.intervention.{sanitize_name(key)}.effect", data), {}
 
     def __init__(self, data: dict, deltas: np.ndarray | None = None) -> None:
         super().__init__(data)

@@ -18,29 +18,31 @@ Fills (``fill=``), applied per image and per channel:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .correlation import bootstrap_counts, percentile_ci
+from .correlation import bootstrap_counts, ci_block
 from .errors import AuditError
 from .evidence import (
     Evidence,
     RoiMasks,
     boxes_to_roi,
-    check_length,
-    column,
     display_image,
     iter_image_batches,
     logits_of,
     model_device,
     n_images,
+    register_evidence,
     warn_if_training,
 )
+from .formatting import ci_text
 from .metrics import macro_ovr_auc, weighted_auc
+from .naming import interval_metrics, sanitize_name
+from .validation import check_consistent_length, column_or_1d
 
 FILLS = ("zero", "mean", "blur", "noise")
 SETTINGS = ("full", "roi_removed", "roi_only")
@@ -97,6 +99,7 @@ def fill_region(
     return torch.where(m, value, x)
 
 
+@register_evidence
 class MaskingResult(Evidence):
     """ROI masking sensitivity: the primary AUC on full, ROI-removed and ROI-only images.
 
@@ -106,11 +109,33 @@ class MaskingResult(Evidence):
     """
 
     kind = "roi_masking"
+    section = "roi_masking"
+    schema: ClassVar[dict] = {"$ref": "#/$defs/masking"}
 
     @property
     def default_key(self) -> str:
         """The entry name ``AuditResult.add_evidence`` uses when none is given."""
         return f"fill_{self._data.get('fill')}"
+
+    @classmethod
+    def lines(cls, key: str, data: dict, tasks: dict) -> list[str]:
+        parts = [f"{name.replace('_', ' ')} {ci_text(data.get(name))}" for name in SETTINGS]
+        return [
+            f"ROI masking '{key}' (AUC, fill={data.get('fill')}): {'; '.join(parts)} "
+            f"-> {data.get('verdict')}"
+        ]
+
+    @classmethod
+    def mlflow(cls, key: str, data: dict) -> tuple[dict[str, float], dict[str, str]]:
+        """``wsca.masking.<key>.<setting>`` (AUC) and ``.<setting>_drop``, with CIs; the
+        verdict as tag ``wsca.masking.<key>.verdict``."""
+        k = sanitize_name(key)
+        metrics: dict[str, float] = {}
+        for setting in SETTINGS:
+            block = data.get(setting) or {}
+            metrics.update(interval_metrics(f"wsca.masking.{k}.{setting}", block))
+            metrics.update(interval_metrics(f"wsca.masking.{k}.{setting}_drop", block.get("drop")))
+        return metrics, {f"wsca.masking.{k}.verdict": str(data.get("verdict"))}
 
     def __init__(self, data: dict, examples: dict[str, np.ndarray] | None = None) -> None:
         super().__init__(data)
@@ -224,10 +249,10 @@ def roi_masking(
         raise AuditError("pass exactly one of roi= (boolean masks) or boxes= (y0, x0, y1, x1)")
     if targets is None:
         raise AuditError("roi_masking needs targets (class labels) to compute the AUC")
-    y = column(targets, "targets")
+    y = column_or_1d(targets, "targets", "image")
     n_known = n_images(inputs)
     if n_known is not None:
-        check_length(y, n_known, "targets")
+        check_consistent_length(n_known, "images", targets=y)
     warn_if_training(model, "ROI masking")
     dev = model_device(model, device)
     gen = torch.Generator().manual_seed(seed)
@@ -260,7 +285,7 @@ def roi_masking(
     bar.close()
     if start == 0:
         raise AuditError("inputs held no images")
-    check_length(y, start, "targets")
+    check_consistent_length(start, "images", targets=y)
     masks.check_count(start)
     logits = torch.cat(scores)  # (N, 3, K)
 
@@ -293,21 +318,14 @@ def roi_masking(
     }
     full = vals["full"]
 
-    def ci(t: Tensor) -> tuple[float, float]:
-        return percentile_ci(t[1:], ci_level) if n_bootstrap else (math.nan, math.nan)
-
     for name in SETTINGS:
         v = vals[name]
-        lo, hi = ci(v)
-        entry = {"metric": "auc", "value": float(v[0]), "ci_low": lo, "ci_high": hi}
+        entry = {"metric": "auc", **ci_block(v, n_bootstrap, ci_level)}
         if name != "full":
-            drop = full - v
-            dlo, dhi = ci(drop)
-            entry["drop"] = {"value": float(drop[0]), "ci_low": dlo, "ci_high": dhi}
+            entry["drop"] = ci_block(full - v, n_bootstrap, ci_level)
             retained = (v - 0.5) / (full - 0.5)
             retained = torch.where(full > 0.5, retained, torch.full_like(retained, math.nan))
-            rlo, rhi = ci(retained)
-            entry["retained"] = {"value": float(retained[0]), "ci_low": rlo, "ci_high": rhi}
+            entry["retained"] = ci_block(retained, n_bootstrap, ci_level)
         out[name] = entry
     out["verdict"] = _verdict(out["roi_removed"], retained_threshold)
     return MaskingResult(out, examples)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["sanitize_name", "task_keys"]
+__all__ = ["interval_metrics", "sanitize_name", "task_keys"]
 
 
 def sanitize_name(name: str) -> str:
@@ -43,3 +43,18 @@ def task_keys(names: list[str]) -> dict[str, str]:
         used.add(key)
         keys[name] = key
     return keys
+
+
+def interval_metrics(name: str, block: dict | None, value_key: str = "value") -> dict[str, float]:
+    """MLflow metrics of one interval block: ``name``, ``name_ci_low``, ``name_ci_high``.
+
+    Examples
+    --------
+    >>> interval_metrics("wsca.x.usage", {"value": 0.5, "ci_low": 0.4, "ci_high": None})
+    {'wsca.x.usage': 0.5, 'wsca.x.usage_ci_low': 0.4}
+    """
+    out: dict[str, float] = {}
+    for suffix, field in (("", value_key), ("_ci_low", "ci_low"), ("_ci_high", "ci_high")):
+        if block and block.get(field) is not None:
+            out[name + suffix] = float(block[field])
+    return out

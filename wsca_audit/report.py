@@ -6,55 +6,55 @@ read back from disk (or from an MLflow run) is a full AuditResult again.
 
 from __future__ import annotations
 
-import base64
 import copy
 import html
-import io
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from .errors import AuditError
+from .evidence import evidence_type, evidence_type_for_section, evidence_types
+from .formatting import (
+    VERDICT_COLOURS,
+    fmt,
+    html_page,
+    img_tag,
+    json_safe,
+    png_bytes,
+    text_table,
+)
+from .measures import get_measures
+from .naming import sanitize_name
 
 SCHEMA_VERSION = 1
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 SUMMARY_FIGURE = "figures/wsca_summary.png"
 EVIDENCE_FIGURES = "figures/evidence"
-# Evidence.kind -> section of report["evidence"]
-EVIDENCE_SECTIONS = {
-    "attribution": "attribution",
-    "roi_masking": "roi_masking",
-    "intervention": "interventions",
-}
-
-_VERDICT_COLOURS = {
-    "uses": "#c0392b",
-    "encoded_not_used": "#2e86c1",
-    "not_encoded": "#7f8c8d",
-    "inconclusive": "#e67e22",
-}
-
-
-def _json_safe(x: Any) -> Any:
-    """NaN/inf -> None, numpy scalars -> Python numbers, tuples -> lists."""
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 def report_schema() -> dict:
-    """The JSON Schema (draft 2020-12) of a report, from the file shipped in the package."""
+    """The JSON Schema (draft 2020-12) of a report.
+
+    The file shipped in the package, with the fragments of measures and evidence types
+    registered beyond the built-in ones (whose fragments the file already holds).
+    """
     from importlib.resources import files
 
-    return json.loads((files("wsca_audit.schema") / "report.schema.json").read_text("utf-8"))
+    text = (files("wsca_audit.schema") / "report.schema.json").read_text("utf-8")
+    schema = json.loads(text)
+    task = schema["$defs"]["task"]["properties"]
+    for measure in get_measures():
+        task.setdefault(measure.report_key, copy.deepcopy(measure.schema))
+    evidence = schema["properties"]["evidence"]["properties"]
+    for cls in evidence_types():
+        evidence.setdefault(cls.section, evidence_section_schema(cls))
+    return schema
+
+
+def evidence_section_schema(cls) -> dict:
+    """The schema of ``report["evidence"][cls.section]``: entries of ``cls.schema``."""
+    return {"type": "object", "additionalProperties": copy.deepcopy(cls.schema)}
 
 
 def validate_report(report: dict) -> None:
@@ -69,21 +69,11 @@ def validate_report(report: dict) -> None:
     validator = jsonschema.Draft202012Validator(report_schema())
     errors = sorted(validator.iter_errors(report), key=lambda e: list(e.path))
     if errors:
-        lines = [f"{'/'.join(map(str, e.path)) or '<root>'}: {e.message[:200]}" for e in errors[:10]]
+        lines = [
+            f"{'/'.join(map(str, e.path)) or '<root>'}: {e.message[:200]}" for e in errors[:10]
+        ]
         more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
         raise AuditError("the report does not match schema_version 1: " + "; ".join(lines) + more)
-
-
-def _fmt(x: Any, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    return f"{x:.{digits}f}"
-
-
-def _ci_text(m: dict | None) -> str:
-    if not m:
-        return "-"
-    return f"{_fmt(m.get('value'))} [{_fmt(m.get('ci_low'))}, {_fmt(m.get('ci_high'))}]"
 
 
 class AuditResult:
@@ -114,7 +104,7 @@ class AuditResult:
             raise AuditError("report['tasks'] must be a mapping of task name -> result")
         if not isinstance(report.get("warnings", []), list):
             raise AuditError("report['warnings'] must be a list of strings")
-        self._report = _json_safe(report)
+        self._report = json_safe(report)
         self._evidence: list[tuple[str, str, Any]] = []  # (section, key, Evidence) for figures
 
     # ------------------------------------------------------------------ access
@@ -160,15 +150,16 @@ class AuditResult:
         keys); the figures (overlays, mean maps, masking and intervention plots) are
         written by :meth:`save` under ``figures/evidence/``.
         """
-        kind = getattr(evidence, "kind", None)
-        if kind not in EVIDENCE_SECTIONS or not hasattr(evidence, "to_dict"):
+        cls = evidence_type(getattr(evidence, "kind", None))
+        if cls is None or not isinstance(evidence, cls):
             raise AuditError(
                 "add_evidence takes the result of attribution_mass, InputAttribution.attribute, "
-                f"roi_masking or intervention_effect; got {type(evidence).__name__}"
+                "roi_masking, intervention_effect or another registered Evidence type; got "
+                f"{type(evidence).__name__}"
             )
-        section = EVIDENCE_SECTIONS[kind]
+        section = cls.section
         key = str(key if key is not None else evidence.default_key)
-        self._report.setdefault("evidence", {}).setdefault(section, {})[key] = _json_safe(
+        self._report.setdefault("evidence", {}).setdefault(section, {})[key] = json_safe(
             evidence.to_dict()
         )
         self._evidence = [e for e in self._evidence if (e[0], e[1]) != (section, key)]
@@ -177,8 +168,6 @@ class AuditResult:
 
     def evidence_figures(self) -> dict[str, bytes]:
         """PNG bytes of the evidence figures, keyed by their path under the report folder."""
-        from .naming import sanitize_name
-
         out: dict[str, bytes] = {}
         for section, key, ev in self._evidence:
             prefix = f"{EVIDENCE_FIGURES}/{section}/{sanitize_name(key)}/"
@@ -187,38 +176,21 @@ class AuditResult:
         return out
 
     def evidence_lines(self) -> list[str]:
-        """One plain-text line per piece of input-side evidence."""
-        ev, lines = self.evidence, []
-        for key, a in ev.get("attribution", {}).items():
-            if a.get("inside") is not None:
-                lines.append(
-                    f"attribution '{key}' ({a.get('method')}, {a.get('n_samples')} images): "
-                    f"{_fmt(a['inside'])} [{_fmt(a.get('ci_low'))}, {_fmt(a.get('ci_high'))}] "
-                    f"of the positive mass inside the ROI, which covers {_fmt(a.get('roi_area'))} "
-                    f"of the image (enrichment {_fmt(a.get('enrichment'), 2)})"
-                )
-            else:
-                lines.append(
-                    f"attribution '{key}' ({a.get('method')}, {a.get('n_samples')} images): "
-                    f"mean maps for {len(a.get('per_group', {}))} groups (no ROI given)"
-                )
-        for key, m in ev.get("roi_masking", {}).items():
-            parts = [
-                f"{name.replace('_', ' ')} {_ci_text(m.get(name))}"
-                for name in ("full", "roi_removed", "roi_only")
-            ]
-            lines.append(
-                f"ROI masking '{key}' (AUC, fill={m.get('fill')}): {'; '.join(parts)} "
-                f"-> {m.get('verdict')}"
-            )
-        for key, i in ev.get("interventions", {}).items():
-            use = self.tasks.get(key, {}).get("usage", {})
-            extra = f" (usage {_fmt(use.get('value'))})" if use else ""
-            lines.append(
-                f"intervention '{key}' {i.get('values', ['?'])[0]} -> {i.get('values', ['?'])[-1]}: "
-                f"primary score moves {_ci_text(i)} sd{extra}"
-            )
+        """One plain-text line per piece of input-side evidence (each type says its own)."""
+        lines: list[str] = []
+        for section, entries in self.evidence.items():
+            cls = evidence_type_for_section(section)
+            for key, data in entries.items():
+                if cls is None:  # a type this installation does not know: name it only
+                    lines.append(f"{section} '{key}'")
+                else:
+                    lines += cls.lines(key, data, self.tasks)
         return lines
+
+    def measures(self) -> list:
+        """The registered measures this report holds, in report order."""
+        present = {k for t in self.tasks.values() for k in t}
+        return [m for m in get_measures() if m.report_key in present]
 
     def __getitem__(self, key: str) -> Any:
         return self._report[key]
@@ -228,43 +200,28 @@ class AuditResult:
         return f"AuditResult(n_samples={self._report.get('n_samples')}, {v})"
 
     # ------------------------------------------------------------------ text
-    def summary(self) -> str:
-        """A fixed-width table: one row per task with encoding, wsc, usage and verdict."""
-        head = (
-            "task",
-            "kind",
-            "encoding [95% CI]",
-            "wsc [95% CI]",
-            "usage [95% CI]",
-            "p(usage)",
-            "attr. align [95% CI]",
-            "verdict",
-        )
-        rows = [head]
+    def table(self) -> tuple[list[str], list[tuple[str, list[str], str]]]:
+        """Header cells and, per task, (name, measure cells, verdict): what the summary,
+        the HTML report and the card all show, from the measures' declarations."""
+        measures = self.measures()
+        head = [h for m in measures for h in m.headers()]
+        rows = []
         for name, t in self.tasks.items():
-            enc, wsc, use = t["encoding"], t["wsc"], t["usage"]
-            rows.append(
-                (
-                    name,
-                    t["kind"],
-                    f"{enc['metric']} {_fmt(enc['value'])} [{_fmt(enc['ci_low'])}, {_fmt(enc['ci_high'])}]",
-                    f"{_fmt(wsc['value'])} [{_fmt(wsc['ci_low'])}, {_fmt(wsc['ci_high'])}]",
-                    f"{_fmt(use['value'])} [{_fmt(use['ci_low'])}, {_fmt(use['ci_high'])}]",
-                    _fmt(use.get("p_value"), 4),
-                    _ci_text(t.get("attribution")),
-                    t["verdict"],
-                )
-            )
-        widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
-        lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
+            cells = [c for m in measures for c in m.cells(t.get(m.report_key))]
+            rows.append((name, [t.get("kind", "-"), *cells], str(t.get("verdict"))))
+        return ["kind", *head], rows
+
+    def summary(self) -> str:
+        """A fixed-width table: one row per task with each measure and the verdict."""
+        head, rows = self.table()
+        lines = text_table([("task", *head, "verdict")] + [(n, *cells, v) for n, cells, v in rows])
         primary = self._report.get("primary", {}).get("metric", {})
         top = (
             f"WSCA audit: {self._report.get('n_samples')} samples, "
             f"embedding dim {self._report.get('embedding_dim')}, layer {self._report.get('layer')!r}"
         )
         if primary.get("name"):
-            top += f"; primary {primary['name']} {_fmt(primary.get('value'))}"
+            top += f"; primary {primary['name']} {fmt(primary.get('value'))}"
         out = [top, "", *lines]
         ev = self.evidence_lines()
         if ev:
@@ -275,7 +232,8 @@ class AuditResult:
 
     # ------------------------------------------------------------------ figure
     def figure(self):
-        """Bar chart of usage and wsc (left) and encoding (right) per task, with 95% CIs.
+        """Bars of the alignment measures (usage, wsc, ...; left) and encoding (right) per
+        task, with 95% CIs: each measure declares its panel.
 
         Returns a ``matplotlib.figure.Figure`` (no pyplot state is touched).
         """
@@ -284,69 +242,78 @@ class AuditResult:
         names = list(self.tasks)
         fig = Figure(figsize=(max(6.0, 1.6 * len(names) + 4), 3.8), layout="constrained")
         ax, ax2 = fig.subplots(1, 2, width_ratios=[2, 1])
-        x = list(range(len(names)))
         thr = self.settings.get("thresholds") if isinstance(self.settings, dict) else None
         thr = {k: v for k, v in (thr or {}).items() if isinstance(v, (int, float))}
-        for offset, key, hatch in ((-0.2, "usage", None), (0.2, "wsc", "//")):
-            vals = [self.tasks[n][key]["value"] or 0.0 for n in names]
-            lo = [self.tasks[n][key]["ci_low"] for n in names]
-            hi = [self.tasks[n][key]["ci_high"] for n in names]
+        colours = [VERDICT_COLOURS.get(self.tasks[n].get("verdict"), "#999") for n in names]
+        measures = self.measures()
+        bars = [m for m in measures if m.panel == "alignment"]
+        # filled bars first: the measure the verdict rests on leads
+        bars.sort(key=lambda m: m.hatch is not None)
+        width = 0.76 / max(len(bars), 1)
+        null_label = "null 95%"
+        for j, m in enumerate(bars):
+            offset = (j - (len(bars) - 1) / 2) * width
+            blocks = [self.tasks[n].get(m.report_key) or {} for n in names]
+            vals = [b.get("value") or 0.0 for b in blocks]
             err = [
-                [max(v - (a if a is not None else v), 0) for v, a in zip(vals, lo)],
-                [max((b if b is not None else v) - v, 0) for v, b in zip(vals, hi)],
-            ]
-            colours = [_VERDICT_COLOURS.get(self.tasks[n]["verdict"], "#999") for n in names]
+                [max(v - (b.get("ci_low") if b.get("ci_low") is not None else v), 0)
+                 for v, b in zip(vals, blocks)],
+                [max((b.get("ci_high") if b.get("ci_high") is not None else v) - v, 0)
+                 for v, b in zip(vals, blocks)],
+            ]  # fmt: skip
             ax.bar(
-                [i + offset for i in x],
+                [i + offset for i in range(len(names))],
                 vals,
-                width=0.38,
+                width=width,
                 yerr=err,
                 capsize=3,
-                color=colours if key == "usage" else "white",
+                color="white" if m.hatch else colours,
                 edgecolor=colours,
-                hatch=hatch,
-                label=key,
+                hatch=m.hatch,
+                label=m.name,
             )
-            nulls = [self.tasks[n][key].get("null_q95") for n in names]
-            ax.scatter(
-                [i + offset for i, q in zip(x, nulls) if q is not None],
-                [q for q in nulls if q is not None],
-                marker="_",
-                s=200,
-                color="black",
-                label="null 95%" if key == "usage" else None,
-                zorder=3,
-            )
+            nulls = [
+                (i + offset, b["null_q95"])
+                for i, b in enumerate(blocks)
+                if b.get("null_q95") is not None
+            ]
+            if nulls:
+                ax.scatter(
+                    *zip(*nulls), marker="_", s=200, color="black", label=null_label, zorder=3
+                )
+                null_label = None
         if "usage" in thr:
             ax.axhline(thr["usage"], color="#c0392b", ls="--", lw=1, label="'uses' threshold")
-        ax.set_xticks(x, names, rotation=20)
+        ax.set_xticks(range(len(names)), names, rotation=20)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("|correlation| (max over classes)")
-        ax.set_title("Head alignment: usage (filled) vs paper's wsc (hatched)")
-        ax.legend(fontsize=8, loc="upper right")
-        for i, n in enumerate(names):
-            enc = self.tasks[n]["encoding"]
-            v = enc["value"] or 0.0
-            lo = enc["ci_low"] if enc["ci_low"] is not None else v
-            hi = enc["ci_high"] if enc["ci_high"] is not None else v
-            ax2.errorbar(
-                i,
-                v,
-                yerr=[[max(v - lo, 0)], [max(hi - v, 0)]],
-                fmt="o",
-                capsize=3,
-                color=_VERDICT_COLOURS.get(self.tasks[n]["verdict"], "#999"),
-            )
-            ax2.annotate(
-                enc["metric"], (i, v), textcoords="offset points", xytext=(6, 0), fontsize=7
-            )
-        if "auc" in thr:
-            ax2.axhline(thr["auc"], color="grey", ls=":", lw=1)
-        ax2.set_xticks(x, names, rotation=20)
-        ax2.set_xlim(-0.5, len(names) - 0.3)
-        ax2.set_ylim(
-            min(0.0, *[self.tasks[n]["encoding"]["value"] or 0 for n in names]) - 0.05, 1.05
+        ax.set_title(
+            "Head alignment: "
+            + " vs ".join(f"{m.label} ({'hatched' if m.hatch else 'filled'})" for m in bars)
         )
+        ax.legend(fontsize=8, loc="upper right")
+        enc_measure = next((m for m in measures if m.panel == "encoding"), None)
+        if enc_measure is not None:
+            lows = []
+            for i, n in enumerate(names):
+                enc = self.tasks[n].get(enc_measure.report_key) or {}
+                v = enc.get("value") or 0.0
+                lo = enc["ci_low"] if enc.get("ci_low") is not None else v
+                hi = enc["ci_high"] if enc.get("ci_high") is not None else v
+                lows.append(v)
+                ax2.errorbar(
+                    i, v, yerr=[[max(v - lo, 0)], [max(hi - v, 0)]], fmt="o", capsize=3,
+                    color=colours[i],
+                )  # fmt: skip
+                ax2.annotate(
+                    enc.get("metric", ""), (i, v), textcoords="offset points", xytext=(6, 0),
+                    fontsize=7,
+                )  # fmt: skip
+            if "auc" in thr:
+                ax2.axhline(thr["auc"], color="grey", ls=":", lw=1)
+            ax2.set_ylim(min(0.0, *lows) - 0.05, 1.05)
+        ax2.set_xticks(range(len(names)), names, rotation=20)
+        ax2.set_xlim(-0.5, len(names) - 0.3)
         ax2.set_title("Encoding (held-out)")
         return fig
 
@@ -356,40 +323,30 @@ class AuditResult:
     ) -> str:
         """A self-contained HTML report (figures are embedded as data URIs)."""
         if figure_png is None and self.tasks:
-            buf = io.BytesIO()
-            self.figure().savefig(buf, format="png", dpi=110)
-            figure_png = buf.getvalue()
+            figure_png = png_bytes(self.figure())
         esc = html.escape
-        rows = []
-        for name, t in self.tasks.items():
-            enc, wsc, use = t["encoding"], t["wsc"], t["usage"]
-            colour = _VERDICT_COLOURS.get(t["verdict"], "#999")
-            rows.append(
-                "<tr>"
-                f"<td>{esc(name)}</td><td>{esc(t['kind'])}</td>"
-                f"<td>{esc(enc['metric'])} {_fmt(enc['value'])} [{_fmt(enc['ci_low'])}, {_fmt(enc['ci_high'])}]</td>"
-                f"<td>{_fmt(wsc['value'])} [{_fmt(wsc['ci_low'])}, {_fmt(wsc['ci_high'])}]</td>"
-                f"<td>{_fmt(use['value'])} [{_fmt(use['ci_low'])}, {_fmt(use['ci_high'])}]</td>"
-                f"<td>{_fmt(use.get('p_value'), 4)}</td>"
-                f"<td>{_ci_text(t.get('attribution'))}</td>"
-                f"<td style='color:{colour};font-weight:bold'>{esc(str(t['verdict']))}</td></tr>"
+        head, rows = self.table()
+        table = (
+            "<table><tr>"
+            + "".join(f"<th>{esc(h)}</th>" for h in ["task", *head, "verdict"])
+            + "</tr>"
+        )
+        for name, cells, verdict in rows:
+            colour = VERDICT_COLOURS.get(verdict, "#999")
+            table += (
+                f"<tr><td>{esc(name)}</td>"
+                + "".join(f"<td>{esc(c)}</td>" for c in cells)
+                + f"<td style='color:{colour};font-weight:bold'>{esc(verdict)}</td></tr>"
             )
-        img = ""
-        if figure_png:
-            img = (
-                "<img alt='WSCA summary figure' style='max-width:100%' src='data:image/png;base64,"
-                + base64.b64encode(figure_png).decode()
-                + "'>"
-            )
+        table += "</table>"
+        img = img_tag(figure_png, "WSCA summary figure") if figure_png else ""
         if evidence_png is None:
             evidence_png = self.evidence_figures()
         evidence_html = ""
         lines = self.evidence_lines()
         if lines:
             figs = "".join(
-                f"<figure><img alt='{esc(path)}' style='max-width:100%' "
-                f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-                f"<figcaption>{esc(path)}</figcaption></figure>"
+                f"<figure>{img_tag(png, path)}<figcaption>{esc(path)}</figcaption></figure>"
                 for path, png in evidence_png.items()
                 if "/overlays/" not in path
             )
@@ -401,19 +358,11 @@ class AuditResult:
             )
         warn = "".join(f"<li>{esc(w)}</li>" for w in self.warnings)
         primary = self._report.get("primary", {}).get("metric", {})
-        return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>WSCA audit report</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:70em}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
-th{{background:#f4f4f4}}</style></head><body>
-<h1>WSCA audit report</h1>
+        body = f"""<h1>WSCA audit report</h1>
 <p>{esc(str(self._report.get("n_samples")))} samples, embedding dimension
 {esc(str(self._report.get("embedding_dim")))}, layer <code>{esc(str(self._report.get("layer")))}</code>;
-primary {esc(str(primary.get("name")))} = {_fmt(primary.get("value"))}.</p>
-<table><tr><th>task</th><th>kind</th><th>encoding [95% CI]</th><th>wsc (paper) [95% CI]</th>
-<th>usage (deconfounded) [95% CI]</th><th>p (usage, BH)</th>
-<th>attribution alignment [95% CI]</th><th>verdict</th></tr>
-{"".join(rows)}</table>
+primary {esc(str(primary.get("name")))} = {fmt(primary.get("value"))}.</p>
+{table}
 {img}
 {evidence_html}
 <h2>Warnings</h2><ul>{warn or "<li>none</li>"}</ul>
@@ -424,9 +373,8 @@ covariance; the verdict is based on it. <b>attribution alignment</b> is its coun
 from Captum attributions (the same comparison with the covariance's diagonal only: do
 the prediction and the metadata rest on the same embedding units). <b>wsc</b> is the weight-space cosine of Wong et
 al. (MIDL 2026), reported as published. <b>encoding</b> says whether the metadata can be
-read from the embedding at all (held-out AUC or R²).</p>
-</body></html>
-"""
+read from the embedding at all (held-out AUC or R²).</p>"""
+        return html_page("WSCA audit report", body)
 
     # ------------------------------------------------------------------ files
     def save(self, directory: str | Path) -> Path:
@@ -441,9 +389,7 @@ read from the embedding at all (held-out AUC or R²).</p>
             (out / REPORT_JSON).write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False))
             png = None
             if self.tasks:
-                buf = io.BytesIO()
-                self.figure().savefig(buf, format="png", dpi=110)
-                png = buf.getvalue()
+                png = png_bytes(self.figure())
                 (out / SUMMARY_FIGURE).write_bytes(png)
             evidence_png = self.evidence_figures()
             for rel, data in evidence_png.items():

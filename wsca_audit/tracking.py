@@ -2,10 +2,11 @@
 
 Names (stable across versions; metadata names are sanitised to ``[A-Za-z0-9_.-]``):
 
-- metrics ``wsca.<task>.usage``, ``wsca.<task>.wsc``, ``wsca.<task>.encoding``,
-  ``wsca.<task>.attribution``, each with ``_ci_low`` / ``_ci_high``, plus
-  ``wsca.<task>.usage_p_value`` and ``wsca.<task>.wsc_p_value``;
-  ``wsca.primary.<auc|accuracy>`` (with CI) and ``wsca.runtime_s``; input-side evidence:
+- metrics ``wsca.<task>.<measure>`` for each measure of the report (``encoding``, ``wsc``,
+  ``usage``, ``attribution``; each declares its names in :mod:`wsca_audit.measures`), each
+  with ``_ci_low`` / ``_ci_high`` and, for tested ones, ``_p_value``;
+  ``wsca.primary.<auc|accuracy>`` (with CI) and ``wsca.runtime_s``; input-side evidence,
+  as each evidence type declares it (``Evidence.mlflow``):
   ``wsca.attribution.<key>.inside``, ``wsca.masking.<key>.<full|roi_removed|roi_only>``
   (and ``_drop``), ``wsca.intervention.<key>.effect`` (each with its CI);
 - params ``wsca.<setting>`` (nested settings joined with dots, e.g. ``wsca.thresholds.usage``);
@@ -36,12 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AuditError, AuditWarning
-from .naming import sanitize_name, task_keys
+from .evidence import evidence_type_for_section
+from .naming import interval_metrics, sanitize_name, task_keys
 from .report import REPORT_JSON, AuditResult
+from .version import __version__
 
 ARTIFACT_PATH = "wsca"
 PENDING_NOTE = "mlflow-target.json"
-_MEASURES = ("usage", "wsc", "encoding", "attribution")
 # MLflow's own defaults retry 7 times with exponential back-off (minutes when a server is
 # gone); an audit should fall back to disk quickly instead. User settings take precedence.
 _FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
@@ -73,27 +75,18 @@ def mlflow_payload(result: AuditResult) -> tuple[dict[str, float], dict[str, str
     >>> metrics["wsca.site_A.usage"], params["wsca.seed"], tags["wsca.verdict.site_A"]
     (0.6, '0', 'uses')
     """
-    from . import __version__
-
     report = result.to_dict()
     keys = task_keys(list(result.tasks))
     metrics: dict[str, float] = {}
-
-    def put(name: str, block: dict, value_key: str = "value") -> None:
-        for suffix, field in (("", value_key), ("_ci_low", "ci_low"), ("_ci_high", "ci_high")):
-            if block.get(field) is not None:
-                metrics[name + suffix] = float(block[field])
-
+    measures = result.measures()
     for name, task in result.tasks.items():
-        prefix = f"wsca.{keys[name]}"
-        for measure in _MEASURES:
-            block = task.get(measure) or {}
-            put(f"{prefix}.{measure}", block)
-            if block.get("p_value") is not None:
-                metrics[f"{prefix}.{measure}_p_value"] = float(block["p_value"])
+        for measure in measures:
+            stem = f"wsca.{keys[name]}.{measure.metric_stem}"
+            for suffix, value in measure.metrics(task.get(measure.report_key)).items():
+                metrics[stem + suffix] = value
     primary = (report.get("primary") or {}).get("metric") or {}
     if primary.get("name"):
-        put(f"wsca.primary.{sanitize_name(primary['name'])}", primary)
+        metrics.update(interval_metrics(f"wsca.primary.{sanitize_name(primary['name'])}", primary))
     settings = dict(report.get("settings") or {})
     runtime = settings.pop("runtime_s", None)
     if runtime is not None:
@@ -108,26 +101,13 @@ def mlflow_payload(result: AuditResult) -> tuple[dict[str, float], dict[str, str
     for name, task in result.tasks.items():
         tags[f"wsca.verdict.{keys[name]}"] = str(task.get("verdict"))
         tags[f"wsca.task.{keys[name]}"] = name[:5000]
-    _evidence_payload(result.evidence, metrics, tags, put)
+    for section, entries in result.evidence.items():
+        cls = evidence_type_for_section(section)
+        for key, data in entries.items() if cls is not None else ():
+            m, t = cls.mlflow(key, data)
+            metrics.update(m)
+            tags.update(t)
     return metrics, params, tags
-
-
-def _evidence_payload(evidence: dict, metrics: dict, tags: dict, put) -> None:
-    """``wsca.attribution.<key>.inside``, ``wsca.masking.<key>.<setting>`` (AUC) and
-    ``.<setting>_drop``, ``wsca.intervention.<key>.effect``; verdict tags for masking."""
-    for key, a in (evidence.get("attribution") or {}).items():
-        k = sanitize_name(key)
-        put(f"wsca.attribution.{k}.inside", a, "inside")
-        if a.get("roi_area") is not None:
-            metrics[f"wsca.attribution.{k}.roi_area"] = float(a["roi_area"])
-    for key, m in (evidence.get("roi_masking") or {}).items():
-        k = sanitize_name(key)
-        for setting in ("full", "roi_removed", "roi_only"):
-            put(f"wsca.masking.{k}.{setting}", m.get(setting) or {})
-            put(f"wsca.masking.{k}.{setting}_drop", (m.get(setting) or {}).get("drop") or {})
-        tags[f"wsca.masking.{k}.verdict"] = str(m.get("verdict"))
-    for key, i in (evidence.get("interventions") or {}).items():
-        put(f"wsca.intervention.{sanitize_name(key)}.effect", i)
 
 
 @contextlib.contextmanager

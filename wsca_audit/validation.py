@@ -64,11 +64,12 @@ def column_or_1d(x: Any, name: str, what: str = "sample", *, flatten: bool = Fal
     return arr
 
 
-def check_consistent_length(n: int, what: str, **arrays: Any) -> None:
+def check_consistent_length(n: int, what: str, *, batch: bool = False, **arrays: Any) -> None:
     """Raise when an array (None skipped) does not hold ``n`` values, one per ``what``.
 
     Keyword names are the names the user knows the arrays by; ``metadata[...]`` style
     names can be passed through a dict: ``check_consistent_length(n, "images", **cols)``.
+    ``batch=True`` words it for one batch of a collection loop.
 
     Examples
     --------
@@ -78,6 +79,7 @@ def check_consistent_length(n: int, what: str, **arrays: Any) -> None:
     ...
     wsca_audit.errors.AuditError: targets has 2 values but there are 3 embeddings
     """
+    where = "the batch has" if batch else "there are"
     for name, arr in arrays.items():
         if arr is not None and len(arr) != n:
-            raise AuditError(f"{name} has {len(arr)} values but there are {n} {what}")
+            raise AuditError(f"{name} has {len(arr)} values but {where} {n} {what}")

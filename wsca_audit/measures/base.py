@@ -39,10 +39,14 @@ class Measure:
         Metric stem: ``wsca.<task>.<mlflow>`` (default: ``key``).
     tested : bool
         The block has a permutation ``p_value``, Benjamini-Hochberg adjusted across tasks.
+    show_p : bool
+        Show the p-value of a tested measure as a column of its own.
     panel, hatch : str or None
         Summary-figure panel (``"alignment"`` or ``"encoding"``) and bar hatch.
     schema : dict
         JSON Schema fragment of the block.
+    card_metric : bool
+        List its value in a model card's ``model-index`` metrics.
 
     Examples
     --------
@@ -63,6 +67,8 @@ class Measure:
     panel: ClassVar[str | None] = None
     hatch: ClassVar[str | None] = None
     schema: ClassVar[dict] = INTERVAL_SCHEMA
+    card_metric: ClassVar[bool] = False
+    show_p: ClassVar[bool] = True
 
     @property
     def report_key(self) -> str:
@@ -83,12 +89,16 @@ class Measure:
     # ------------------------------------------------------------------ how it is shown
     def headers(self) -> tuple[str, ...]:
         """Column headers (one per cell)."""
-        return (f"{self.label} [95% CI]",) + (("p (BH)",) if self.tested else ())
+        return (f"{self.label} [95% CI]",) + ((f"p ({self.name}, BH)",) if self._p else ())
+
+    @property
+    def _p(self) -> bool:
+        return self.tested and self.show_p
 
     def cells(self, block: dict | None) -> tuple[str, ...]:
         """The block as text cells (``-`` when the measure did not run for the task)."""
         cell = ci_text(block) if block else "-"
-        if not self.tested:
+        if not self._p:
             return (cell,)
         return cell, fmt((block or {}).get("p_value"), 4)
 

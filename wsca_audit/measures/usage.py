@@ -30,6 +30,7 @@ class Usage(Measure):
     tested = True
     panel = "alignment"
     schema = TESTED_SCHEMA
+    card_metric = True
 
     def compute(self, task) -> dict:
         head, weights = task.usage_heads
@@ -52,7 +53,7 @@ class Usage(Measure):
             "cols": task.level_cols,
             "matrix": task.rows(matrix[0]),
         }
-        return task.tested_block(values, null, p)
+        return task.ci_block_with_p(values, null, p)
 
     @staticmethod
     def _numerator(task) -> torch.Tensor:

@@ -22,6 +22,7 @@ class WSC(Measure):
     name = "wsc"
     label = "wsc (paper)"
     tested = True
+    show_p = False  # the verdict does not rest on it: its p-value stays in the JSON
     panel = "alignment"
     hatch = "//"
     schema = TESTED_SCHEMA
@@ -42,4 +43,4 @@ class WSC(Measure):
             "cols": task.levels,
             "matrix": task.rows(matrix[0]),
         }
-        return task.tested_block(values, null, p)
+        return task.ci_block_with_p(values, null, p)
