@@ -32,7 +32,6 @@ import numpy as np
 from mlflow.models.evaluation import EvaluationResult, ModelEvaluator
 
 import wsca_audit as wa
-from wsca_audit.tracking import mlflow_payload
 
 _KNOWN = {"metadata", "feature_columns", "input_shape", "layer", "batch_size", "device", "settings"}
 
@@ -117,5 +116,5 @@ class WSCAEvaluator(ModelEvaluator):
                 )
         result = auditor.analyze(**config.get("settings", {}))
         wa.log_to_mlflow(result, run_id)
-        metrics, _, _ = mlflow_payload(result)
+        metrics, _, _ = wa.mlflow_payload(result)
         return EvaluationResult(metrics=metrics, artifacts={}, run_id=run_id)
