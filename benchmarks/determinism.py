@@ -92,7 +92,7 @@ def audit(
 
 
 def evidence(device: str) -> dict:
-    from wsca_audit.shortcut import PATCH, add_artefact, make_split, roi_masks, train_cnn
+    from wsca_audit.demo.shortcut import PATCH, add_artefact, make_split, roi_masks, train_cnn
 
     split = make_split(1.0, seed=0)
     model = train_cnn(split.train_x, split.train_y, seed=0).to(device)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import wsca_audit as wa
-from wsca_audit.mobilenet import MobileNetV2
+from wsca_audit.demo.mobilenet import MobileNetV2
 
 
 def main() -> None:

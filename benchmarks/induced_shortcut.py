@@ -24,7 +24,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 import wsca_audit as wa
-from wsca_audit.shortcut import PATCH, add_artefact, make_split, roi_masks, train_cnn
+from wsca_audit.demo.shortcut import PATCH, add_artefact, make_split, roi_masks, train_cnn
 
 
 def marker(x, on):

@@ -61,7 +61,7 @@ def _quiet_audit_warnings():
 def shortcut_model():
     """Induced-shortcut CNNs on real digits, trained once per session: ``get(bias)`` ->
     ``(model, split)`` (split seed 0, so all biases share their audit images)."""
-    from wsca_audit.shortcut import make_split, train_cnn
+    from wsca_audit.demo.shortcut import make_split, train_cnn
 
     cache = {}
 

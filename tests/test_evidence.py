@@ -19,7 +19,7 @@ from wsca_audit.attribution import (
     linear_head,
     output_contrasts,
 )
-from wsca_audit.shortcut import PATCH, add_artefact, counterfactual_effect, roi_masks
+from wsca_audit.demo.shortcut import PATCH, add_artefact, counterfactual_effect, roi_masks
 
 
 def _roi(split):

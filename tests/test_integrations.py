@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import wsca_audit as wa
-from wsca_audit.shortcut import add_artefact, artefact_flags, load_digits_images
+from wsca_audit.demo.shortcut import add_artefact, artefact_flags, load_digits_images
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ class LitCNN:
     def make():
         import lightning as L
 
-        from wsca_audit.shortcut import SmallCNN
+        from wsca_audit.demo.shortcut import SmallCNN
 
         class Lit(L.LightningModule):
             def __init__(self):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import wsca_audit as wa
-from wsca_audit.shortcut import counterfactual_effect
+from wsca_audit.demo.shortcut import counterfactual_effect
 
 BIASES = (0.5, 0.8, 0.9, 1.0)
 

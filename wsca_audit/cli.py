@@ -3,7 +3,7 @@
 Exit codes (for CI pipelines):
   0  success (and no task has a verdict named by --fail-on)
   1  a task has a verdict named by --fail-on (or the demo's verdicts did not differ)
-  2  bad command line (argparse)
+  2  bad command line (argparse), or a plugin sub-command that is not installed
   3  the library refused the input or could not reach MLflow (the message says why)
 """
 
@@ -13,12 +13,19 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 from .errors import AuditError
 
 VERDICTS = ("uses", "encoded_not_used", "not_encoded", "inconclusive")
 EXIT_FLAGGED = 1
 EXIT_ERROR = 3
+PLUGIN_GROUP = "wsca_audit.commands"
+BUILTIN_COMMANDS = ("report", "card", "log")
+# Plugins this distribution ships; named in the help (and explained) even when missing.
+SHIPPED_PLUGINS = {
+    "demo": "audit a pretrained MobileNetV2 on real brain MRI, with and without a shortcut",
+}
 
 
 def _fail_on(result, verdicts: list[str] | None) -> int:
@@ -32,12 +39,6 @@ def _fail_on(result, verdicts: list[str] | None) -> int:
         )
         return EXIT_FLAGGED
     return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from . import demo
-
-    return demo.main_from_args(args)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -92,9 +93,53 @@ def _cmd_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unavailable(sub, name: str, help: str, reason: str) -> None:
+    """A stand-in sub-command that exits with status 2 and says why ``name`` is missing."""
+    p = sub.add_parser(name, help=f"{help} (unavailable)", description=reason)
+    p.set_defaults(func=lambda args: p.error(reason), accepts_any_arguments=True)
+
+
+def _add_plugins(sub) -> None:
+    """Add the sub-commands of the ``wsca_audit.commands`` entry points (name order).
+
+    Each entry point is a callable ``register(subparsers)`` that adds its sub-parser and
+    sets its ``func`` (``set_defaults(func=...)``), which returns the exit status. ``demo``
+    is such a plugin (``wsca_audit.demo``, which the library never imports).
+
+    Called after the built-in sub-commands are added, which win any clash of names. A
+    plugin that fails to load, or a shipped one that is not installed, becomes a stand-in
+    that explains the failure when run, so the other commands keep working.
+    """
+    seen = set(BUILTIN_COMMANDS)
+    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        if ep.name in seen:  # built-ins, and the first of duplicate plugins, win
+            continue
+        seen.add(ep.name)
+        try:
+            ep.load()(sub)
+        except Exception as exc:
+            if ep.name in sub.choices:  # it failed after adding its sub-parser
+                continue
+            _unavailable(
+                sub,
+                ep.name,
+                SHIPPED_PLUGINS.get(ep.name, f"plugin {ep.value}"),
+                f"the '{ep.name}' command ({ep.value}) could not be loaded: "
+                f"{type(exc).__name__}: {exc}",
+            )
+    for name, help in SHIPPED_PLUGINS.items():
+        if name not in seen:
+            _unavailable(
+                sub,
+                name,
+                help,
+                f"the '{name}' command is not installed: no entry point '{name}' in group "
+                f"'{PLUGIN_GROUP}' (reinstall wsca-audit, e.g. `pip install -e '.[demo]'`)",
+            )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .demo import add_arguments as demo_arguments
 
     ap = argparse.ArgumentParser(
         prog="wsca-audit",
@@ -113,16 +158,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--fail-on uses",
     }
     uri = {"help": "MLflow tracking URI (default: MLFLOW_TRACKING_URI or MLflow's local store)"}
-
-    p = sub.add_parser(
-        "demo",
-        help="audit a pretrained MobileNetV2 on real brain MRI, with and without a shortcut",
-        description="Train (or load cached) two tumour classifiers on Br35H MRI, one with a "
-        "planted scanner shortcut; audit both, log MLflow runs and write model cards. "
-        "Exit 0 when the verdicts tell the two models apart.",
-    )
-    demo_arguments(p)
-    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(
         "report",
@@ -167,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name")
     p.add_argument("--tracking-uri", **uri)
     p.set_defaults(func=_cmd_log)
+    _add_plugins(sub)
     return ap
 
 
@@ -181,7 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> code, err.getvalue().strip()
     (3, 'error: no report at /nonexistent')
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_any_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")  # what parse_args does
     try:
         return args.func(args)
     except AuditError as exc:

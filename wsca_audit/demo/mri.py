@@ -32,13 +32,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+import wsca_audit as wa
+
 from .br35h import Br35H, group_split, load_br35h
-from .card import write_model_card
-from .collect import Auditor
-from .intervention import intervention_effect
-from .masking import roi_masking
 from .mobilenet import MobileNetV2, pretrained_mobilenet_v2
-from .report import AuditResult
 
 MODELS = {"clean": 0.5, "shortcut": 0.95}
 EVAL_BIAS = 0.8
@@ -163,11 +160,11 @@ def build_models(
 
 def audit(
     model: MRIClassifier, demo: DemoData, *, n_resamples: int = 200, progress: bool = True
-) -> AuditResult:
+) -> wa.AuditResult:
     """The evaluation loop with the auditor attached, then the analysis."""
     d, idx = demo.data, demo.eval
     images = add_scanner_marker(d.images[idx], demo.eval_flags)
-    auditor = Auditor(model, metadata=METADATA)
+    auditor = wa.Auditor(model, metadata=METADATA)
     with auditor.collect(), torch.inference_mode():
         for i in tqdm(range(0, len(idx), 64), desc="evaluate", disable=not progress, leave=False):
             sl = slice(i, i + 64)
@@ -208,8 +205,8 @@ def input_evidence(
 
     marked = torch.as_tensor(add_scanner_marker(clean, demo.eval_flags[sub]))[:, None]
     common = dict(n_bootstrap=n_resamples, progress=progress, batch_size=64)
-    masking = roi_masking(model, marked, roi, d.labels[idx[sub]], fill="noise", **common)
-    effect = intervention_effect(
+    masking = wa.roi_masking(model, marked, roi, d.labels[idx[sub]], fill="noise", **common)
+    effect = wa.intervention_effect(
         model, torch.as_tensor(clean)[:, None], set_marker, variable="scanner", **common
     )
     return masking, effect
@@ -224,7 +221,7 @@ def _start_run(uri: str, out: Path, name: str, bias: float) -> str | None:
     try:
         from mlflow.tracking import MlflowClient
 
-        from .tracking import check_reachable, fast_fail
+        from wsca_audit.tracking import check_reachable, fast_fail
 
         with fast_fail():
             check_reachable(uri)
@@ -258,8 +255,6 @@ def run(
 
     Returns model name -> {"result", "run_id", "card", "report_dir", "audit_s"}.
     """
-    from .tracking import log_to_mlflow
-
     out = Path(out)
     t0 = time.perf_counter()
     demo = make_data(seed)
@@ -278,7 +273,7 @@ def run(
         report_dir = result.save(out / name)
         run_id = _start_run(uri, out, name, bias) if use_mlflow else None
         card_dir = out / name / "card"
-        card = write_model_card(
+        card = wa.write_model_card(
             result,
             card_dir / "MODEL_CARD.md",
             model_name=f"br35h-mobilenetv2-{name}",
@@ -295,7 +290,7 @@ def run(
             run_id=run_id,
         )
         if run_id is not None:
-            log_to_mlflow(
+            wa.log_to_mlflow(
                 result, run_id, tracking_uri=uri, extra_dir=card_dir, fallback_dir=out / "pending"
             )
         done[name] = {
@@ -341,9 +336,37 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def main(argv: list[str] | None = None) -> int:
+def register_command(subparsers) -> argparse.ArgumentParser:
+    """Add the ``demo`` sub-command to the ``wsca-audit`` command.
+
+    The entry point of group ``wsca_audit.commands`` named ``demo``: ``subparsers`` is
+    what ``ArgumentParser.add_subparsers`` returned; the sub-parser's ``func`` runs the
+    demo and returns the exit status (0 when the verdicts tell the two models apart).
+
+    Examples
+    --------
+    >>> ap = argparse.ArgumentParser(prog="wsca-audit")
+    >>> p = register_command(ap.add_subparsers(dest="command"))
+    >>> args = ap.parse_args(["demo", "--out", "x", "--no-mlflow"])
+    >>> args.func is main_from_args, args.out, args.no_mlflow, args.n_resamples
+    (True, 'x', True, 200)
+    """
+    p = subparsers.add_parser(
+        "demo",
+        help="audit a pretrained MobileNetV2 on real brain MRI, with and without a shortcut",
+        description="Train (or load cached) two tumour classifiers on Br35H MRI, one with a "
+        "planted scanner shortcut; audit both, log MLflow runs and write model cards. "
+        "Exit 0 when the verdicts tell the two models apart.",
+    )
+    add_arguments(p)
+    p.set_defaults(func=main_from_args)
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str = "wsca-audit demo") -> int:
+    """Run the demo from a command line (``python -m wsca_audit.demo``)."""
     ap = argparse.ArgumentParser(
-        prog="wsca-audit demo",
+        prog=prog,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
