@@ -13,13 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import wsca_audit as wa
-from wsca_audit.attribution import (
+from wsca_audit.demo.shortcut import PATCH, add_artefact, counterfactual_effect, roi_masks
+from wsca_audit.measures.alignment import (
     layer_alignment,
     layer_attributions,
     linear_head,
     output_contrasts,
 )
-from wsca_audit.demo.shortcut import PATCH, add_artefact, counterfactual_effect, roi_masks
 
 
 def _roi(split):

@@ -82,7 +82,8 @@ class AuditResult:
     Parameters
     ----------
     report : dict
-        A report in the schema of DESIGN.md (``schema_version`` 1).
+        A report of ``schema_version`` 1 (see docs/architecture.md and the shipped
+        ``report.schema.json``, :func:`report_schema`).
 
     Examples
     --------
