@@ -77,10 +77,14 @@ def _library_modules():
 
 
 def _top(dotted: str) -> str | None:
+    """The top-level module of ``wsca_audit`` a dotted name lives in; a name that is no
+    module (``from wsca_audit import __version__``) lives in the package's ``__init__``."""
     parts = dotted.split(".")
     if parts[0] != "wsca_audit":
         return None
-    return parts[1] if len(parts) > 1 else "__init__"
+    if len(parts) == 1 or (parts[1] not in RANK and parts[1] not in ("demo", "integrations")):
+        return "__init__"
+    return parts[1]
 
 
 def test_library_imports_run_one_way_and_never_reach_the_demo():

@@ -139,7 +139,7 @@ def _add_plugins(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .version import __version__
 
     ap = argparse.ArgumentParser(
         prog="wsca-audit",
