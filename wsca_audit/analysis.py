@@ -321,8 +321,7 @@ class _Analysis:
                 )
             vals = weighted_accuracy(logits.argmax(1), self.labels, weights)
             name = "accuracy"
-        lo, hi = corr.percentile_ci(vals[1:], self.cfg.ci_level) if len(vals) > 1 else (None, None)
-        return {"name": name, "value": float(vals[0]), "ci_low": lo, "ci_high": hi}
+        return {"name": name, **corr.ci_block(vals, self.cfg.n_bootstrap, self.cfg.ci_level)}
 
     # ------------------------------------------------------------------ head fitting
     def _fit(self, loss, X, k, targets, weights, groups, init=None):
