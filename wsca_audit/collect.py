@@ -238,7 +238,7 @@ class Auditor:
         Examples
         --------
         >>> import torch, wsca_audit as wa
-        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 2))
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 2)).eval()
         >>> auditor = wa.Auditor(model).attach()
         >>> len(model[0]._forward_pre_hooks)
         1
