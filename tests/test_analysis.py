@@ -42,11 +42,12 @@ def test_blocks_come_in_measure_order_then_verdict(data):
     X, y, meta, W = data
     res = wa.analyze(X, y, meta, primary_weight=W, **FAST)
     keys = [m.report_key for m in get_measures()]
-    assert keys[:4] == ["encoding", "wsc", "usage", "attribution"]
+    assert keys[:5] == ["encoding", "wsc", "usage", "effect", "attribution"]
     for task in res.tasks.values():
         order = [k for k in task if k in keys]
         assert order == keys
-        assert list(task)[-2:] == ["verdict", "per_class"]
+        rest = list(task)[list(task).index(keys[-1]) + 1 :]
+        assert rest[:4] == ["verdict", "reason", "samples_needed", "per_class"]
         assert set(task["per_class"]) == {"wsc", "usage", "attribution"}
 
 

@@ -28,6 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import correlation as corr
+from .decision import decide
 from .embeddings import EmbeddingSet, missing_mask
 from .errors import AuditError, AuditWarning
 from .heads import BatchedLinearHead, PrimaryHead
@@ -249,6 +250,8 @@ class _Analysis:
 
         self.contrasts = corr.primary_contrasts(self.W)
         self.primary_logits_w = Zw @ self.contrasts.T  # (N, C') usage's primary side
+        # the contrasts themselves (the effect's outcome), by chunks of Z
+        self.primary_logits = torch.cat([self._t(Z[sl]) @ self.contrasts.T for sl in _chunks(n)])
         for sl in _chunks(n):  # Zw becomes Zws in place: one copy fewer
             Zw[sl] /= self.sd_w
         self.Zws = Zw
@@ -439,7 +442,7 @@ class _Analysis:
                 block = measure.compute(task)
                 if block is not None:
                     out[measure.report_key] = block
-        out["verdict"] = None
+        out.update(verdict=None, reason=None, samples_needed=None)
         out["per_class"] = task.per_class
         return out
 
@@ -481,14 +484,11 @@ class _Analysis:
             for block, p in zip(blocks, adj):
                 block["p_value_raw"] = block["p_value"]
                 block["p_value"] = p
-        for t in tasks.values():
-            t["verdict"] = corr.verdict(
-                (t["encoding"]["ci_low"], t["encoding"]["ci_high"]),
-                t["encoding"]["metric"],
-                (t["usage"]["ci_low"], t["usage"]["ci_high"]),
-                t["usage"]["p_value"],
-                self.cfg.thresholds,
-            )
+        for name, t in tasks.items():
+            d = decide(name, t, self.cfg.thresholds, t["n_valid"])
+            t["verdict"], t["reason"], t["samples_needed"] = d.verdict, d.reason, d.samples_needed
+            if d.informative_needed is not None:
+                t["informative_needed"] = d.informative_needed
         settings = self.cfg.to_dict()
         settings["device"] = str(self.device)
         settings["pca_components"] = int(self.basis.shape[0])
@@ -531,13 +531,14 @@ class TaskData:
     within-class centred embeddings: point, bootstraps). The audit-wide tensors are
     available as attributes: ``Zs`` (standardised embeddings), ``Zws`` (within-class
     centred, standardised), ``sd``, ``sd_w``, ``W``, ``b`` (primary head), ``basis``
-    (PCA), ``primary_vectors``, ``contrasts``, ``primary_logits_w``, ``boot`` (bootstrap
-    weights), ``cfg``, ``dtype``, ``device``.
+    (PCA), ``primary_vectors``, ``contrasts``, ``primary_logits`` (the primary logit
+    contrasts, N x C'), ``primary_logits_w`` (the same within-class centred), ``boot``
+    (bootstrap weights), ``strata`` (label codes), ``cfg``, ``dtype``, ``device``.
     """
 
     _SHARED = (
         "Zs", "Zws", "sd", "sd_w", "W", "b", "basis", "primary_vectors", "contrasts",
-        "primary_logits_w", "boot", "strata", "cfg", "dtype", "device",
+        "primary_logits_w", "primary_logits", "boot", "strata", "cfg", "dtype", "device",
     )  # fmt: skip
 
     def __init__(self, run: _Analysis, name: str, kind: str, values: np.ndarray, levels) -> None:
@@ -586,6 +587,15 @@ class TaskData:
 
     def ci_block_with_p(self, values: Tensor, null: Tensor, p: float) -> dict:
         return corr.ci_block_with_p(values, self.cfg.n_bootstrap, null, p, self.cfg.ci_level)
+
+    @cached_property
+    def n_informative(self) -> int:
+        """Valid samples whose level is not the most common one of their class: the
+        samples that tell the variable's effect apart from the label's."""
+        codes, strata = self.codes.cpu()[self.valid.cpu()], self.strata[self.valid.cpu()]
+        counts = torch.zeros(int(strata.max()) + 1 if strata.numel() else 1, self.k)
+        counts.index_put_((strata, codes), torch.ones(len(codes)), accumulate=True)
+        return int(counts.sum() - counts.max(1).values.sum())
 
     # ------------------------------------------------------------------ targets
     @cached_property

@@ -112,6 +112,7 @@ def _sections(result: AuditResult, model_name: str, meta: dict, figure: str | No
             ],
             bullets=[
                 f"`{n}` ({t['kind']}): {_VERDICT_TEXT.get(t['verdict'], t['verdict'])}"
+                + (f". Why: {t['reason']}" if t.get("reason") else "")
                 for n, t in result.tasks.items()
             ],
         ),

@@ -37,6 +37,10 @@ def _fail_on(result, verdicts: list[str] | None) -> int:
             f"--fail-on {','.join(verdicts)}: " + ", ".join(f"{n}={v}" for n, v in hit.items()),
             file=sys.stderr,
         )
+        for name in hit:  # the sentence with the numbers, for the CI log
+            reason = result.tasks[name].get("reason")
+            if reason:
+                print(f"  {name}: {reason}", file=sys.stderr)
         return EXIT_FLAGGED
     return 0
 

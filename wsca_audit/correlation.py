@@ -22,6 +22,7 @@ tasks with Benjamini-Hochberg.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -107,6 +108,20 @@ def usage_matrix(primary_logits: Tensor, aux_logits: Tensor, weights: Tensor) ->
     """Weighted correlation of primary contrast logits (N x C) with aux logits (P x N x K)."""
     # clamped: float rounding can put a perfect correlation a hair above 1
     return weighted_corr(primary_logits, aux_logits, weights).clamp(-1.0, 1.0)
+
+
+def within_class_centered(M: Tensor, weights: Tensor, onehot: Tensor) -> Tensor:
+    """``M`` (N x K, or P x N x K) minus its weighted class means under each problem's
+    weights (P x N), so that every bootstrap resample removes the label with its own
+    class means; ``onehot`` (N x C) codes the classes. Returns P x N x K.
+    """
+    n_c = (weights @ onehot).clamp_min(1e-12)  # (P, C)
+    if M.dim() == 2:
+        sums = torch.einsum("pn,nc,nk->pck", weights, onehot, M)
+    else:
+        sums = torch.einsum("pn,nc,pnk->pck", weights, onehot, M)
+    means = sums / n_c[..., None]  # (P, C, K)
+    return M - torch.einsum("nc,pck->pnk", onehot, means)
 
 
 def max_abs(matrix: Tensor) -> Tensor:
@@ -204,12 +219,17 @@ class Thresholds:
         The same for continuous variables with held-out R².
     alpha : float, default=0.05
         Significance level for the permutation test.
+    effect : float, default=0.25
+        Equivalence margin of the effect size, in logit-sd units: an effect interval
+        inside ``±effect`` decides ``encoded_not_used``; one beyond it (with a
+        significant test) decides ``uses`` (see :mod:`wsca_audit.decision`).
     """
 
     usage: float = 0.25
     auc: float = 0.6
     r2: float = 0.05
     alpha: float = 0.05
+    effect: float = 0.25
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -222,7 +242,8 @@ def verdict(
     usage_p: float,
     thresholds: Thresholds,
 ) -> str:
-    """Verdict of one task.
+    """Verdict of one task by usage alone (the full rule, with the effect size, is
+    :func:`wsca_audit.decision.decide`).
 
     ``not_encoded``: the encoding interval lies below its threshold (a linear head cannot
     read what the embedding does not hold). ``uses``: encoded, usage interval at or above
@@ -266,6 +287,37 @@ def ci_block(values: Tensor, n_bootstrap: int, level: float = 0.95) -> dict:
     """
     lo, hi = percentile_ci(values[1 : 1 + n_bootstrap], level)
     return {"value": float(values[0]), "ci_low": lo, "ci_high": hi}
+
+
+def abs_entry_ci(matrix: Tensor, n_bootstrap: int, level: float = 0.95) -> tuple[float, float]:
+    """Interval of ``|m|`` for the entry of ``matrix`` (P x C x K, problem 0 the point
+    fit) that is largest in absolute value at the point estimate.
+
+    The bootstrap resamples the SIGNED entry (fixed by the point estimate), and the
+    interval of its absolute value follows: taking ``|.|`` or a maximum inside each
+    resample would push every resample up (an interval above a near-zero estimate, or
+    a maximum over noisy columns), taking it outside does not. An interval that
+    straddles zero becomes ``[0, max(|lo|, |hi|)]``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> m = torch.tensor([0.05, -0.10, 0.20, 0.00, 0.10])[:, None, None]
+    >>> lo, hi = abs_entry_ci(m, n_bootstrap=4, level=0.5)
+    >>> lo, round(hi, 3)
+    (0.0, 0.125)
+    """
+    flat = matrix.flatten(1)
+    j = int(flat[0].abs().argmax())
+    signed = flat[:, j] * (1.0 if float(flat[0, j]) >= 0 else -1.0)
+    lo, hi = percentile_ci(signed[1 : 1 + n_bootstrap], level)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return lo, hi
+    if lo >= 0:
+        return lo, hi
+    if hi <= 0:
+        return -hi, -lo
+    return 0.0, max(-lo, hi)
 
 
 def ci_block_with_p(

@@ -212,8 +212,19 @@ class AuditResult:
             rows.append((name, [t.get("kind", "-"), *cells], str(t.get("verdict"))))
         return ["kind", *head], rows
 
+    def reasons(self) -> list[str]:
+        """One line per task: its verdict and the sentence that explains it."""
+        out = []
+        for name, t in self.tasks.items():
+            line = f"{name}: {t.get('verdict')}"
+            if t.get("reason"):
+                line += f" - {t['reason']}"
+            out.append(line)
+        return out
+
     def summary(self) -> str:
-        """A fixed-width table: one row per task with each measure and the verdict."""
+        """A fixed-width table (one row per task with each measure and the verdict), then
+        each verdict's reason, the input-side evidence and the warnings."""
         head, rows = self.table()
         lines = text_table([("task", *head, "verdict")] + [(n, *cells, v) for n, cells, v in rows])
         primary = self._report.get("primary", {}).get("metric", {})
@@ -224,6 +235,8 @@ class AuditResult:
         if primary.get("name"):
             top += f"; primary {primary['name']} {fmt(primary.get('value'))}"
         out = [top, "", *lines]
+        if any(t.get("reason") for t in self.tasks.values()):
+            out += ["", "why:", *(f"  - {line}" for line in self.reasons())]
         ev = self.evidence_lines()
         if ev:
             out += ["", "input-side evidence:", *(f"  - {line}" for line in ev)]
@@ -358,19 +371,37 @@ class AuditResult:
                 + figs
             )
         warn = "".join(f"<li>{esc(w)}</li>" for w in self.warnings)
+        reasons = ""
+        if any(t.get("reason") for t in self.tasks.values()):
+            reasons = (
+                "<h2>Why</h2><ul>"
+                + "".join(
+                    f"<li><b>{esc(n)}</b>: {esc(str(t.get('verdict')))} - {esc(t.get('reason') or '')}</li>"
+                    for n, t in self.tasks.items()
+                )
+                + "</ul>"
+            )
         primary = self._report.get("primary", {}).get("metric", {})
+        thr = self.settings.get("thresholds") if isinstance(self.settings, dict) else None
+        thr = thr if isinstance(thr, dict) else {}
+        thr_effect, thr_usage = thr.get("effect", 0.25), thr.get("usage", 0.25)
         body = f"""<h1>WSCA audit report</h1>
 <p>{esc(str(self._report.get("n_samples")))} samples, embedding dimension
 {esc(str(self._report.get("embedding_dim")))}, layer <code>{esc(str(self._report.get("layer")))}</code>;
 primary {esc(str(primary.get("name")))} = {fmt(primary.get("value"))}.</p>
 {table}
+{reasons}
 {img}
 {evidence_html}
 <h2>Warnings</h2><ul>{warn or "<li>none</li>"}</ul>
 <h2>How to read this</h2>
-<p><b>usage</b> is the correlation of the model's head with the metadata head after the
-primary label is removed (within-class centring), in the metric of the embedding
-covariance; the verdict is based on it. <b>attribution alignment</b> is its counterpart
+<p><b>effect</b> is how far the variable moves the model's score with the label held
+fixed (within-class regression), in standard deviations of the score: what an
+intervention on the input would show. <b>usage</b> is the correlation of the model's
+head with the metadata head after the primary label is removed (within-class centring),
+in the metric of the embedding covariance. The verdict rests on both: an effect interval
+inside ±{fmt(thr_effect, 2)} sd means not used; usage above {fmt(thr_usage, 2)} or an
+effect beyond ±{fmt(thr_effect, 2)} sd, with a significant permutation test, means used. <b>attribution alignment</b> is its counterpart
 from Captum attributions (the same comparison with the covariance's diagonal only: do
 the prediction and the metadata rest on the same embedding units). <b>wsc</b> is the weight-space cosine of Wong et
 al. (MIDL 2026), reported as published. <b>encoding</b> says whether the metadata can be

@@ -15,8 +15,9 @@ declarations and know no measure by name:
 
 Adding a measure is one module with a :class:`Measure` subclass passed to
 :func:`register_measure`. The built-in measures, in report order: ``encoding``, ``wsc``
-(the paper's weight-space cosine), ``usage`` (deconfounded; the verdict rests on it),
-``alignment`` (Captum layer attributions; report key ``attribution``).
+(the paper's weight-space cosine), ``usage`` (deconfounded, covariance-aware), ``effect``
+(the within-class shift of the primary score in its sd units; the verdict rests on usage
+and effect), ``alignment`` (Captum layer attributions; report key ``attribution``).
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from .base import (
     register_measure,
     unregister_measure,
 )
+from .effect import Effect
 from .encoding import Encoding
 from .usage import Usage
 from .wsc import WSC
 
-# report order: what a reader needs first (is it encoded?), then the paper's measure,
-# then the one the verdict rests on, then its Captum counterpart
-for _m in (Encoding(), WSC(), Usage(), Alignment()):
+# report order: is it encoded?, the paper's measure, then the two the verdict rests on
+# (usage, and effect in the score's own units), then usage's Captum counterpart
+for _m in (Encoding(), WSC(), Usage(), Effect(), Alignment()):
     register_measure(_m)
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "TESTED_SCHEMA",
     "WSC",
     "Alignment",
+    "Effect",
     "Encoding",
     "Measure",
     "Usage",

@@ -37,7 +37,12 @@ class Usage(Measure):
         aux_logits = head.decision_function(task.Zws)  # (1 + nb, N, K)
         if aux_logits.shape[-1] > 1:
             aux_logits = aux_logits - aux_logits.mean(-1, keepdim=True)
-        matrix = corr.usage_matrix(task.primary_logits_w, aux_logits, weights)
+        # each resample removes the label with its own class means (a fixed centring
+        # would leave the resample's between-class noise in both sides)
+        onehot = torch.nn.functional.one_hot(task.strata.to(task.device)).to(task.dtype)
+        primary = corr.within_class_centered(task.primary_logits_w, weights, onehot)
+        aux = corr.within_class_centered(aux_logits, weights, onehot)
+        matrix = corr.usage_matrix(primary, aux, weights)
         values = corr.max_abs(matrix)
 
         npm = task.cfg.n_permutations
@@ -53,7 +58,12 @@ class Usage(Measure):
             "cols": task.level_cols,
             "matrix": task.rows(matrix[0]),
         }
-        return task.ci_block_with_p(values, null, p)
+        block = task.ci_block_with_p(values, null, p)
+        # the interval of the entry that is largest at the point estimate (see abs_entry_ci)
+        block["ci_low"], block["ci_high"] = corr.abs_entry_ci(
+            matrix, task.cfg.n_bootstrap, task.cfg.ci_level
+        )
+        return block
 
     @staticmethod
     def _numerator(task) -> torch.Tensor:

@@ -1,0 +1,123 @@
+"""``effect``: how far the variable moves the model's score, in the score's own sd units.
+
+An observational counterpart of an intervention: the within-class regression of the
+primary logit contrast on the metadata (class fixed effects, so the label is held
+fixed; Frisch-Waugh-Lovell: centre both within each class, then least squares):
+
+- categorical: ``s_i = a_{y_i} + b_{m_i} + e_i``; the effect is the largest level
+  contrast ``b_hi - b_lo`` (binary: level 1 minus level 0, signed), the pair fixed by the
+  point estimate so that every bootstrap resample measures the same contrast;
+- continuous: ``s_i = a_{y_i} + beta x_i + e_i``; the effect is ``beta`` times the
+  interquartile range of ``x``.
+
+The unit is the standard deviation of the contrast with the metadata's part removed
+(``s - b_{m}``), the observational stand-in for the score's sd on unaltered inputs, which
+is how a counterfactual intervention is scaled (``wa.intervention_effect``). Every
+bootstrap resample recomputes the class means, the coefficients and the sd with its
+weights. When metadata is assigned at random within each class (the induced-shortcut
+benchmarks) this estimates the intervention effect; when something else varies with the
+metadata within a class it carries that too (see docs/method.md).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from ..formatting import ci_text
+from .base import Measure
+
+
+class Effect(Measure):
+    """Within-class shift of the primary logit contrast, in logit-sd units."""
+
+    name = "effect"
+    label = "effect (logit sd)"
+    schema: ClassVar[dict] = {
+        "allOf": [{"$ref": "#/$defs/interval"}],
+        "required": ["unit"],
+        "properties": {
+            "unit": {"const": "logit_sd"},
+            "levels": {"type": "array", "items": {"type": "string"}},
+            "per": {"type": "string"},
+            "n_informative": {"type": ["integer", "null"], "minimum": 0},
+        },
+    }
+
+    def compute(self, task) -> dict:
+        weights = (
+            torch.cat([task.v[None], task.boot * task.v]) if task.cfg.n_bootstrap else task.v[None]
+        )
+        onehot = torch.nn.functional.one_hot(task.strata.to(task.device)).to(task.dtype)
+        s = task.primary_logits  # (N, C')
+        if task.kind == "categorical":
+            x = torch.nn.functional.one_hot(task.codes, task.k).to(task.dtype)[:, 1:]
+        else:
+            x = task.target_std[:, None]
+        coef, sd = _within_class_fit(s, x, weights, onehot)  # (B, C', K-1), (B, C')
+        if task.kind == "categorical":
+            zero = torch.zeros_like(coef[..., :1])
+            levels = torch.cat([zero, coef], -1)  # b_0 = 0: level effects
+            point = levels[0]  # (C', K)
+            hi, lo = point.argmax(-1), point.argmin(-1)
+            if task.k == 2:  # binary: level 1 minus level 0, signed
+                hi, lo = torch.ones_like(hi), torch.zeros_like(lo)
+            idx = torch.arange(point.shape[0], device=point.device)
+            values = (levels[:, idx, hi] - levels[:, idx, lo]) / sd
+        else:
+            iqr = _iqr(task.target_std[task.valid])
+            values = coef[..., 0] * iqr / sd
+        # several contrasts (C >= 3 classes): the one the variable moves most
+        j = int(values[0].abs().argmax())
+        out = {**task.ci_block(values[:, j]), "unit": "logit_sd"}
+        if task.contrast_rows != ["1-0"]:
+            out["contrast"] = task.contrast_rows[j]
+        if task.kind == "categorical":
+            out["levels"] = [task.levels[int(lo[j])], task.levels[int(hi[j])]]
+            out["n_informative"] = task.n_informative
+        else:
+            out["per"] = "IQR"
+        return out
+
+    def cells(self, block: dict | None) -> tuple[str, ...]:
+        return (ci_text(block, 2) if block else "-",)
+
+
+def _within_class_fit(s: Tensor, x: Tensor, weights: Tensor, onehot: Tensor):
+    """Weighted least squares of each column of ``s`` on ``x`` with class fixed effects,
+    for every weight vector: coefficients (B, C', K) and the sd of ``s - x coef`` (B, C').
+
+    All by weighted sums, so nothing (B, N, ...) is materialised beyond ``weights``.
+    """
+    w = weights  # (B, N)
+    n_c = (w @ onehot).clamp_min(1e-12)  # (B, C) weighted class sizes
+    # class means of x and s under each weight vector
+    mx = torch.einsum("bn,nc,nk->bck", w, onehot, x) / n_c[..., None]
+    ms = torch.einsum("bn,nc,nj->bcj", w, onehot, s) / n_c[..., None]
+    # centred cross-products: sum w x x' - sum_c n_c mx_c mx_c'
+    sxx = torch.einsum("bn,nk,nl->bkl", w, x, x) - torch.einsum("bc,bck,bcl->bkl", n_c, mx, mx)
+    sxs = torch.einsum("bn,nk,nj->bkj", w, x, s) - torch.einsum("bc,bck,bcj->bkj", n_c, mx, ms)
+    k = x.shape[1]
+    ridge = 1e-9 * sxx.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-12)
+    eye = torch.eye(k, dtype=x.dtype, device=x.device)
+    coef = torch.linalg.solve(sxx + ridge[:, None, None] * eye, sxs)  # (B, K, C')
+    coef = coef.transpose(1, 2)  # (B, C', K)
+    # sd of the contrast with the metadata's part removed: r = s - x coef
+    total = w.sum(1)  # (B,)
+    r_mean = (w @ s - torch.einsum("bn,nk,bjk->bj", w, x, coef)) / total[:, None]
+    # E_w[r^2] = E[s^2] - 2 E[s x'coef] + E[(x'coef)^2]
+    ss = w @ (s * s)  # (B, C')
+    sx = torch.einsum("bn,nj,nk->bjk", w, s, x)  # (B, C', K)
+    xx = torch.einsum("bn,nk,nl->bkl", w, x, x)  # (B, K, K)
+    quad = torch.einsum("bjk,bkl,bjl->bj", coef, xx, coef)
+    r2 = (ss - 2 * (sx * coef).sum(-1) + quad) / total[:, None]
+    var = (r2 - r_mean**2).clamp_min(0) * total[:, None] / (total[:, None] - 1).clamp_min(1)
+    return coef, var.sqrt().clamp_min(1e-12)
+
+
+def _iqr(x: Tensor) -> float:
+    """Interquartile range (the unit of a continuous variable's effect)."""
+    q = torch.quantile(x.double(), torch.tensor([0.25, 0.75], dtype=torch.float64, device=x.device))
+    return float(q[1] - q[0])
