@@ -60,10 +60,12 @@ def fmt(x: Any, digits: int = 3) -> str:
 
     Examples
     --------
-    >>> fmt(0.12345), fmt(None), fmt(float("nan"), 2)
-    ('0.123', '-', '-')
+    >>> fmt(0.12345), fmt(None), fmt(float("nan"), 2), fmt({"a": 1})
+    ('0.123', '-', '-', '-')
     """
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return "-"  # None, and whatever a foreign report holds
+    if not math.isfinite(x):
         return "-"
     return f"{x:.{digits}f}"
 

@@ -383,7 +383,8 @@ class AuditResult:
             )
         primary = self._report.get("primary", {}).get("metric", {})
         thr = self.settings.get("thresholds") if isinstance(self.settings, dict) else None
-        thr = thr if isinstance(thr, dict) else {}
+        thr = {k: v for k, v in (thr if isinstance(thr, dict) else {}).items()
+               if isinstance(v, (int, float))}  # fmt: skip
         thr_effect, thr_usage = thr.get("effect", 0.25), thr.get("usage", 0.25)
         body = f"""<h1>WSCA audit report</h1>
 <p>{esc(str(self._report.get("n_samples")))} samples, embedding dimension
