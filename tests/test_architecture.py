@@ -22,7 +22,7 @@ LAYERS = [
     {"errors", "version"},
     {"formatting", "naming", "validation", "metrics", "store", "distributed", "schema"},
     {"heads", "embeddings", "correlation"},
-    {"measures", "decision"},
+    {"measures", "decision", "performance"},
     {"evidence"},
     {"attribution", "masking", "intervention"},
     {"report"},

@@ -34,6 +34,7 @@ from .errors import AuditError, AuditWarning
 from .heads import BatchedLinearHead, PrimaryHead
 from .measures import get_measures
 from .metrics import weighted_accuracy, weighted_auc
+from .performance import subgroup_performance
 from .report import SCHEMA_VERSION, AuditResult
 from .store import SPILL_PREFIX
 
@@ -64,6 +65,7 @@ class AuditSettings:
     layer_attribution: bool = True
     max_memory_mb: float | None = None
     max_levels: int = 50
+    performance_pairs: list | None = None
 
     def validate(self) -> None:
         if self.n_bootstrap < 0 or self.n_permutations < 0:
@@ -82,6 +84,9 @@ class AuditSettings:
             raise AuditError("max_levels must be >= 2")
         if self.max_memory_mb is not None and self.max_memory_mb < 0:
             raise AuditError("max_memory_mb must be >= 0")
+        for pair in self.performance_pairs or []:
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise AuditError(f"performance_pairs holds pairs of metadata names; got {pair!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -307,7 +312,7 @@ class _Analysis:
     def _primary_metric(self) -> dict:
         if self.labels is None:
             return {"name": None, "value": None}
-        logits = self.Z @ self.W.T + self.b
+        logits = self._logits()
         n_out = self.W.shape[0]
         n_labels = len(self.label_values)
         ones = torch.ones(1, self.es.n_samples, dtype=self.dtype, device=self.device)
@@ -325,6 +330,32 @@ class _Analysis:
             vals = weighted_accuracy(logits.argmax(1), self.labels, weights)
             name = "accuracy"
         return {"name": name, **corr.ci_block(vals, self.cfg.n_bootstrap, self.cfg.ci_level)}
+
+    def _logits(self) -> Tensor:
+        """The primary head's logits (N x n_outputs), by chunks of Z."""
+        return torch.cat(
+            [self._t(self.Z[sl]) @ self.W.T + self.b for sl in _chunks(self.es.n_samples)]
+        )
+
+    def _performance(self) -> dict | None:
+        """Primary metric by subgroup of every metadata variable (see performance.py)."""
+        if self.labels is None or len(self.label_values) < 2 or not self.es.metadata:
+            return None
+        pairs = [tuple(p) for p in self.cfg.performance_pairs or []]
+        unknown = sorted({v for p in pairs for v in p} - set(self.es.metadata))
+        if unknown:
+            raise AuditError(
+                f"performance_pairs name unknown metadata {unknown}; got {sorted(self.es.metadata)}"
+            )
+        return subgroup_performance(
+            self._logits(),
+            self.labels,
+            dict(self.es.metadata),
+            dict(self.es.kinds),
+            self.boot,
+            pairs=pairs,
+            level=self.cfg.ci_level,
+        )
 
     # ------------------------------------------------------------------ head fitting
     def _fit(self, loss, X, k, targets, weights, groups, init=None):
@@ -508,6 +539,7 @@ class _Analysis:
                 "metric": self._primary_metric(),
             },
             "tasks": tasks,
+            **({"performance": perf} if (perf := self._performance()) is not None else {}),
             "settings": settings,
             "warnings": list(self.warnings),
         }

@@ -188,6 +188,37 @@ class AuditResult:
                     lines += cls.lines(key, data, self.tasks)
         return lines
 
+    @property
+    def performance(self) -> dict:
+        """The primary metric by subgroup (``{}`` when the audit had no targets)."""
+        return self._report.get("performance") or {}
+
+    def metric_frame(self, variable: str | None = None):
+        """The subgroup performance in Fairlearn's ``MetricFrame`` vocabulary.
+
+        Returns an object with ``overall`` (a pandas Series: metric -> value),
+        ``by_group`` (a DataFrame indexed by (variable, level), one column per metric,
+        plus ``n``), ``group_min()``, ``group_max()``, ``difference()`` and ``ratio()``
+        (per metric, over the groups of ``variable``, or of every variable at once when
+        None: Fairlearn's ``method="between_groups"``), and ``ci(metric)`` with the
+        intervals. Needs pandas.
+
+        Examples
+        --------
+        >>> import numpy as np, wsca_audit as wa
+        >>> rng = np.random.default_rng(0)
+        >>> z = rng.normal(size=(200, 4)); y = (z[:, 0] > 0).astype(int)
+        >>> W = np.zeros((2, 4)); W[1, 0] = 1.0
+        >>> res = wa.analyze(z, y, {"site": rng.integers(0, 2, 200)}, primary_weight=W,
+        ...                  n_bootstrap=20, n_permutations=0, progress=False)
+        >>> mf = res.metric_frame("site")
+        >>> list(mf.by_group.index.get_level_values("variable").unique())
+        ['site']
+        >>> bool(mf.difference()["accuracy"] >= 0)
+        True
+        """
+        return SubgroupFrame(self.performance, variable)
+
     def measures(self) -> list:
         """The registered measures this report holds, in report order."""
         present = {k for t in self.tasks.values() for k in t}
@@ -465,3 +496,62 @@ read from the embedding at all (held-out AUC or R²).</p>"""
             raise AuditError(f"could not read the report {p}: {exc}") from exc
         result = cls(data)
         return result.validate() if validate else result
+
+
+class SubgroupFrame:
+    """Fairlearn ``MetricFrame``-style view of a report's ``performance`` section."""
+
+    def __init__(self, performance: dict, variable: str | None = None) -> None:
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover - depends on what is installed
+            raise AuditError("metric_frame() needs pandas (`pip install pandas`)") from exc
+        if not performance:
+            raise AuditError("the report has no performance section (the audit had no targets)")
+        groups = performance.get("by_group", {})
+        if variable is not None and variable not in groups:
+            raise AuditError(f"no subgroups for {variable!r}; have {sorted(groups)}")
+        rows, cis = {}, {}
+        for var, levels in groups.items():
+            if variable is not None and var != variable:
+                continue
+            for level, entry in levels.items():
+                rows[(var, level)] = {
+                    "n": entry.get("n"),
+                    **{k: b.get("value") for k, b in entry.items() if isinstance(b, dict)},
+                }
+                cis[(var, level)] = {k: b for k, b in entry.items() if isinstance(b, dict)}
+        index = pd.MultiIndex.from_tuples(list(rows), names=["variable", "level"])
+        self.by_group = pd.DataFrame(list(rows.values()), index=index)
+        self.overall = pd.Series(
+            {k: b.get("value") for k, b in performance.get("metrics", {}).items()}, dtype=float
+        )
+        self._cis = cis
+
+    @property
+    def _metrics(self):
+        return self.by_group.drop(columns=["n"])
+
+    def group_min(self):
+        """Per metric, the smallest group value."""
+        return self._metrics.min()
+
+    def group_max(self):
+        """Per metric, the largest group value."""
+        return self._metrics.max()
+
+    def difference(self):
+        """Per metric, the largest minus the smallest group value."""
+        return self.group_max() - self.group_min()
+
+    def ratio(self):
+        """Per metric, the smallest over the largest group value."""
+        return self.group_min() / self.group_max()
+
+    def ci(self, metric: str):
+        """A DataFrame of ``value``, ``ci_low``, ``ci_high`` of ``metric`` per group."""
+        import pandas as pd
+
+        return pd.DataFrame({k: v.get(metric, {}) for k, v in self._cis.items()}).T.rename_axis(
+            ["variable", "level"]
+        )

@@ -1,0 +1,167 @@
+"""Performance by subgroup: the primary metric for every level of every metadata variable.
+
+"How does the model perform per scanner / site / sex?" is the first question a clinical
+reviewer asks, and the "disaggregated quantitative analyses" of a model card (Mitchell
+et al., 2019; unitary per variable, intersectional for pairs on request). It needs no
+second forward pass: the primary logits are the embeddings through the head.
+
+The vocabulary is Fairlearn's ``MetricFrame`` (``overall``, ``by_group``,
+``difference()``, ``ratio()``, ``group_min()``, ``group_max()``);
+:meth:`wsca_audit.AuditResult.metric_frame` gives that view of a report. The numbers are
+computed in torch with the audit's bootstrap weights, so every metric of every group has
+a 95% interval; Fairlearn's ``MetricFrame`` is the reference in the tests.
+
+Metrics (two classes): ``auc`` of the logit contrast, ``accuracy``, ``sensitivity`` and
+``specificity`` at the model's own decision (``argmax``); more classes: ``accuracy``.
+Continuous variables are grouped by quartile.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .correlation import ci_block
+from .embeddings import missing_mask
+from .metrics import weighted_auc
+
+__all__ = ["MIN_GROUP_SIZE", "subgroup_performance"]
+
+MIN_GROUP_SIZE = 10  # smaller groups are listed (with n) but not ranked as worst
+
+
+def _group_codes(values: np.ndarray, kind: str) -> tuple[np.ndarray, list[str]]:
+    """Group index per sample (-1: missing) and group names."""
+    miss = missing_mask(values)
+    codes = np.full(len(values), -1, dtype=np.int64)
+    if kind == "continuous":
+        x = values.astype(np.float64)
+        edges = np.unique(np.quantile(x[~miss], [0.0, 0.25, 0.5, 0.75, 1.0]))
+        if len(edges) < 2:
+            return codes, []
+        bins = np.clip(np.searchsorted(edges, x[~miss], side="right") - 1, 0, len(edges) - 2)
+        used, codes[~miss] = np.unique(bins, return_inverse=True)
+        names = [f"[{edges[b]:.4g}, {edges[b + 1]:.4g}]" for b in used]
+        return codes, names
+    levels, codes[~miss] = np.unique(values[~miss].astype(str), return_inverse=True)
+    return codes, [str(v) for v in levels]
+
+
+def _metrics(logits: Tensor, labels: Tensor, weights: Tensor) -> dict[str, Tensor]:
+    """Each metric for each weight row (point and bootstrap resamples)."""
+    n_out = logits.shape[1]
+    pred = logits.argmax(1) if n_out > 1 else (logits[:, 0] > 0).long()
+    hit = (pred == labels).to(weights.dtype)
+    total = weights.sum(1)
+    out = {"accuracy": (weights * hit).sum(1) / total.clamp_min(1e-30)}
+    binary_labels = not labels.numel() or int(labels.max()) <= 1
+    if n_out <= 2 and binary_labels:
+        score = logits[:, 0] if n_out == 1 else logits[:, 1] - logits[:, 0]
+        pos = labels == 1
+        out["auc"] = weighted_auc(score, pos, weights)
+        p, n = pos.to(weights.dtype), (~pos).to(weights.dtype)
+        out["sensitivity"] = (weights * hit * p).sum(1) / (weights * p).sum(1).clamp_min(1e-30)
+        out["specificity"] = (weights * hit * n).sum(1) / (weights * n).sum(1).clamp_min(1e-30)
+        for k in ("sensitivity", "specificity"):  # undefined without that class
+            has = (weights * (p if k == "sensitivity" else n)).sum(1) > 0
+            out[k] = torch.where(has, out[k], torch.full_like(out[k], float("nan")))
+    empty = total <= 0
+    return {k: torch.where(empty, torch.full_like(v, float("nan")), v) for k, v in out.items()}
+
+
+def subgroup_performance(
+    logits: Tensor,
+    labels: Tensor,
+    columns: dict[str, np.ndarray],
+    kinds: dict[str, str],
+    boot: Tensor,
+    *,
+    pairs: list[tuple[str, str]] | None = None,
+    level: float = 0.95,
+) -> dict:
+    """The report's ``performance`` section.
+
+    Parameters
+    ----------
+    logits : Tensor (N, n_outputs)
+        The primary head's logits.
+    labels : Tensor (N,)
+        Class indices.
+    columns, kinds : the metadata columns and their kinds.
+    boot : Tensor (B, N)
+        Bootstrap count weights (B may be 0).
+    pairs : list of (str, str), optional
+        Variable pairs to cross (intersectional groups ``"a=x & b=y"``).
+
+    Returns
+    -------
+    dict
+        ``{"metric", "overall", "metrics": {name: block}, "by_group": {var: {level: {"n",
+        <metric>: block}}}, "worst_group": {...}}``; every block is ``{"value", "ci_low",
+        "ci_high"}``.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> logits = torch.tensor([[0.0, 1.0], [0.0, -1.0], [0.0, 2.0], [0.0, -2.0]] * 10)
+    >>> labels = torch.tensor([1, 0, 0, 1] * 10)
+    >>> site = np.array(["a", "a", "b", "b"] * 10)
+    >>> perf = subgroup_performance(logits, labels, {"site": site}, {"site": "categorical"},
+    ...                             torch.zeros(0, 40))
+    >>> perf["by_group"]["site"]["a"]["accuracy"]["value"], perf["worst_group"]["level"]
+    (1.0, 'b')
+    """
+    n = logits.shape[0]
+    ones = torch.ones(1, n, dtype=boot.dtype if boot.numel() else torch.float32,
+                      device=logits.device)  # fmt: skip
+    weights = torch.cat([ones, boot.to(ones)]) if boot.shape[0] else ones
+    nb = boot.shape[0]
+    overall = {k: ci_block(v, nb, level) for k, v in _metrics(logits, labels, weights).items()}
+    metric = "auc" if "auc" in overall else "accuracy"
+
+    groups: dict[str, tuple[np.ndarray, list[str]]] = {
+        name: _group_codes(values, kinds.get(name, "categorical"))
+        for name, values in columns.items()
+    }
+    for a, b in pairs or []:
+        ca, na = groups[a]
+        cb, nb_names = groups[b]
+        ok = (ca >= 0) & (cb >= 0)
+        combo = np.where(ok, ca * max(len(nb_names), 1) + cb, -1)
+        used, inv = np.unique(combo[ok], return_inverse=True)
+        codes = np.full(n, -1, dtype=np.int64)
+        codes[ok] = inv
+        names = [f"{a}={na[u // len(nb_names)]} & {b}={nb_names[u % len(nb_names)]}" for u in used]
+        groups[f"{a} x {b}"] = (codes, names)
+
+    by_group: dict[str, dict] = {}
+    ranked = []
+    for name, (codes, names) in groups.items():
+        codes_t = torch.as_tensor(codes, device=logits.device)
+        entry = {}
+        for g, level_name in enumerate(names):
+            mask = (codes_t == g).to(weights.dtype)
+            m = _metrics(logits, labels, weights * mask)
+            size = int(mask.sum())
+            entry[level_name] = {"n": size, **{k: ci_block(v, nb, level) for k, v in m.items()}}
+            value = entry[level_name][metric]["value"]
+            if size >= MIN_GROUP_SIZE and np.isfinite(value):
+                ranked.append((value, name, level_name))
+        by_group[name] = entry
+
+    out = {"metric": metric, "overall": overall[metric], "metrics": overall, "by_group": by_group}
+    if ranked:
+        worst = min(ranked)
+        best = max(ranked)
+        out["worst_group"] = {
+            "variable": worst[1],
+            "level": worst[2],
+            "metric": metric,
+            **by_group[worst[1]][worst[2]][metric],
+            "n": by_group[worst[1]][worst[2]]["n"],
+            "best": {"variable": best[1], "level": best[2], "value": best[0]},
+            "gap_to_best": best[0] - worst[0],
+            "gap_to_overall": overall[metric]["value"] - worst[0],
+        }
+    return out
