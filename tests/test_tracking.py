@@ -67,6 +67,39 @@ def test_log_to_real_server_and_read_back_over_rest(small_result, mlflow_server)
     assert back.to_dict() == small_result.to_dict()
 
 
+def test_the_run_reads_at_a_glance_over_rest(small_result, mlflow_server):
+    """Description, headline metrics, no noise tags; a user's own description is kept."""
+    run_id = wa.log_to_mlflow(small_result, tracking_uri=mlflow_server.uri,
+                              experiment_name="wsca-tests", run_name="glance")  # fmt: skip
+    run = mlflow_server.get("api/2.0/mlflow/runs/get", run_id=run_id)["run"]
+    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    note = tags["mlflow.note.content"]
+    assert note.startswith("WSCA audit:") and "\n" not in note
+    flagged = [n for n, v in small_result.verdicts.items() if v == "uses"]
+    assert metrics["wsca.n_flagged"] == len(flagged)
+    assert ("FLAGGED" in note) == bool(flagged)
+    assert ("wsca.flagged" in tags) == bool(flagged)
+    assert metrics["wsca.max_usage"] == pytest.approx(
+        max(t["usage"]["value"] for t in small_result.tasks.values())
+    )
+    worst = small_result.performance["worst_group"]
+    assert metrics["wsca.worst_group.auc"] == pytest.approx(worst["value"])
+    assert "wsca.task.ink" not in tags  # its key is its name: no tag needed
+    assert tags["wsca.task.scanner_id_"] == "scanner id/ü"
+    assert (
+        float({p["key"]: p["value"] for p in run["data"]["params"]}["wsca.pca_variance_explained"])
+        <= 1.0
+    )
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_server.uri)
+    own = client.create_run(run["info"]["experiment_id"], tags={"mlflow.note.content": "mine"})
+    wa.log_to_mlflow(small_result, own.info.run_id, tracking_uri=mlflow_server.uri)
+    assert client.get_run(own.info.run_id).data.tags["mlflow.note.content"] == "mine"
+
+
 def test_log_into_active_run_of_local_store(small_result, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")

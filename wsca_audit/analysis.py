@@ -523,7 +523,7 @@ class _Analysis:
         settings = self.cfg.to_dict()
         settings["device"] = str(self.device)
         settings["pca_components"] = int(self.basis.shape[0])
-        settings["pca_variance_explained"] = self.pca_share
+        settings["pca_variance_explained"] = round(min(self.pca_share, 1.0), 6)
         settings["runtime_s"] = round(time.perf_counter() - t0, 3)
         settings["memory_mapped"] = self._tmp is not None
         report = {

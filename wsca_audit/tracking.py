@@ -10,8 +10,13 @@ Names (stable across versions; metadata names are sanitised to ``[A-Za-z0-9_.-]`
   ``wsca.attribution.<key>.inside``, ``wsca.masking.<key>.<full|roi_removed|roi_only>``
   (and ``_drop``), ``wsca.intervention.<key>.effect`` (each with its CI);
 - params ``wsca.<setting>`` (nested settings joined with dots, e.g. ``wsca.thresholds.usage``);
-- tags ``wsca.verdict.<task>``, ``wsca.task.<task>`` (the original metadata name),
-  ``wsca.flagged`` (tasks with verdict ``uses``, comma-separated), ``wsca.schema_version``,
+- headline metrics ``wsca.n_flagged``, ``wsca.n_inconclusive``, ``wsca.max_usage``,
+  ``wsca.max_abs_effect`` and ``wsca.worst_group.<metric>``;
+- the run description (tag ``mlflow.note.content``, unless the run has one of its own):
+  the outcome in one line;
+- tags ``wsca.verdict.<task>``, ``wsca.task.<task>`` (the original metadata name, where the
+  key had to change it), ``wsca.flagged`` (tasks with verdict ``uses``, comma-separated;
+  absent when none), ``wsca.schema_version``,
   ``wsca.version``, ``wsca.layer``, ``wsca.masking.<key>.verdict``;
 - artifacts under ``wsca/``: ``report.json``, ``report.html``, ``figures/*.png`` and any
   other file saved with the report (attribution overlays, model card).
@@ -43,6 +48,8 @@ from .report import REPORT_JSON, AuditResult
 from .version import __version__
 
 ARTIFACT_PATH = "wsca"
+DESCRIPTION_TAG = "mlflow.note.content"  # what the MLflow UI shows as the run's description
+DESCRIPTION_PREFIX = "WSCA audit:"
 PENDING_NOTE = "mlflow-target.json"
 # MLflow's own defaults retry 7 times with exponential back-off (minutes when a server is
 # gone); an audit should fall back to disk quickly instead. User settings take precedence.
@@ -92,15 +99,20 @@ def mlflow_payload(result: AuditResult) -> tuple[dict[str, float], dict[str, str
     if runtime is not None:
         metrics["wsca.runtime_s"] = float(runtime)
     params = {k: str(v)[:6000] for k, v in _flatten("wsca", settings).items()}
+    metrics.update(headline_metrics(result))
     tags = {
         "wsca.schema_version": str(report.get("schema_version")),
         "wsca.version": __version__,
         "wsca.layer": str(report.get("layer")),
-        "wsca.flagged": ",".join(n for n, v in result.verdicts.items() if v == "uses"),
+        DESCRIPTION_TAG: description(result),
     }
+    flagged = [n for n, v in result.verdicts.items() if v == "uses"]
+    if flagged:
+        tags["wsca.flagged"] = ",".join(flagged)
     for name, task in result.tasks.items():
         tags[f"wsca.verdict.{keys[name]}"] = str(task.get("verdict"))
-        tags[f"wsca.task.{keys[name]}"] = name[:5000]
+        if keys[name] != name:  # the original name, only where the key had to change it
+            tags[f"wsca.task.{keys[name]}"] = name[:5000]
     for section, entries in result.evidence.items():
         cls = evidence_type_for_section(section)
         for key, data in entries.items() if cls is not None else ():
@@ -108,6 +120,84 @@ def mlflow_payload(result: AuditResult) -> tuple[dict[str, float], dict[str, str
             metrics.update(m)
             tags.update(t)
     return metrics, params, tags
+
+
+def headline_metrics(result: AuditResult) -> dict[str, float]:
+    """The numbers to sort and chart runs by: ``wsca.n_flagged``, ``wsca.n_inconclusive``,
+    ``wsca.max_usage``, ``wsca.max_abs_effect`` and ``wsca.worst_group.<metric>``.
+
+    Examples
+    --------
+    >>> from wsca_audit.report import AuditResult
+    >>> rep = {"schema_version": 1, "warnings": [], "tasks": {
+    ...     "a": {"verdict": "uses", "usage": {"value": 0.6}, "effect": {"value": -0.7}},
+    ...     "b": {"verdict": "encoded_not_used", "usage": {"value": 0.1}}}}
+    >>> headline_metrics(AuditResult(rep))
+    {'wsca.n_flagged': 1.0, 'wsca.n_inconclusive': 0.0, 'wsca.max_usage': 0.6, 'wsca.max_abs_effect': 0.7}
+    """
+    verdicts = list(result.verdicts.values())
+    out = {
+        "wsca.n_flagged": float(verdicts.count("uses")),
+        "wsca.n_inconclusive": float(verdicts.count("inconclusive")),
+    }
+    for name, key, fn in (("max_usage", "usage", abs), ("max_abs_effect", "effect", abs)):
+        values = [
+            fn(t[key]["value"])
+            for t in result.tasks.values()
+            if isinstance(t.get(key), dict) and t[key].get("value") is not None
+        ]
+        if values:
+            out[f"wsca.{name}"] = float(max(values))
+    worst = result.performance.get("worst_group") or {}
+    if worst.get("value") is not None:
+        out[f"wsca.worst_group.{sanitize_name(worst['metric'])}"] = float(worst["value"])
+    return out
+
+
+def description(result: AuditResult) -> str:
+    """The run description (``mlflow.note.content``): the outcome in one line.
+
+    Examples
+    --------
+    >>> from wsca_audit.report import AuditResult
+    >>> rep = {"schema_version": 1, "warnings": [], "tasks": {
+    ...     "scanner": {"verdict": "uses", "effect": {"value": 0.52}},
+    ...     "site": {"verdict": "encoded_not_used"}}}
+    >>> description(AuditResult(rep))
+    'WSCA audit: FLAGGED - the head uses scanner (moves the score by 0.52 sd). Encoded, not used: site.'
+    """
+    groups: dict[str, list[str]] = {}
+    for name, t in result.tasks.items():
+        groups.setdefault(str(t.get("verdict")), []).append(name)
+
+    def named(names: list[str]) -> str:
+        out = []
+        for n in names:
+            eff = (result.tasks[n].get("effect") or {}).get("value")
+            out.append(f"{n} (moves the score by {eff:.2f} sd)" if eff is not None else n)
+        return ", ".join(out)
+
+    if groups.get("uses"):
+        head = f"{DESCRIPTION_PREFIX} FLAGGED - the head uses {named(groups['uses'])}."
+    elif not result.tasks:
+        head = f"{DESCRIPTION_PREFIX} no metadata audited."
+    else:
+        head = f"{DESCRIPTION_PREFIX} no variable is used by the head."
+    tail = []
+    for verdict, label in (
+        ("inconclusive", "Undecided"),
+        ("encoded_not_used", "Encoded, not used"),
+        ("not_encoded", "Not encoded"),
+    ):
+        if groups.get(verdict):
+            tail.append(f"{label}: {', '.join(groups[verdict])}.")
+    worst = result.performance.get("worst_group") or {}
+    if worst.get("value") is not None:
+        tail.append(
+            f"Worst group {worst['variable']}={worst['level']}: {worst['metric']} "
+            f"{worst['value']:.3f}."
+        )
+    return " ".join([head, *tail])[:5000]
 
 
 @contextlib.contextmanager
@@ -187,6 +277,10 @@ def _upload(
             AuditWarning,
             stacklevel=3,
         )
+    # the run's description is ours to write only when it is empty or one of ours
+    note = client.get_run(run_id).data.tags.get(DESCRIPTION_TAG)
+    if note and not note.startswith(DESCRIPTION_PREFIX):
+        tags = {k: v for k, v in tags.items() if k != DESCRIPTION_TAG}
     now = int(time.time() * 1000)
     client.log_batch(
         run_id,
