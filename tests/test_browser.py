@@ -36,7 +36,7 @@ def test_model_card_html_renders_without_broken_images(small_result, tmp_path):
     probed = tmp_path / "probe.html"
     probed.write_text(probe)
     dom = run_browser(probed.as_uri(), dump_dom=True, budget_ms=5000)
-    assert 'data-images="1"' in dom and 'data-broken="0"' in dom
+    assert 'data-images="2"' in dom and 'data-broken="0"' in dom  # summary + subgroups
     png = tmp_path / "card.png"
     run_browser(html.as_uri(), screenshot=png, budget_ms=5000)
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 20_000

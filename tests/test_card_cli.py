@@ -25,18 +25,32 @@ def test_card_front_matter_is_model_index_yaml(small_result, tmp_path):
     assert front["license"] == "apache-2.0"
     (entry,) = front["model-index"]
     assert entry["name"] == "digits-net"
-    metrics = {m["type"]: m for m in entry["results"][0]["metrics"]}
-    assert metrics["auc"]["value"] == pytest.approx(small_result["primary"]["metric"]["value"])
-    usage = metrics["wsca_usage_scanner_id_"]
+    # subgroup metrics share the type "auc": the name tells them apart (and holds no verdict)
+    metrics = {m["name"]: m for m in entry["results"][0]["metrics"]}
+    assert metrics["primary auc"]["type"] == "auc"
+    assert metrics["primary auc"]["value"] == pytest.approx(
+        small_result["primary"]["metric"]["value"]
+    )
+    usage = metrics["WSCA usage (scanner id/ü)"]
+    assert usage["type"] == "wsca_usage_scanner_id_"
+    assert not any("verdict" in name for name in metrics)
+    assert front["library_name"] == "pytorch" and front["pipeline_tag"] == "image-classification"
+    level = next(iter(small_result.performance["by_group"]["scanner id/ü"]))
+    assert metrics[f"AUC (scanner id/ü={level})"]["value"] == pytest.approx(
+        small_result.performance["by_group"]["scanner id/ü"][level]["auc"]["value"]
+    )
     assert usage["value"] == pytest.approx(small_result.tasks["scanner id/ü"]["usage"]["value"])
     assert front["wsca"]["verdicts"] == small_result.verdicts
     assert front["wsca"]["mlflow_run_id"] == "abc123"
-    for section in ("Model details", "Intended use", "Factors", "Metrics", "Evaluation data",
-                    "Quantitative analyses", "Caveats and recommendations"):  # fmt: skip
+    for section in ("Audit outcome", "Model details", "Intended use", "Factors", "Metrics",
+                    "Evaluation data", "Quantitative analyses", "What the verdicts mean",
+                    "Quantitative analyses by subgroup", "Caveats and recommendations"):  # fmt: skip
         assert f"## {section}\n" in body
     assert "`scanner id/ü`" in body and "Research only." in body and "abc123" in body
     assert "](CARD_figures/wsca_summary.png)" in body
     assert (tmp_path / "CARD_figures" / "wsca_summary.png").read_bytes()[:4] == b"\x89PNG"
+    assert "](CARD_figures/performance.png)" in body
+    assert small_result.headline() in body
     html = path.with_suffix(".html").read_text()
     assert "data:image/png;base64," in html and "<h2>Quantitative analyses</h2>" in html
 

@@ -39,7 +39,7 @@ def test_figure_draws_each_declared_panel(small_result):
     left, right = fig.axes[:2]
     labels = [t.get_text() for t in left.get_legend().get_texts()]
     assert {"usage", "wsc", "null 95%"} <= set(labels)
-    assert "usage (deconfounded) (filled)" in left.get_title()
+    assert "filled: usage (deconfounded)" in left.get_title()
     assert len(right.lines) >= len(small_result.tasks)  # one encoding point per task
 
 

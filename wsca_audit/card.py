@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .decision import verdict_guide
 from .errors import AuditError
-from .formatting import ci_text, html_page, img_tag, png_bytes
+from .formatting import ci_text, fmt, html_page, img_tag, png_bytes
 from .naming import sanitize_name
 from .report import AuditResult
 
@@ -32,7 +33,7 @@ class _Section:
     paragraphs: list[str] = field(default_factory=list)
     bullets: list[str] = field(default_factory=list)
     table: tuple[list[str], list[list[str]]] | None = None
-    image: tuple[str, str] | None = None  # (relative path, alt text)
+    image: tuple[str, str, bytes] | None = None  # (relative path, alt text, PNG)
 
 
 def _front_matter(result: AuditResult, model_name: str, meta: dict) -> dict:
@@ -55,11 +56,27 @@ def _front_matter(result: AuditResult, model_name: str, meta: dict) -> dict:
                 metrics.append(
                     {
                         "type": f"wsca_{measure.metric_stem}_{sanitize_name(name)}",
-                        "name": f"WSCA {measure.name} ({name}); verdict: {t['verdict']}",
+                        "name": f"WSCA {measure.name} ({name})",
                         "value": block["value"],
                     }
                 )
-    front: dict[str, Any] = {}
+    # subgroups: the model-index has no subgroup field; the Hub's habit is to name it
+    perf = result.performance
+    for var, levels in (perf.get("by_group") or {}).items():
+        for level, e in levels.items():
+            block = e.get(perf["metric"]) or {}
+            if block.get("value") is not None:
+                metrics.append(
+                    {
+                        "type": perf["metric"],
+                        "name": f"{perf['metric'].upper()} ({var}={level})",
+                        "value": block["value"],
+                    }
+                )
+    front: dict[str, Any] = {
+        "library_name": meta.get("library_name") or "pytorch",
+        "pipeline_tag": meta.get("task_type", "image-classification"),
+    }
     if meta.get("license"):
         front["license"] = meta["license"]
     front["tags"] = ["wsca-audit", "shortcut-learning", *meta.get("tags", [])]
@@ -80,13 +97,14 @@ def _front_matter(result: AuditResult, model_name: str, meta: dict) -> dict:
     ]
     front["wsca"] = {
         "schema_version": result["schema_version"],
+        "headline": result.headline(),
         "verdicts": result.verdicts,
         **({"mlflow_run_id": meta["run_id"]} if meta.get("run_id") else {}),
     }
     return front
 
 
-def _sections(result: AuditResult, model_name: str, meta: dict, figure: str | None) -> list:
+def _sections(result: AuditResult, model_name: str, meta: dict, figures: dict) -> list:
     rep = result.to_dict()
     primary = (rep.get("primary") or {}).get("metric") or {}
     details = [
@@ -97,6 +115,7 @@ def _sections(result: AuditResult, model_name: str, meta: dict, figure: str | No
     if meta.get("run_id"):
         details.append(f"Generated from MLflow run `{meta['run_id']}`.")
     s = [
+        _Section("Audit outcome", paragraphs=[f"**{result.headline()}**"]),
         _Section("Model details", paragraphs=details),
         _Section(
             "Intended use",
@@ -139,9 +158,40 @@ def _sections(result: AuditResult, model_name: str, meta: dict, figure: str | No
     head, table = result.table()
     rows = [[f"`{n}`", *cells, f"**{v}**"] for n, cells, v in table]
     quant = _Section("Quantitative analyses", table=(["variable", *head, "verdict"], rows))
-    if figure:
-        quant.image = (figure, "WSCA summary: usage and wsc per variable with 95% CIs")
+    if "wsca_summary.png" in figures:
+        quant.image = (
+            figures["wsca_summary.png"][0],
+            "WSCA summary: usage and wsc per variable with 95% CIs",
+            figures["wsca_summary.png"][1],
+        )
     s.append(quant)
+    s.append(
+        _Section(
+            "What the verdicts mean",
+            bullets=[
+                f"**{v}**: {meaning}. What to do: {action}."
+                for v, meaning, action in verdict_guide(result.settings.get("thresholds"))
+            ],
+        )
+    )
+    if result.performance.get("by_group"):
+        p_head, p_rows = result.performance_rows()
+        worst = result.performance.get("worst_group") or {}
+        paras = ["The primary metric on each subgroup of the evaluation data, with 95% "
+                 "bootstrap intervals (unitary, and crossed where requested)."]  # fmt: skip
+        if worst:
+            paras.append(
+                f"Worst group: `{worst['variable']}` = {worst['level']}, {worst['metric']} "
+                f"{ci_text(worst)} (n = {worst.get('n')}), {fmt(worst.get('gap_to_best'))} "
+                "below the best group."
+            )
+        sub = _Section(
+            "Quantitative analyses by subgroup", paragraphs=paras, table=(p_head, p_rows)
+        )
+        if "performance.png" in figures:
+            path, png = figures["performance.png"]
+            sub.image = (path, "primary metric by subgroup with 95% CIs", png)
+        s.append(sub)
     evidence = result.evidence_lines()
     if evidence:
         s.append(
@@ -204,7 +254,7 @@ def _inline(text: str) -> str:
     return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", t)
 
 
-def _html(title: str, sections: list[_Section], png: bytes | None) -> str:
+def _html(title: str, sections: list[_Section]) -> str:
     body = [f"<h1>{html.escape(title)}</h1>"]
     for sec in sections:
         body.append(f"<h2>{html.escape(sec.title)}</h2>")
@@ -223,8 +273,8 @@ def _html(title: str, sections: list[_Section], png: bytes | None) -> str:
                 )
                 + "</table>"
             )
-        if sec.image and png:
-            body.append(img_tag(png, sec.image[1]))
+        if sec.image:
+            body.append(img_tag(sec.image[2], sec.image[1]))
     return html_page(title, "\n".join(body))
 
 
@@ -283,23 +333,26 @@ def write_model_card(
         "tags": tags or [],
         "run_id": run_id,
     }
-    png = None
-    figure_rel = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if result.tasks:
-            png = png_bytes(result.figure())
-            fig_dir = path.parent / f"{path.stem}_figures"
-            fig_dir.mkdir(exist_ok=True)
-            (fig_dir / "wsca_summary.png").write_bytes(png)
-            figure_rel = f"{fig_dir.name}/wsca_summary.png"
+        fig_dir = path.parent / f"{path.stem}_figures"
+        figures: dict[str, tuple[str, bytes]] = {}  # file name -> (link, PNG)
+        for fname, fig in (
+            ("wsca_summary.png", result.figure() if result.tasks else None),
+            ("performance.png", result.performance_figure()),
+        ):
+            if fig is not None:
+                fig_dir.mkdir(exist_ok=True)
+                png = png_bytes(fig)
+                (fig_dir / fname).write_bytes(png)
+                figures[fname] = (f"{fig_dir.name}/{fname}", png)
         title = f"Model card: {model_name}"
-        sections = _sections(result, model_name, meta, figure_rel)
+        sections = _sections(result, model_name, meta, figures)
         path.write_text(
             _markdown(_front_matter(result, model_name, meta), title, sections), encoding="utf-8"
         )
         out_html = Path(html_path) if html_path else path.with_suffix(".html")
-        out_html.write_text(_html(title, sections, png), encoding="utf-8")
+        out_html.write_text(_html(title, sections), encoding="utf-8")
     except OSError as exc:
         raise AuditError(f"could not write the model card to {path}: {exc}") from exc
     return path

@@ -184,3 +184,47 @@ def _samples_needed(task, thresholds, n, encoded, enc_thr) -> int | None:
     if not math.isfinite(need) or need > _MAX_SAMPLES:
         return None
     return int(math.ceil(max(need, n + 1) / 10.0) * 10)
+
+
+def verdict_guide(thresholds: Thresholds | dict | None = None) -> list[tuple[str, str, str]]:
+    """(verdict, what it means with the thresholds in force, what to do), for reports and cards.
+
+    Examples
+    --------
+    >>> [v for v, _, _ in verdict_guide()]
+    ['uses', 'encoded_not_used', 'not_encoded', 'inconclusive']
+    """
+    if isinstance(thresholds, dict):
+        known = {k: v for k, v in thresholds.items() if isinstance(v, (int, float))}
+        thresholds = Thresholds(
+            **{k: v for k, v in known.items() if k in Thresholds.__dataclass_fields__}
+        )
+    t = thresholds or Thresholds()
+    d, u, a = fmt(t.effect, 2), fmt(t.usage, 2), fmt(t.alpha, 2)
+    return [
+        (
+            "uses",
+            f"the head relies on the variable beyond the label: usage at or above {u} or an "
+            f"effect beyond ±{d} sd, with a permutation test at p ≤ {a}",
+            "treat it as a shortcut: check the input side (interventions, ROI masking), "
+            "then mitigate (rebalance or erase the variable in the head) and audit again",
+        ),
+        (
+            "encoded_not_used",
+            f"the embedding holds the variable, but the head does not use it: its effect "
+            f"lies within ±{d} sd, or usage stays below {u}",
+            "nothing to fix in the head; keep auditing when the model or the data change",
+        ),
+        (
+            "not_encoded",
+            f"a linear head cannot read the variable from the embedding (AUC below "
+            f"{fmt(t.auc, 2)} or R² below {fmt(t.r2, 2)})",
+            "no linear shortcut through this layer is possible",
+        ),
+        (
+            "inconclusive",
+            "the intervals straddle the thresholds at this audit size",
+            "audit more samples (samples_needed says how many), above all samples whose "
+            "level is rare in their class",
+        ),
+    ]

@@ -12,10 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .decision import verdict_guide
 from .errors import AuditError
 from .evidence import evidence_type, evidence_type_for_section, evidence_types
 from .formatting import (
     VERDICT_COLOURS,
+    ci_text,
     fmt,
     html_page,
     img_tag,
@@ -30,6 +32,7 @@ SCHEMA_VERSION = 1
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 SUMMARY_FIGURE = "figures/wsca_summary.png"
+PERFORMANCE_FIGURE = "figures/performance.png"
 EVIDENCE_FIGURES = "figures/evidence"
 
 
@@ -193,6 +196,102 @@ class AuditResult:
         """The primary metric by subgroup (``{}`` when the audit had no targets)."""
         return self._report.get("performance") or {}
 
+    @property
+    def title(self) -> str:
+        """``WSCA audit: <model>`` (the model's name, else its class)."""
+        model = self._report.get("model") or {}
+        name = model.get("name") or str(model.get("class") or "").rsplit(".", 1)[-1]
+        return f"WSCA audit: {name}" if name else "WSCA audit report"
+
+    def headline(self) -> str:
+        """The outcome in one line: what is flagged, with its effect, and what is not.
+
+        Examples
+        --------
+        >>> rep = {"schema_version": 1, "warnings": [], "tasks": {
+        ...     "scanner": {"verdict": "uses", "effect": {"value": 0.52}},
+        ...     "site": {"verdict": "encoded_not_used"}}}
+        >>> AuditResult(rep).headline()
+        'FLAGGED - the head uses scanner (moves the score by 0.52 sd). Encoded, not used: site.'
+        """
+        groups: dict[str, list[str]] = {}
+        for name, t in self.tasks.items():
+            groups.setdefault(str(t.get("verdict")), []).append(name)
+
+        def named(names: list[str]) -> str:
+            out = []
+            for n in names:
+                eff = (self.tasks[n].get("effect") or {}).get("value")
+                out.append(f"{n} (moves the score by {fmt(eff, 2)} sd)" if eff is not None else n)
+            return ", ".join(out)
+
+        if groups.get("uses"):
+            parts = [f"FLAGGED - the head uses {named(groups['uses'])}."]
+        elif not self.tasks:
+            parts = ["No metadata audited."]
+        else:
+            parts = ["No variable is used by the head."]
+        for verdict, label in (
+            ("inconclusive", "Undecided"),
+            ("encoded_not_used", "Encoded, not used"),
+            ("not_encoded", "Not encoded"),
+        ):
+            if groups.get(verdict):
+                parts.append(f"{label}: {', '.join(groups[verdict])}.")
+        worst = self.performance.get("worst_group") or {}
+        if worst.get("value") is not None:
+            parts.append(
+                f"Worst group {worst['variable']}={worst['level']}: {worst['metric']} "
+                f"{fmt(worst['value'])}."
+            )
+        return " ".join(parts)
+
+    def performance_rows(self) -> tuple[list[str], list[list[str]]]:
+        """Header and rows of the subgroup table (variable, level, n, each metric)."""
+        perf = self.performance
+        names = [m for m in ("auc", "accuracy", "sensitivity", "specificity")
+                 if m in (perf.get("metrics") or {})]  # fmt: skip
+        head = ["variable", "group", "n", *[f"{m} [95% CI]" for m in names]]
+        rows = [["all", "all", str(self._report.get("n_samples", "-")),
+                 *[ci_text(perf["metrics"][m]) for m in names]]]  # fmt: skip
+        for var, levels in (perf.get("by_group") or {}).items():
+            for level, e in levels.items():
+                rows.append([var, level, str(e.get("n")), *[ci_text(e.get(m)) for m in names]])
+        return head, rows
+
+    def performance_figure(self):
+        """The primary metric of every subgroup with its 95% CI, against the overall value
+        (a forest plot); None when the report has no subgroups."""
+        perf = self.performance
+        if not perf.get("by_group"):
+            return None
+        from matplotlib.figure import Figure
+
+        metric = perf["metric"]
+        items = [(f"{var} = {lvl}", e) for var, levels in perf["by_group"].items()
+                 for lvl, e in levels.items()]  # fmt: skip
+        fig = Figure(figsize=(6.5, 0.32 * len(items) + 1.4), layout="constrained")
+        ax = fig.subplots()
+        worst = perf.get("worst_group") or {}
+        for i, (label, e) in enumerate(items):
+            b = e.get(metric) or {}
+            v = b.get("value")
+            if v is None:
+                continue
+            lo = b.get("ci_low") if b.get("ci_low") is not None else v
+            hi = b.get("ci_high") if b.get("ci_high") is not None else v
+            is_worst = label == f"{worst.get('variable')} = {worst.get('level')}"
+            ax.errorbar(v, i, xerr=[[max(v - lo, 0)], [max(hi - v, 0)]], fmt="o", capsize=3,
+                        color="#c0392b" if is_worst else "#2e86c1")  # fmt: skip
+        ax.axvline(perf["overall"]["value"], color="grey", ls=":", lw=1, label="overall")
+        ax.set_yticks(range(len(items)), [f"{lab} (n={e.get('n')})" for lab, e in items],
+                      fontsize=8)  # fmt: skip
+        ax.invert_yaxis()
+        ax.set_xlabel(f"{metric.upper()} with 95% CI (red: worst group)")
+        ax.set_title("Performance by subgroup")
+        ax.legend(fontsize=8, loc="lower right")
+        return fig
+
     def metric_frame(self, variable: str | None = None):
         """The subgroup performance in Fairlearn's ``MetricFrame`` vocabulary.
 
@@ -265,7 +364,7 @@ class AuditResult:
         )
         if primary.get("name"):
             top += f"; primary {primary['name']} {fmt(primary.get('value'))}"
-        out = [top, "", *lines]
+        out = [top, self.headline(), "", *lines]
         if any(t.get("reason") for t in self.tasks.values()):
             out += ["", "why:", *(f"  - {line}" for line in self.reasons())]
         ev = self.evidence_lines()
@@ -333,8 +432,9 @@ class AuditResult:
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("|correlation| (max over classes)")
         ax.set_title(
-            "Head alignment: "
-            + " vs ".join(f"{m.label} ({'hatched' if m.hatch else 'filled'})" for m in bars)
+            "Head alignment\n"
+            + ", ".join(f"{'hatched' if m.hatch else 'filled'}: {m.label}" for m in bars),
+            fontsize=9,
         )
         ax.legend(fontsize=8, loc="upper right")
         enc_measure = next((m for m in measures if m.panel == "encoding"), None)
@@ -354,12 +454,15 @@ class AuditResult:
                     enc.get("metric", ""), (i, v), textcoords="offset points", xytext=(6, 0),
                     fontsize=7,
                 )  # fmt: skip
-            if "auc" in thr:
-                ax2.axhline(thr["auc"], color="grey", ls=":", lw=1)
+                # each task's own encoding threshold (AUC or R²), as a short dotted mark
+                t_enc = thr.get("auc" if enc.get("metric", "auc") == "auc" else "r2")
+                if t_enc is not None:
+                    ax2.hlines(t_enc, i - 0.3, i + 0.3, colors="grey", linestyles=":", lw=1.2,
+                               label="encoded threshold" if i == 0 else None)  # fmt: skip
             ax2.set_ylim(min(0.0, *lows) - 0.05, 1.05)
         ax2.set_xticks(range(len(names)), names, rotation=20)
         ax2.set_xlim(-0.5, len(names) - 0.3)
-        ax2.set_title("Encoding (held-out)")
+        ax2.set_title("Encoding (held-out)", fontsize=9)
         return fig
 
     # ------------------------------------------------------------------ html
@@ -417,14 +520,42 @@ class AuditResult:
         thr = {k: v for k, v in (thr if isinstance(thr, dict) else {}).items()
                if isinstance(v, (int, float))}  # fmt: skip
         thr_effect, thr_usage = thr.get("effect", 0.25), thr.get("usage", 0.25)
-        body = f"""<h1>WSCA audit report</h1>
+        flagged = any(t.get("verdict") == "uses" for t in self.tasks.values())
+        colour = VERDICT_COLOURS["uses" if flagged else "encoded_not_used"]
+        headline = (
+            f"<p style='font-size:1.2em;border-left:6px solid {colour};padding:0.4em 0.8em'>"
+            f"<b>{esc(self.headline())}</b></p>"
+        )
+        guide = "".join(
+            f"<li><b style='color:{VERDICT_COLOURS[v]}'>{v}</b>: {esc(meaning)}. "
+            f"<i>What to do:</i> {esc(action)}.</li>"
+            for v, meaning, action in verdict_guide(thr)
+        )
+        perf_html = ""
+        if self.performance.get("by_group"):
+            p_head, p_rows = self.performance_rows()
+            perf_html = (
+                "<h2>Performance by subgroup</h2><table><tr>"
+                + "".join(f"<th>{esc(h)}</th>" for h in p_head)
+                + "</tr>"
+                + "".join(
+                    "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in p_rows
+                )
+                + "</table>"
+            )
+            fig = self.performance_figure()
+            perf_html += img_tag(png_bytes(fig), "primary metric by subgroup with 95% CIs")
+        body = f"""<h1>{esc(self.title)}</h1>
+{headline}
 <p>{esc(str(self._report.get("n_samples")))} samples, embedding dimension
 {esc(str(self._report.get("embedding_dim")))}, layer <code>{esc(str(self._report.get("layer")))}</code>;
 primary {esc(str(primary.get("name")))} = {fmt(primary.get("value"))}.</p>
 {table}
 {reasons}
 {img}
+{perf_html}
 {evidence_html}
+<h2>What the verdicts mean</h2><ul>{guide}</ul>
 <h2>Warnings</h2><ul>{warn or "<li>none</li>"}</ul>
 <h2>How to read this</h2>
 <p><b>effect</b> is how far the variable moves the model's score with the label held
@@ -438,7 +569,7 @@ from Captum attributions (the same comparison with the covariance's diagonal onl
 the prediction and the metadata rest on the same embedding units). <b>wsc</b> is the weight-space cosine of Wong et
 al. (MIDL 2026), reported as published. <b>encoding</b> says whether the metadata can be
 read from the embedding at all (held-out AUC or R²).</p>"""
-        return html_page("WSCA audit report", body)
+        return html_page(self.title, body)
 
     # ------------------------------------------------------------------ files
     def save(self, directory: str | Path) -> Path:
@@ -455,6 +586,9 @@ read from the embedding at all (held-out AUC or R²).</p>"""
             if self.tasks:
                 png = png_bytes(self.figure())
                 (out / SUMMARY_FIGURE).write_bytes(png)
+            perf_fig = self.performance_figure()
+            if perf_fig is not None:
+                (out / PERFORMANCE_FIGURE).write_bytes(png_bytes(perf_fig))
             evidence_png = self.evidence_figures()
             for rel, data in evidence_png.items():
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -155,7 +155,7 @@ def headline_metrics(result: AuditResult) -> dict[str, float]:
 
 
 def description(result: AuditResult) -> str:
-    """The run description (``mlflow.note.content``): the outcome in one line.
+    """The run description (``mlflow.note.content``): the report's headline in one line.
 
     Examples
     --------
@@ -166,38 +166,7 @@ def description(result: AuditResult) -> str:
     >>> description(AuditResult(rep))
     'WSCA audit: FLAGGED - the head uses scanner (moves the score by 0.52 sd). Encoded, not used: site.'
     """
-    groups: dict[str, list[str]] = {}
-    for name, t in result.tasks.items():
-        groups.setdefault(str(t.get("verdict")), []).append(name)
-
-    def named(names: list[str]) -> str:
-        out = []
-        for n in names:
-            eff = (result.tasks[n].get("effect") or {}).get("value")
-            out.append(f"{n} (moves the score by {eff:.2f} sd)" if eff is not None else n)
-        return ", ".join(out)
-
-    if groups.get("uses"):
-        head = f"{DESCRIPTION_PREFIX} FLAGGED - the head uses {named(groups['uses'])}."
-    elif not result.tasks:
-        head = f"{DESCRIPTION_PREFIX} no metadata audited."
-    else:
-        head = f"{DESCRIPTION_PREFIX} no variable is used by the head."
-    tail = []
-    for verdict, label in (
-        ("inconclusive", "Undecided"),
-        ("encoded_not_used", "Encoded, not used"),
-        ("not_encoded", "Not encoded"),
-    ):
-        if groups.get(verdict):
-            tail.append(f"{label}: {', '.join(groups[verdict])}.")
-    worst = result.performance.get("worst_group") or {}
-    if worst.get("value") is not None:
-        tail.append(
-            f"Worst group {worst['variable']}={worst['level']}: {worst['metric']} "
-            f"{worst['value']:.3f}."
-        )
-    return " ".join([head, *tail])[:5000]
+    return f"{DESCRIPTION_PREFIX} {result.headline()}"[:5000]
 
 
 @contextlib.contextmanager
