@@ -41,8 +41,8 @@ fresh draw from the pool (capped by the pool; capped reruns are counted apart).
     python benchmarks/validation.py --quick               # one small slice (seconds)
 
 Measured: the full grid (6 artefacts x 3 architectures x 4 biases x 3 seeds = 216 models,
-1,296 audits plus 292 reruns) took 994 s (17 min) on a shared 2-core machine, one
-thread, with other jobs keeping the load near 4.
+1,296 audits plus 292 reruns) took 994 s (17 min) and 1,173 s (20 min) on a shared 2-core
+machine, one thread, with other jobs keeping the load near 4 and 6.
 
 Runs single-threaded by default (``--threads``): the audits' matrices are small, and on a
 shared 2-core machine a second thread made them several times slower, not faster.
