@@ -107,3 +107,71 @@ def test_cli_usage_error_exit_code():
     with pytest.raises(SystemExit) as exc:
         cli(["report", "--fail-on", "nonsense", "x"])
     assert exc.value.code == 2
+
+
+# --------------------------------------------------------------------------- no traps
+def _exe():
+    from pathlib import Path
+
+    return str(Path(sys.executable).with_name("wsca-audit"))
+
+
+def test_card_from_a_run_via_the_environment_leaves_no_store_behind(small_result, tmp_path):
+    import os
+
+    from mlflow.tracking import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    client = MlflowClient(store)
+    exp = client.create_experiment("cards")
+    run = client.create_run(exp, run_name="resnet-v3", tags={"mlflow.note.content": "Ours."})
+    client.log_param(run.info.run_id, "lr", "0.001")
+    wa.log_to_mlflow(small_result, run.info.run_id, tracking_uri=store)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    out = subprocess.run([_exe(), "card", "--run-id", run.info.run_id], cwd=elsewhere,
+                         env={**env, "MLFLOW_TRACKING_URI": store}, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "%" not in out.stdout + out.stderr  # no download progress bar
+    card = (elsewhere / "MODEL_CARD.md").read_text()
+    assert "# Model card: resnet-v3" in card and "lr=0.001" in card and "Ours." in card
+    assert not (elsewhere / "mlflow.db").exists()
+    # no store given and none here: the error names the store it looked for, and makes none
+    out = subprocess.run([_exe(), "card", "--run-id", run.info.run_id], cwd=elsewhere, env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 3
+    assert f"no MLflow store at {elsewhere / 'mlflow.db'}" in out.stderr.replace("\n", " ") or (
+        "no MLflow store at mlflow.db" in out.stderr
+    )
+    assert "Traceback" not in out.stderr
+    assert not (elsewhere / "mlflow.db").exists()
+
+
+def test_report_json_into_a_closed_pipe_and_a_parent_folder(small_result, tmp_path):
+    small_result.save(tmp_path / "demo" / "clean")
+    small_result.save(tmp_path / "demo" / "shortcut")
+    out = subprocess.run(f"'{_exe()}' report --json '{tmp_path / 'demo' / 'clean'}' | head -n 1",
+                         shell=True, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.stdout.strip() == "{" and "Traceback" not in out.stderr
+    code = cli(["report", str(tmp_path / "demo")])
+    assert code == 3
+    with pytest.raises(wa.AuditError, match=r"holds reports in: .*demo/clean, .*demo/shortcut"):
+        wa.AuditResult.load(tmp_path / "demo")
+
+
+def test_every_flag_has_help():
+    import argparse
+
+    from wsca_audit.cli import build_parser
+
+    missing = []
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subs.choices.items():
+        for action in sub._actions:
+            if not isinstance(action, argparse._HelpAction) and not action.help:
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert not missing, missing

@@ -64,18 +64,30 @@ def _cmd_card(args: argparse.Namespace) -> int:
     from .report import AuditResult
     from .tracking import load_from_mlflow
 
+    details: dict[str, str] = {}
     if args.run_id:
+        from .tracking import run_details
+
         result = load_from_mlflow(args.run_id, tracking_uri=args.tracking_uri)
+        details = run_details(args.run_id, tracking_uri=args.tracking_uri)
     elif args.report:
         result = AuditResult.load(args.report)
     else:
         raise AuditError("give --run-id ID (an MLflow run) or --report DIR (a saved report)")
+    about = [
+        f"MLflow run `{details['run_name']}` in experiment `{details['experiment']}`."
+        if details.get("run_name")
+        else "",
+        details.get("description", ""),
+        f"Run parameters: {details['params']}." if details.get("params") else "",
+    ]
     path = write_model_card(
         result,
         args.out,
-        model_name=args.model_name,
+        model_name=args.model_name or details.get("run_name") or "model",
         intended_use=args.intended_use,
         evaluation_data=args.evaluation_data,
+        model_details=" ".join(a for a in about if a) or None,
         license=args.license,
         run_id=args.run_id,
     )
@@ -185,10 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--run-id", help="MLflow run holding a wsca report")
     src.add_argument("--report", help="saved report folder or report.json")
     p.add_argument("--out", default="MODEL_CARD.md", help="card path (default: MODEL_CARD.md)")
-    p.add_argument("--model-name", default="model")
-    p.add_argument("--intended-use")
+    p.add_argument(
+        "--model-name", help="the model's name in the card (default: the run's name, else 'model')"
+    )
+    p.add_argument("--intended-use", help="one sentence on what the model is for")
     p.add_argument("--evaluation-data", help="one sentence on the evaluation data")
-    p.add_argument("--license")
+    p.add_argument("--license", help="licence id for the card's metadata, e.g. apache-2.0")
     p.add_argument("--tracking-uri", **uri)
     p.add_argument("--fail-on", **fail_on)
     p.set_defaults(func=_cmd_card)
@@ -201,9 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run recorded in the folder (if any) is used, else a new run.",
     )
     p.add_argument("dir", help="report folder")
-    p.add_argument("--run-id")
+    p.add_argument("--run-id", help="log into this run (default: the one noted in the folder)")
     p.add_argument("--experiment", help="experiment name for a new run")
-    p.add_argument("--run-name")
+    p.add_argument("--run-name", help="name of a new run")
     p.add_argument("--tracking-uri", **uri)
     p.set_defaults(func=_cmd_log)
     _add_plugins(sub)
@@ -230,6 +244,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AuditError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        # `wsca-audit report --json | head`: the reader left; no traceback
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

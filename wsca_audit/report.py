@@ -619,6 +619,13 @@ read from the embedding at all (held-out AUC or R²).</p>"""
         """
         p = Path(path)
         if p.is_dir():
+            if not (p / REPORT_JSON).is_file():
+                inside = sorted(str(q.parent) for q in p.glob(f"*/{REPORT_JSON}"))
+                if inside:  # a parent folder (e.g. the demo's): say which reports it holds
+                    raise AuditError(
+                        f"no report at {p / REPORT_JSON}; the folder holds reports in: "
+                        + ", ".join(inside)
+                    )
             p = p / REPORT_JSON
         try:
             data = json.loads(p.read_text(encoding="utf-8"))

@@ -422,24 +422,84 @@ def load_from_mlflow(
     --------
     >>> import contextlib, io, tempfile
     >>> store = f"sqlite:///{tempfile.mkdtemp()}/mlflow.db"
-    >>> with contextlib.redirect_stderr(io.StringIO()):
-    ...     load_from_mlflow("no-such-run", tracking_uri=store)
+    >>> load_from_mlflow("no-such-run", tracking_uri=store)
     Traceback (most recent call last):
     ...
-    wsca_audit.errors.AuditError: could not read wsca/report.json of MLflow run 'no-such-run': ...
+    wsca_audit.errors.AuditError: no MLflow store at ... set MLFLOW_TRACKING_URI or pass --tracking-uri ...
     """
-    _import_mlflow()
+    mlflow = _import_mlflow()
     from mlflow.tracking import MlflowClient
 
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    _check_store_exists(uri)
     with tempfile.TemporaryDirectory(prefix="wsca-load-") as tmp:
         try:
-            with fast_fail():
-                local = MlflowClient(tracking_uri=tracking_uri).download_artifacts(
+            # no download progress bar: this output may be a pipeline's
+            with fast_fail(), _env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
+                local = MlflowClient(tracking_uri=uri).download_artifacts(
                     run_id, f"{artifact_path}/{REPORT_JSON}", tmp
                 )
         except Exception as exc:
             raise AuditError(
-                f"could not read {artifact_path}/{REPORT_JSON} of MLflow run {run_id!r}: "
-                f"{type(exc).__name__}: {str(exc)[:300]}"
+                f"could not read {artifact_path}/{REPORT_JSON} of MLflow run {run_id!r} in the "
+                f"store {uri}: {type(exc).__name__}: {str(exc)[:300]}"
             ) from exc
         return AuditResult.load(local)
+
+
+def run_details(run_id: str, *, tracking_uri: str | None = None) -> dict[str, str]:
+    """What a model card takes from the run itself: its name, its own description and
+    its parameters other than the audit's (``wsca.*``).
+
+    Returns ``{"run_name", "experiment", "description", "params"}`` (``params`` as one
+    ``k=v, ...`` string; empty strings where the run has nothing).
+    """
+    mlflow = _import_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    _check_store_exists(uri)
+    try:
+        with fast_fail():
+            client = MlflowClient(tracking_uri=uri)
+            run = client.get_run(run_id)
+            exp = client.get_experiment(run.info.experiment_id)
+    except Exception as exc:
+        raise AuditError(
+            f"could not read MLflow run {run_id!r} in the store {uri}: "
+            f"{type(exc).__name__}: {str(exc)[:300]}"
+        ) from exc
+    note = run.data.tags.get(DESCRIPTION_TAG, "")
+    own = {k: v for k, v in sorted(run.data.params.items()) if not k.startswith("wsca.")}
+    return {
+        "run_name": run.info.run_name or "",
+        "experiment": exp.name if exp else "",
+        "description": "" if note.startswith(DESCRIPTION_PREFIX) else note,
+        "params": ", ".join(f"{k}={v}" for k, v in own.items())[:2000],
+    }
+
+
+def _check_store_exists(uri: str) -> None:
+    """Reading never creates a store: a local sqlite store that is not there is an error
+    that names it (MLflow itself would create an empty one and then miss the run)."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise AuditError(
+                f"no MLflow store at {path} (tracking URI {uri}); set MLFLOW_TRACKING_URI or "
+                "pass --tracking-uri to the store the run was logged to"
+            )
+
+
+@contextlib.contextmanager
+def _env(**values: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
