@@ -332,7 +332,8 @@ def roi_masking(
 
 
 def _verdict(removed: dict, threshold: float) -> str:
-    """Keeps most of its AUC without the ROI -> relies outside it; loses most -> on it.
+    """Keeps most of its AUC without the ROI -> relies outside it; loses most of it but
+    stays above chance -> relies on the ROI *and* outside it; falls to chance -> on it.
 
     Without bootstrap intervals the point estimates decide.
     """
@@ -340,9 +341,11 @@ def _verdict(removed: dict, threshold: float) -> str:
     value, upper = kept["value"], kept["ci_high"]
     if math.isnan(value):
         return "inconclusive"
-    above_chance = math.isnan(removed["ci_low"]) or removed["ci_low"] > 0.5
-    if value >= threshold and above_chance:
+    above_chance = removed["ci_low"] > 0.5 if not math.isnan(removed["ci_low"]) else None
+    if value >= threshold and above_chance is not False:
         return "relies_outside_roi"
+    if above_chance:  # a real part of the signal survives without the ROI
+        return "relies_on_roi_and_outside"
     if (upper if not math.isnan(upper) else value) < 0.5:
         return "relies_on_roi"
     return "inconclusive"
