@@ -118,7 +118,12 @@ def test_evidence_in_the_report_figures_mlflow_names_and_card(evidence, small_re
     back = wa.AuditResult.load(out)
     assert back.evidence == json.loads(json.dumps(rep["evidence"]))
     assert "input-side evidence" in back.summary()
-    assert "Input-side evidence" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "Input-side evidence" in page
+    # captions in words, and the attribution overlays are shown, not only saved
+    assert "roi masking &#x27;fill_noise&#x27;: the primary AUC with the ROI" in page
+    assert "attribution overlays, artefact_1" in page
+    assert "figures/evidence/" not in page.split("Input-side evidence", 1)[1]
     metrics, _, tags = mlflow_payload(back)
     assert metrics["wsca.intervention.artefact.effect"] > 5
     assert "wsca.masking.fill_noise.roi_removed_drop" in metrics

@@ -494,9 +494,9 @@ class AuditResult:
         lines = self.evidence_lines()
         if lines:
             figs = "".join(
-                f"<figure>{img_tag(png, path)}<figcaption>{esc(path)}</figcaption></figure>"
+                f"<figure>{img_tag(png, caption)}<figcaption>{esc(caption)}</figcaption></figure>"
                 for path, png in evidence_png.items()
-                if "/overlays/" not in path
+                for caption in [_caption(path)]
             )
             evidence_html = (
                 "<h2>Input-side evidence</h2><ul>"
@@ -696,3 +696,23 @@ class SubgroupFrame:
         return pd.DataFrame({k: v.get(metric, {}) for k, v in self._cis.items()}).T.rename_axis(
             ["variable", "level"]
         )
+
+
+_FIGURE_WORDS = {
+    "attribution": "mean attribution maps per group",
+    "roi_masking": "the primary AUC with the ROI kept, removed and alone (example images)",
+    "intervention": "change of the primary score when the variable is set (per image)",
+}
+
+
+def _caption(path: str) -> str:
+    """A figure's caption in words, from its path under ``figures/evidence``."""
+    parts = path.removeprefix(EVIDENCE_FIGURES + "/").removesuffix(".png").split("/")
+    if len(parts) < 3:
+        return path
+    section, key, rest = parts[0], parts[1], parts[2:]
+    what = section.replace("_", " ")
+    if rest[0] == "overlays":
+        group = "/".join(rest[1:]) or "all"
+        return f"{what} '{key}': attribution overlays, {group} (red: for the prediction)"
+    return f"{what} '{key}': {_FIGURE_WORDS.get(rest[-1], rest[-1].replace('_', ' '))}"
