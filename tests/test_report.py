@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 import wsca_audit as wa
@@ -64,3 +65,18 @@ def test_add_evidence_takes_only_registered_evidence(small_result):
     res = wa.AuditResult(small_result.to_dict())
     with pytest.raises(wa.AuditError, match="add_evidence takes"):
         res.add_evidence({"value": 1.0})
+
+
+def test_multiclass_heads_get_a_per_class_heatmap(digits_std, tmp_path, small_result):
+    X, y = digits_std
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(10, X.shape[1]))
+    res = wa.analyze(X[:600], y[:600], {"site": rng.integers(0, 3, 600)}, primary_weight=W,
+                     n_bootstrap=10, n_permutations=10, progress=False)  # fmt: skip
+    fig = res.per_class_figure()
+    assert fig is not None and fig.axes[0].get_xlabel() == "site"
+    assert len(fig.axes[0].get_yticklabels()) == 10
+    out = res.save(tmp_path / "mc")
+    assert (out / "figures" / "per_class_wsc.png").read_bytes()[:4] == b"\x89PNG"
+    assert "per-class wsc matrices" in (out / "report.html").read_text()
+    assert small_result.per_class_figure() is None  # a binary head has no such panel

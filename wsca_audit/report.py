@@ -33,6 +33,7 @@ REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 SUMMARY_FIGURE = "figures/wsca_summary.png"
 PERFORMANCE_FIGURE = "figures/performance.png"
+PER_CLASS_FIGURE = "figures/per_class_wsc.png"
 EVIDENCE_FIGURES = "figures/evidence"
 
 
@@ -292,6 +293,30 @@ class AuditResult:
         ax.legend(fontsize=8, loc="lower right")
         return fig
 
+    def per_class_figure(self, measure: str = "wsc"):
+        """Heatmaps of a per-class matrix (default: the paper's signed ``wsc`` cosines,
+        primary classes x auxiliary levels), one panel per task, for multi-class heads
+        (three or more primary classes); None otherwise."""
+        mats = {n: (t.get("per_class") or {}).get(measure) for n, t in self.tasks.items()}
+        mats = {n: m for n, m in mats.items() if m and len(m.get("rows", [])) >= 3}
+        if not mats:
+            return None
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(3.2 * len(mats) + 1.0, 3.6), layout="constrained")
+        axes = fig.subplots(1, len(mats), squeeze=False)[0]
+        im = None
+        for ax, (name, m) in zip(axes, mats.items()):
+            data = [[v if v is not None else float("nan") for v in row] for row in m["matrix"]]
+            im = ax.imshow(data, cmap="coolwarm", vmin=-1, vmax=1, aspect="auto")
+            ax.set_xticks(range(len(m["cols"])), m["cols"], rotation=45, ha="right", fontsize=7)
+            ax.set_yticks(range(len(m["rows"])), m["rows"], fontsize=7)
+            ax.set_xlabel(name, fontsize=8)
+            ax.set_ylabel("primary class", fontsize=8)
+        fig.colorbar(im, ax=list(axes), shrink=0.8, label=f"{measure} (signed)")
+        fig.suptitle(f"Per-class {measure}: primary classes x metadata levels", fontsize=9)
+        return fig
+
     def metric_frame(self, variable: str | None = None):
         """The subgroup performance in Fairlearn's ``MetricFrame`` vocabulary.
 
@@ -488,6 +513,9 @@ class AuditResult:
             )
         table += "</table>"
         img = img_tag(figure_png, "WSCA summary figure") if figure_png else ""
+        per_class = self.per_class_figure()
+        if per_class is not None:
+            img += img_tag(png_bytes(per_class), "per-class wsc matrices of the multi-class head")
         if evidence_png is None:
             evidence_png = self.evidence_figures()
         evidence_html = ""
@@ -586,9 +614,12 @@ read from the embedding at all (held-out AUC or R²).</p>"""
             if self.tasks:
                 png = png_bytes(self.figure())
                 (out / SUMMARY_FIGURE).write_bytes(png)
-            perf_fig = self.performance_figure()
-            if perf_fig is not None:
-                (out / PERFORMANCE_FIGURE).write_bytes(png_bytes(perf_fig))
+            for rel, fig in (
+                (PERFORMANCE_FIGURE, self.performance_figure()),
+                (PER_CLASS_FIGURE, self.per_class_figure()),
+            ):
+                if fig is not None:
+                    (out / rel).write_bytes(png_bytes(fig))
             evidence_png = self.evidence_figures()
             for rel, data in evidence_png.items():
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
