@@ -70,7 +70,12 @@ from torch import nn
 
 import wsca_audit as wa
 from wsca_audit.demo.artefacts import apply_artefact
-from wsca_audit.demo.shortcut import artefact_flags, load_digits_images, train_cnn
+from wsca_audit.demo.shortcut import (
+    artefact_flags,
+    load_digits_images,
+    train_classifier,
+    train_cnn,
+)
 
 # ----------------------------------------------------------------------------- settings
 
@@ -264,16 +269,7 @@ class FlatMLP(nn.Module):
 def train_mlp(images: np.ndarray, labels: np.ndarray, *, seed: int = 0, epochs: int = 40):
     torch.manual_seed(seed)
     model = FlatMLP(int(np.prod(images.shape[1:])))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    x, y = torch.as_tensor(images), torch.as_tensor(labels)
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=g).split(64):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    return model.eval()
+    return train_classifier(model, images, labels, epochs=epochs, seed=seed)
 
 
 def train_mri_head(source: Source, feats: np.ndarray, labels: np.ndarray, *, seed: int = 0):

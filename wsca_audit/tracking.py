@@ -169,18 +169,9 @@ def description(result: AuditResult) -> str:
     return f"{DESCRIPTION_PREFIX} {result.headline()}"[:5000]
 
 
-@contextlib.contextmanager
-def fast_fail() -> Iterator[None]:
+def fast_fail() -> contextlib.AbstractContextManager[None]:
     """Bound MLflow's HTTP retries and timeout inside the block (user settings win)."""
-    old = {k: os.environ.get(k) for k in _FAST_FAIL_ENV}
-    for k, v in _FAST_FAIL_ENV.items():
-        os.environ.setdefault(k, v)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
+    return _env(_FAST_FAIL_ENV, override=False)
 
 
 def _import_mlflow():
@@ -435,7 +426,7 @@ def load_from_mlflow(
     with tempfile.TemporaryDirectory(prefix="wsca-load-") as tmp:
         try:
             # no download progress bar: this output may be a pipeline's
-            with fast_fail(), _env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
+            with fast_fail(), _env({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
                 local = MlflowClient(tracking_uri=uri).download_artifacts(
                     run_id, f"{artifact_path}/{REPORT_JSON}", tmp
                 )
@@ -492,9 +483,15 @@ def _check_store_exists(uri: str) -> None:
 
 
 @contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
+def _env(values: dict[str, str], *, override: bool = True) -> Iterator[None]:
+    """Environment variables set inside the block (``override=False``: only those the
+    user has not set), restored after it."""
     old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+    for k, v in values.items():
+        if override:
+            os.environ[k] = v
+        else:
+            os.environ.setdefault(k, v)
     try:
         yield
     finally:

@@ -76,7 +76,20 @@ def train_cnn(
 ) -> SmallCNN:
     """Train :class:`SmallCNN` with Adam (deterministic on CPU for a given seed)."""
     torch.manual_seed(seed)
-    model = SmallCNN()
+    return train_classifier(SmallCNN(), images, labels, epochs=epochs, seed=seed, lr=lr)
+
+
+def train_classifier(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    epochs: int = 30,
+    seed: int = 0,
+    lr: float = 3e-3,
+) -> nn.Module:
+    """Train any two-logit classifier with Adam, mini-batches of 64 in a seeded order;
+    returns it in eval mode (seed the model's initialisation before building it)."""
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
     x = torch.as_tensor(images)
     y = torch.as_tensor(labels)
