@@ -1,15 +1,20 @@
 """The README's main job, end to end: `wsca-audit demo` on real MRI with a pretrained backbone."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
 import wsca_audit as wa
+from wsca_audit.demo import mri
+from wsca_audit.demo.mobilenet import pretrained_mobilenet_v2
 
 
 @pytest.mark.slow
@@ -69,3 +74,51 @@ def test_demo_tells_the_two_models_apart(tmp_path):
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
         "head-clean-v1-s0.pt", "head-shortcut-v1-s0.pt"
     ]  # fmt: skip
+
+    _check_reproducible(tmp_path, n_resamples=60)
+
+
+def _check_reproducible(out: Path, n_resamples: int) -> None:
+    """Demo runs are reproducible, checked on one run's output (``n_resamples`` as it ran)
+    in about 20 s, without a second run."""
+    # The cached heads are in the current format (an older or foreign one would be
+    # retrained rather than reused) ...
+    cache = out / "cache"
+    heads = {n: mri.load_cached_head(mri.head_path(cache, n), seed=0) for n in mri.MODELS}
+    assert all(h is not None for h in heads.values())
+    # ... training is a function of (features, labels, seed) alone, bitwise: not of the head's
+    # earlier weights, the caller's RNG or thread count (and it leaves those two as they were)
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(256, 1280)).astype(np.float32)
+    labels = rng.integers(0, 2, 256)
+    backbone = pretrained_mobilenet_v2()
+    trained = []
+    with torch.random.fork_rng(devices=[]):  # the test leaves the RNG as it was
+        for caller_seed, caller_threads in ((1, 1), (2, 2)):
+            torch.manual_seed(caller_seed)
+            before = torch.get_num_threads()
+            torch.set_num_threads(caller_threads)
+            try:
+                model = mri.MRIClassifier(backbone)  # its initial head differs each time
+                state = torch.random.get_rng_state()
+                model = mri.train_head(model, feats, labels, seed=0)
+                assert torch.equal(torch.random.get_rng_state(), state)
+                assert torch.get_num_threads() == caller_threads
+            finally:
+                torch.set_num_threads(before)
+            trained.append(model.head.state_dict())
+    assert trained[0].keys() == trained[1].keys()
+    assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])
+    assert not torch.are_deterministic_algorithms_enabled()
+    # ... and the audit step, re-run in-process on the cached clean head, gives the saved
+    # report exactly (all but its run time; the input-side evidence is not re-run)
+    model = mri.MRIClassifier(backbone).eval()
+    model.head.load_state_dict(heads["clean"])
+    with mri.deterministic_torch(0):
+        again = mri.audit(model, mri.make_data(0), n_resamples=n_resamples, progress=False, seed=0)
+    saved = wa.AuditResult.load(out / "clean").to_dict()
+    again = again.to_dict()
+    for report in (saved, again):
+        report["settings"].pop("runtime_s")
+        report.pop("evidence", None)
+    assert json.loads(json.dumps(again)) == json.loads(json.dumps(saved))

@@ -13,8 +13,16 @@ time (so a naive correlation would blame both), for three variables:
 - ``head_fraction``: share of the image the head occupies (anatomy / field of view).
 
 Each audit becomes an MLflow run (local sqlite store under ``--out`` unless
-``MLFLOW_TRACKING_URI`` is set) with the report and a model card. Features and trained
-heads are cached under ``<out>/cache`` so a second run skips training.
+``MLFLOW_TRACKING_URI`` is set) with the report and a model card. The trained heads are
+cached under ``<out>/cache`` so a second run skips training.
+
+Reproducible: two runs with the same ``--seed`` and ``--threads`` give identical reports
+and MLflow metrics (all but ``wsca.runtime_s``), whether the heads come from the cache
+or are trained afresh. Every random draw is seeded from ``--seed``; torch runs with
+deterministic algorithms and a fixed number of threads (its float sums are split by
+thread, so the audit's last digits depend on the count); the heads are always built
+(features and training) on one thread, so a cached head is the head a fresh run would
+train, whatever ``--threads``.
 
     wsca-audit demo [--out wsca-demo]       (or: python -m wsca_audit.demo)
 """
@@ -24,6 +32,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,10 +51,51 @@ MODELS = {"clean": 0.5, "shortcut": 0.95}
 EVAL_BIAS = 0.8
 IMAGE_SIZE = 128
 METADATA = {"scanner": "categorical", "source_square": "categorical", "head_fraction": "continuous"}
-_CACHE_VERSION = 1
+_CACHE_VERSION = 1  # in the file name
+# In the file: a head saved without this format (before training was reproducible) or by
+# another torch is retrained, so a reused cache gives what a fresh one would.
+_CACHE_FORMAT = 2
+DEFAULT_THREADS = 1  # torch threads for the demo (--threads); the audit's numbers depend on it
+TRAIN_THREADS = 1  # building the heads, whatever --threads: the cache does not depend on it
+HEAD_STEPS = 300
 EVIDENCE_IMAGES = 128  # input-side evidence runs the full CNN per image: a subsample
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@contextmanager
+def deterministic_torch(seed: int, threads: int = DEFAULT_THREADS) -> Iterator[None]:
+    """Run the enclosed torch code reproducibly; every setting is restored on exit.
+
+    ``threads`` intra-op threads (CPU float reductions are split by thread, so results
+    depend on the count), ``torch.use_deterministic_algorithms(True)``, and the global RNG
+    (parameter initialisation, dropout) seeded with ``seed`` inside a fork of the caller's
+    RNG state, which is left as it was.
+
+    Examples
+    --------
+    >>> threads, state = torch.get_num_threads(), torch.random.get_rng_state()
+    >>> with deterministic_torch(3, threads=1):
+    ...     a = torch.rand(2)
+    >>> with deterministic_torch(3, threads=1):
+    ...     b = torch.rand(2)
+    >>> torch.equal(a, b), torch.get_num_threads() == threads
+    (True, True)
+    >>> torch.equal(torch.random.get_rng_state(), state)
+    True
+    """
+    threads_before = torch.get_num_threads()
+    det_before = torch.are_deterministic_algorithms_enabled()
+    warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        torch.use_deterministic_algorithms(det_before, warn_only=warn_before)
+        torch.set_num_threads(threads_before)
 
 
 def add_scanner_marker(images: np.ndarray, flags: np.ndarray) -> np.ndarray:
@@ -111,57 +162,116 @@ def _embed(model: MRIClassifier, images: np.ndarray, desc: str, progress: bool) 
     return torch.cat(out).numpy()
 
 
-def _train_head(model: MRIClassifier, feats: np.ndarray, labels: np.ndarray, seed: int) -> None:
-    # The backbone is frozen, so the head is trained on cached features (seconds).
-    torch.manual_seed(seed)
-    x, y = torch.as_tensor(feats), torch.as_tensor(labels)
-    opt = torch.optim.AdamW(model.head.parameters(), lr=1e-3, weight_decay=1e-2)
-    model.head.train()
-    for _ in range(300):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model.head(x), y).backward()
-        opt.step()
-    model.eval()
+def training_features(
+    model: MRIClassifier, demo: DemoData, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Backbone features of the training images, without and with the scanner marker.
+
+    Each image's features depend on that image alone (the backbone is frozen, in eval mode,
+    and fed in fixed batches of 100), so they are the same for both models and any seed;
+    :func:`run` computes them on :data:`TRAIN_THREADS` threads, like the training.
+    """
+    imgs = demo.data.images[demo.train]
+    marked = add_scanner_marker(imgs, np.ones(len(imgs)))
+    return (
+        _embed(model, imgs, "features (no marker)", progress),
+        _embed(model, marked, "features (marker)", progress),
+    )
+
+
+def head_inputs(
+    name: str, demo: DemoData, feats: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Model ``name``'s training set: features (with the marker where its flags say) and labels."""
+    flags = demo.train_flags[name][:, None].astype(bool)
+    return np.where(flags, feats[1], feats[0]), demo.data.labels[demo.train]
+
+
+def train_head(
+    model: MRIClassifier, feats: np.ndarray, labels: np.ndarray, seed: int = 0
+) -> MRIClassifier:
+    """Train ``model.head`` on backbone features (the backbone is frozen: seconds).
+
+    Full-batch AdamW from an initialisation drawn from ``seed``, with dropout drawn from
+    ``seed``, on :data:`TRAIN_THREADS` threads with deterministic algorithms: the weights
+    are a function of (``feats``, ``labels``, ``seed``) alone, bitwise, whatever the head
+    held before and whatever the caller's RNG state and thread count (both left as they
+    were). Returns ``model``, in eval mode.
+    """
+    with deterministic_torch(seed, threads=TRAIN_THREADS):
+        for layer in model.head.modules():
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
+        x = torch.as_tensor(feats, dtype=torch.float32)
+        y = torch.as_tensor(labels, dtype=torch.int64)
+        opt = torch.optim.AdamW(model.head.parameters(), lr=1e-3, weight_decay=1e-2)
+        model.head.train()
+        for _ in range(HEAD_STEPS):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model.head(x), y).backward()
+            opt.step()
+    return model.eval()
+
+
+def head_path(cache: Path, name: str, seed: int = 0) -> Path:
+    return Path(cache) / f"head-{name}-v{_CACHE_VERSION}-s{seed}.pt"
+
+
+def load_cached_head(path: Path, seed: int = 0) -> dict[str, torch.Tensor] | None:
+    """The head's state dict saved at ``path`` (weights only, never pickles), or None when
+    there is none or it was not trained the way this version trains (another cache format,
+    torch version or seed): such a head is trained again."""
+    if not Path(path).is_file():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if not (isinstance(saved, dict) and saved.get("meta") == _cache_meta(seed)):
+        return None
+    return saved["head"]
+
+
+def _cache_meta(seed: int) -> dict:
+    return {"format": _CACHE_FORMAT, "torch": str(torch.__version__), "seed": seed}
+
+
+def _save_head(model: MRIClassifier, path: Path, seed: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")  # an interrupted run leaves no half-written head
+    torch.save({"head": model.head.state_dict(), "meta": _cache_meta(seed)}, tmp)
+    os.replace(tmp, path)
 
 
 def build_models(
     demo: DemoData, cache: Path, seed: int = 0, progress: bool = True
 ) -> dict[str, MRIClassifier]:
-    """Train both heads, or load them from ``cache`` (weights only, never pickles)."""
+    """Train both heads, or load them from ``cache``; a loaded head is bitwise the head that
+    training would give (see :func:`train_head` and :func:`load_cached_head`)."""
     backbone = pretrained_mobilenet_v2()
     models = {}
     cache.mkdir(parents=True, exist_ok=True)
     feats = None
     for name in MODELS:
         model = MRIClassifier(backbone).eval()
-        path = cache / f"head-{name}-v{_CACHE_VERSION}-s{seed}.pt"
-        if path.is_file():
-            model.head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        path = head_path(cache, name, seed)
+        state = load_cached_head(path, seed)
+        if state is not None:
+            model.head.load_state_dict(state)
         else:
             if feats is None:
-                imgs = demo.data.images[demo.train]
-                feats = (
-                    _embed(model, imgs, "features (no marker)", progress),
-                    _embed(
-                        model,
-                        add_scanner_marker(imgs, np.ones(len(imgs))),
-                        "features (marker)",
-                        progress,
-                    ),
-                )
-            flags = demo.train_flags[name][:, None].astype(bool)
-            _train_head(
-                model, np.where(flags, feats[1], feats[0]), demo.data.labels[demo.train], seed
-            )
-            torch.save(model.head.state_dict(), path)
+                feats = training_features(model, demo, progress)
+            train_head(model, *head_inputs(name, demo, feats), seed=seed)
+            _save_head(model, path, seed)
         models[name] = model
     return models
 
 
 def audit(
-    model: MRIClassifier, demo: DemoData, *, n_resamples: int = 200, progress: bool = True
+    model: MRIClassifier,
+    demo: DemoData,
+    *,
+    n_resamples: int = 200,
+    progress: bool = True,
+    seed: int = 0,
 ) -> wa.AuditResult:
-    """The evaluation loop with the auditor attached, then the analysis."""
+    """The evaluation loop with the auditor attached, then the analysis (seeded)."""
     d, idx = demo.data, demo.eval
     images = add_scanner_marker(d.images[idx], demo.eval_flags)
     auditor = wa.Auditor(model, metadata=METADATA)
@@ -178,7 +288,9 @@ def audit(
                 },
                 sample_ids=idx[sl],
             )
-    return auditor.analyze(n_bootstrap=n_resamples, n_permutations=n_resamples, progress=progress)
+    return auditor.analyze(
+        n_bootstrap=n_resamples, n_permutations=n_resamples, seed=seed, progress=progress
+    )
 
 
 def marker_mask(size: int) -> tuple[slice, slice]:
@@ -188,12 +300,17 @@ def marker_mask(size: int) -> tuple[slice, slice]:
 
 
 def input_evidence(
-    model: MRIClassifier, demo: DemoData, *, n_resamples: int = 200, progress: bool = True
+    model: MRIClassifier,
+    demo: DemoData,
+    *,
+    n_resamples: int = 200,
+    progress: bool = True,
+    seed: int = 0,
 ) -> tuple:
     """ROI masking (ROI: the head, filled with noise) and the scanner-marker intervention,
-    on a fixed stratified subsample of the evaluation images."""
+    on a fixed random subsample of the evaluation images (all of it seeded)."""
     d, idx = demo.data, demo.eval
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     sub = np.sort(rng.choice(len(idx), min(EVIDENCE_IMAGES, len(idx)), replace=False))
     clean = d.images[idx[sub]]
     roi = clean > 0.1  # the head: where the clinical signal is (head_fraction's mask)
@@ -204,7 +321,7 @@ def input_evidence(
         return torch.as_tensor(add_scanner_marker(x[:, 0].cpu().numpy(), flags))[:, None]
 
     marked = torch.as_tensor(add_scanner_marker(clean, demo.eval_flags[sub]))[:, None]
-    common = dict(n_bootstrap=n_resamples, progress=progress, batch_size=64)
+    common = dict(n_bootstrap=n_resamples, progress=progress, batch_size=64, seed=seed)
     masking = wa.roi_masking(model, marked, roi, d.labels[idx[sub]], fill="noise", **common)
     effect = wa.intervention_effect(
         model, torch.as_tensor(clean)[:, None], set_marker, variable="scanner", **common
@@ -216,7 +333,7 @@ def _tracking_uri(out: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(out / 'mlflow.db').resolve()}"
 
 
-def _start_run(uri: str, out: Path, name: str, bias: float) -> str | None:
+def _start_run(uri: str, out: Path, name: str, bias: float, threads: int) -> str | None:
     """A run in experiment "wsca-demo"; None (and a note) when MLflow is unavailable."""
     try:
         from mlflow.tracking import MlflowClient
@@ -238,6 +355,7 @@ def _start_run(uri: str, out: Path, name: str, bias: float) -> str | None:
             client.log_param(run.info.run_id, "train_marker_bias", bias)
             client.log_param(run.info.run_id, "eval_marker_bias", EVAL_BIAS)
             client.log_param(run.info.run_id, "backbone", "mobilenet_v2 (ImageNet, frozen)")
+            client.log_param(run.info.run_id, "torch_threads", threads)
             return run.info.run_id
     except Exception as exc:  # the audit and the card do not need MLflow
         print(f"MLflow unavailable ({type(exc).__name__}: {exc}); reports stay on disk")
@@ -250,28 +368,35 @@ def run(
     progress: bool = True,
     use_mlflow: bool = True,
     seed: int = 0,
+    threads: int = DEFAULT_THREADS,
 ) -> dict[str, dict]:
     """Build (or load) both models, audit them, log runs and write cards.
+
+    Reproducible for a given ``seed`` and ``threads`` (see the module's docstring); torch's
+    thread count, RNG and deterministic-algorithms setting are restored on return.
 
     Returns model name -> {"result", "run_id", "card", "report_dir", "audit_s"}.
     """
     out = Path(out)
     t0 = time.perf_counter()
     demo = make_data(seed)
-    models = build_models(demo, out / "cache", seed=seed, progress=progress)
+    with deterministic_torch(seed, TRAIN_THREADS):
+        models = build_models(demo, out / "cache", seed=seed, progress=progress)
     uri = _tracking_uri(out)
     done: dict[str, dict] = {}
     for name, model in models.items():
         bias = MODELS[name]
-        t_audit = time.perf_counter()
-        result = audit(model, demo, n_resamples=n_resamples, progress=progress)
-        t_audit = time.perf_counter() - t_audit
-        t_evidence = time.perf_counter()
-        for ev in input_evidence(model, demo, n_resamples=n_resamples, progress=progress):
-            result.add_evidence(ev)
-        t_evidence = time.perf_counter() - t_evidence
+        kw = dict(n_resamples=n_resamples, progress=progress, seed=seed)
+        with deterministic_torch(seed, threads):  # each audit starts from the same state
+            t_audit = time.perf_counter()
+            result = audit(model, demo, **kw)
+            t_audit = time.perf_counter() - t_audit
+            t_evidence = time.perf_counter()
+            for ev in input_evidence(model, demo, **kw):
+                result.add_evidence(ev)
+            t_evidence = time.perf_counter() - t_evidence
         report_dir = result.save(out / name)
-        run_id = _start_run(uri, out, name, bias) if use_mlflow else None
+        run_id = _start_run(uri, out, name, bias, threads) if use_mlflow else None
         card_dir = out / name / "card"
         card = wa.write_model_card(
             result,
@@ -323,6 +448,12 @@ def verdicts_differ(done: dict[str, dict]) -> bool:
     )
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", default="wsca-demo", help="output folder (default: wsca-demo)")
     ap.add_argument(
@@ -332,7 +463,16 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         help="bootstrap and permutation refits per task (default: 200)",
     )
     ap.add_argument("--no-mlflow", action="store_true", help="do not log MLflow runs")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--seed", type=int, default=0, help="seeds the split, training and audit (default: 0)"
+    )
+    ap.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=DEFAULT_THREADS,
+        help="torch threads; the audit's last digits depend on it, so runs are identical "
+        f"for the same --seed and --threads (default: {DEFAULT_THREADS})",
+    )
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -381,6 +521,7 @@ def main_from_args(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         use_mlflow=not args.no_mlflow,
         seed=args.seed,
+        threads=args.threads,
     )
     ok = verdicts_differ(done)
     print("verdicts tell the two models apart:", "yes" if ok else "NO")
