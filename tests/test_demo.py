@@ -35,6 +35,15 @@ def test_demo_tells_the_two_models_apart(tmp_path):
     assert set(runs) == {"br35h-clean", "br35h-shortcut"}
     assert runs["br35h-shortcut"].data.tags["wsca.verdict.scanner"] == "uses"
     assert runs["br35h-clean"].data.tags["wsca.verdict.scanner"] != "uses"
+    # decided, ended, and told apart at a glance
+    assert runs["br35h-clean"].data.tags["wsca.verdict.scanner"] == "encoded_not_used"
+    assert f"export MLFLOW_TRACKING_URI=sqlite:///{tmp_path.resolve()}/mlflow.db" in out.stdout
+    for name, run in runs.items():
+        assert run.info.status == "FINISHED", name
+        note = run.data.tags["mlflow.note.content"]
+        assert note.startswith("WSCA audit:")
+        assert ("FLAGGED - the head uses scanner" in note) == (name == "br35h-shortcut")
+    assert runs["br35h-shortcut"].data.metrics["wsca.n_flagged"] >= 1
     assert runs["br35h-shortcut"].data.metrics["wsca.scanner.usage"] > 0.25
     for name in ("clean", "shortcut"):
         run = runs[f"br35h-{name}"]

@@ -20,9 +20,9 @@ Reproducible: two runs with the same ``--seed`` and ``--threads`` give identical
 and MLflow metrics (all but ``wsca.runtime_s``), whether the heads come from the cache
 or are trained afresh. Every random draw is seeded from ``--seed``; torch runs with
 deterministic algorithms and a fixed number of threads (its float sums are split by
-thread, so the audit's last digits depend on the count); the heads are always built
-(features and training) on one thread, so a cached head is the head a fresh run would
-train, whatever ``--threads``.
+thread, so the audit's last digits depend on the count); the heads are always trained
+on one thread, so a cached head is the head a fresh run would train, whatever
+``--threads``. Every MLflow run the demo opens is ended (``FINISHED``, or ``FAILED``).
 
     wsca-audit demo [--out wsca-demo]       (or: python -m wsca_audit.demo)
 """
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,7 +56,9 @@ _CACHE_VERSION = 1  # in the file name
 # In the file: a head saved without this format (before training was reproducible) or by
 # another torch is retrained, so a reused cache gives what a fresh one would.
 _CACHE_FORMAT = 2
-DEFAULT_THREADS = 1  # torch threads for the demo (--threads); the audit's numbers depend on it
+# torch threads for the demo (--threads; the audit's last digits depend on it): this
+# machine's two cores. The heads are always trained on one (TRAIN_THREADS).
+DEFAULT_THREADS = 2
 TRAIN_THREADS = 1  # building the heads, whatever --threads: the cache does not depend on it
 HEAD_STEPS = 300
 EVIDENCE_IMAGES = 128  # input-side evidence runs the full CNN per image: a subsample
@@ -169,7 +172,7 @@ def training_features(
 
     Each image's features depend on that image alone (the backbone is frozen, in eval mode,
     and fed in fixed batches of 100), so they are the same for both models and any seed;
-    :func:`run` computes them on :data:`TRAIN_THREADS` threads, like the training.
+    measured identical on 1 and 2 threads.
     """
     imgs = demo.data.images[demo.train]
     marked = add_scanner_marker(imgs, np.ones(len(imgs)))
@@ -333,6 +336,21 @@ def _tracking_uri(out: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(out / 'mlflow.db').resolve()}"
 
 
+def _end_run(uri: str, run_id: str, failed: bool = False) -> None:
+    """End a run the demo created (MLflow leaves a client-created run RUNNING)."""
+    try:
+        from mlflow.tracking import MlflowClient
+
+        from wsca_audit.tracking import fast_fail
+
+        with fast_fail():
+            MlflowClient(tracking_uri=uri).set_terminated(
+                run_id, status="FAILED" if failed else "FINISHED"
+            )
+    except Exception as exc:  # the server went away: the report is kept on disk anyway
+        print(f"could not end MLflow run {run_id} ({type(exc).__name__}: {exc})")
+
+
 def _start_run(uri: str, out: Path, name: str, bias: float, threads: int) -> str | None:
     """A run in experiment "wsca-demo"; None (and a note) when MLflow is unavailable."""
     try:
@@ -380,7 +398,9 @@ def run(
     out = Path(out)
     t0 = time.perf_counter()
     demo = make_data(seed)
-    with deterministic_torch(seed, TRAIN_THREADS):
+    # features on `threads` threads (each image's features do not depend on the count);
+    # train_head itself trains on TRAIN_THREADS, so the cache does not depend on it
+    with deterministic_torch(seed, threads):
         models = build_models(demo, out / "cache", seed=seed, progress=progress)
     uri = _tracking_uri(out)
     done: dict[str, dict] = {}
@@ -415,9 +435,16 @@ def run(
             run_id=run_id,
         )
         if run_id is not None:
-            wa.log_to_mlflow(
-                result, run_id, tracking_uri=uri, extra_dir=card_dir, fallback_dir=out / "pending"
-            )
+            try:
+                wa.log_to_mlflow(
+                    result,
+                    run_id,
+                    tracking_uri=uri,
+                    extra_dir=card_dir,
+                    fallback_dir=out / "pending",
+                )
+            finally:  # the run the demo opened ends: FINISHED, or FAILED on an exception
+                _end_run(uri, run_id, failed=sys.exc_info()[0] is not None)
         done[name] = {
             "result": result,
             "run_id": run_id,
@@ -436,6 +463,7 @@ def run(
     print(f"\nreports: {out}/<model>/report.html   model cards: {out}/<model>/card/MODEL_CARD.md")
     if any(d["run_id"] for d in done.values()):
         print(f"MLflow runs (experiment 'wsca-demo'): mlflow ui --backend-store-uri {uri}")
+        print(f"for the CLI (wsca-audit card --run-id ...): export MLFLOW_TRACKING_URI={uri}")
     print(f"finished in {time.perf_counter() - t0:.0f} s")
     return done
 
