@@ -38,6 +38,11 @@ def test_within_class_fit_equals_least_squares_with_class_dummies(k, n_classes, 
         t(s[:, None]), t(_one_hot(m, k)[:, 1:]), t(w[None]), t(_one_hot(y, n_classes))
     )
     np.testing.assert_allclose(coef[0, 0].numpy(), ref, rtol=1e-6, atol=1e-8)
+    # accumulated over chunks of samples (what large audits do): the same numbers
+    args = (t(s[:, None]), t(_one_hot(m, k)[:, 1:]), t(w[None]), t(_one_hot(y, n_classes)))
+    coef_c, sd_c = _within_class_fit(*args, chunk=7)
+    np.testing.assert_allclose(coef_c.numpy(), coef.numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(sd_c.numpy(), sd.numpy(), rtol=1e-9)
     # the unit: sd of the score with the metadata's part removed (weighted, unbiased)
     r = s - _one_hot(m, k)[:, 1:] @ ref
     mean = np.average(r, weights=w)

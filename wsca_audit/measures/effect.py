@@ -85,35 +85,45 @@ class Effect(Measure):
         return (ci_text(block, 2) if block else "-",)
 
 
-def _within_class_fit(s: Tensor, x: Tensor, weights: Tensor, onehot: Tensor):
+def _within_class_fit(
+    s: Tensor, x: Tensor, weights: Tensor, onehot: Tensor, chunk: int | None = None
+):
     """Weighted least squares of each column of ``s`` on ``x`` with class fixed effects,
     for every weight vector: coefficients (B, C', K) and the sd of ``s - x coef`` (B, C').
 
-    All by weighted sums, so nothing (B, N, ...) is materialised beyond ``weights``.
+    Everything comes from weighted sums accumulated over chunks of samples, so no
+    (B, N, K) tensor is ever materialised (B resamples, N samples, K columns).
     """
     w = weights  # (B, N)
-    n_c = (w @ onehot).clamp_min(1e-12)  # (B, C) weighted class sizes
-    # class means of x and s under each weight vector
-    mx = torch.einsum("bn,nc,nk->bck", w, onehot, x) / n_c[..., None]
-    ms = torch.einsum("bn,nc,nj->bcj", w, onehot, s) / n_c[..., None]
-    # centred cross-products: sum w x x' - sum_c n_c mx_c mx_c'
-    sxx = torch.einsum("bn,nk,nl->bkl", w, x, x) - torch.einsum("bc,bck,bcl->bkl", n_c, mx, mx)
-    sxs = torch.einsum("bn,nk,nj->bkj", w, x, s) - torch.einsum("bc,bck,bcj->bkj", n_c, mx, ms)
+    n_b, n = w.shape
+    step = chunk or max(1, 2**24 // (n_b * max(x.shape[1], s.shape[1], onehot.shape[1])))
+    n_c = w @ onehot  # (B, C) weighted class sizes
+    sx_c = sum_sc = sxx = sxs = 0  # per-class sums of x and s; raw cross-products
+    for i in range(0, n, step):
+        sl = slice(i, i + step)
+        wc = w[:, sl, None] * onehot[sl]  # (B, n, C)
+        wx = w[:, sl, None] * x[sl]  # (B, n, K)
+        sx_c = sx_c + wc.transpose(1, 2) @ x[sl]  # (B, C, K)
+        sum_sc = sum_sc + wc.transpose(1, 2) @ s[sl]  # (B, C, C')
+        sxx = sxx + wx.transpose(1, 2) @ x[sl]  # (B, K, K)
+        sxs = sxs + wx.transpose(1, 2) @ s[sl]  # (B, K, C')
+    n_c = n_c.clamp_min(1e-12)
+    mx, ms = sx_c / n_c[..., None], sum_sc / n_c[..., None]
+    # within-class centred cross-products: raw sums minus sum_c n_c m_c m_c'
+    cxx = sxx - torch.einsum("bc,bck,bcl->bkl", n_c, mx, mx)
+    cxs = sxs - torch.einsum("bc,bck,bcj->bkj", n_c, mx, ms)
     k = x.shape[1]
-    ridge = 1e-9 * sxx.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-12)
+    ridge = 1e-9 * cxx.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-12)
     eye = torch.eye(k, dtype=x.dtype, device=x.device)
-    coef = torch.linalg.solve(sxx + ridge[:, None, None] * eye, sxs)  # (B, K, C')
-    coef = coef.transpose(1, 2)  # (B, C', K)
-    # sd of the contrast with the metadata's part removed: r = s - x coef
-    total = w.sum(1)  # (B,)
-    r_mean = (w @ s - torch.einsum("bn,nk,bjk->bj", w, x, coef)) / total[:, None]
-    # E_w[r^2] = E[s^2] - 2 E[s x'coef] + E[(x'coef)^2]
-    ss = w @ (s * s)  # (B, C')
-    sx = torch.einsum("bn,nj,nk->bjk", w, s, x)  # (B, C', K)
-    xx = torch.einsum("bn,nk,nl->bkl", w, x, x)  # (B, K, K)
-    quad = torch.einsum("bjk,bkl,bjl->bj", coef, xx, coef)
-    r2 = (ss - 2 * (sx * coef).sum(-1) + quad) / total[:, None]
-    var = (r2 - r_mean**2).clamp_min(0) * total[:, None] / (total[:, None] - 1).clamp_min(1)
+    coef = torch.linalg.solve(cxx + ridge[:, None, None] * eye, cxs).transpose(1, 2)  # (B, C', K)
+    # sd of the contrast with the metadata's part removed, r = s - x coef:
+    # E_w[r] and E_w[r^2] = E[s^2] - 2 E[s x'coef] + E[(x'coef)^2], from the same sums
+    total = w.sum(1)[:, None]  # (B, 1)
+    r_mean = (w @ s - torch.einsum("bk,bjk->bj", w @ x, coef)) / total
+    quad = torch.einsum("bjk,bkl,bjl->bj", coef, sxx, coef)
+    cross = torch.einsum("bkj,bjk->bj", sxs, coef)
+    r2 = (w @ (s * s) - 2 * cross + quad) / total
+    var = (r2 - r_mean**2).clamp_min(0) * total / (total - 1).clamp_min(1)
     return coef, var.sqrt().clamp_min(1e-12)
 
 
