@@ -312,7 +312,7 @@ class _Analysis:
     def _primary_metric(self) -> dict:
         if self.labels is None:
             return {"name": None, "value": None}
-        logits = self._logits()
+        logits = self._logits
         n_out = self.W.shape[0]
         n_labels = len(self.label_values)
         ones = torch.ones(1, self.es.n_samples, dtype=self.dtype, device=self.device)
@@ -331,8 +331,9 @@ class _Analysis:
             name = "accuracy"
         return {"name": name, **corr.ci_block(vals, self.cfg.n_bootstrap, self.cfg.ci_level)}
 
+    @cached_property
     def _logits(self) -> Tensor:
-        """The primary head's logits (N x n_outputs), by chunks of Z."""
+        """The primary head's logits (N x n_outputs), by chunks of Z (computed once)."""
         return torch.cat(
             [self._t(self.Z[sl]) @ self.W.T + self.b for sl in _chunks(self.es.n_samples)]
         )
@@ -348,7 +349,7 @@ class _Analysis:
                 f"performance_pairs name unknown metadata {unknown}; got {sorted(self.es.metadata)}"
             )
         return subgroup_performance(
-            self._logits(),
+            self._logits,
             self.labels,
             dict(self.es.metadata),
             dict(self.es.kinds),
@@ -619,6 +620,11 @@ class TaskData:
 
     def ci_block_with_p(self, values: Tensor, null: Tensor, p: float) -> dict:
         return corr.ci_block_with_p(values, self.cfg.n_bootstrap, null, p, self.cfg.ci_level)
+
+    @cached_property
+    def strata_onehot(self) -> Tensor:
+        """The label strata as one-hot columns (N x n_strata), for within-class sums."""
+        return torch.nn.functional.one_hot(self.strata.to(self.device)).to(self.dtype)
 
     @cached_property
     def n_informative(self) -> int:

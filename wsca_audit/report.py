@@ -343,6 +343,27 @@ class AuditResult:
         """
         return SubgroupFrame(self.performance, variable)
 
+    def _thresholds(self) -> dict[str, float]:
+        """The numeric thresholds in the settings (a foreign report may hold anything)."""
+        thr = self.settings.get("thresholds") if isinstance(self.settings, dict) else None
+        if not isinstance(thr, dict):
+            return {}
+        return {k: v for k, v in thr.items() if isinstance(v, (int, float))}
+
+    def _page_figures(self) -> dict[str, bytes]:
+        """The report's own figures as PNG, keyed by their path under the report folder:
+        rendered once, written by :meth:`save` and embedded by :meth:`to_html`."""
+        out = {}
+        for rel, make in (
+            (SUMMARY_FIGURE, self.figure if self.tasks else None),
+            (PERFORMANCE_FIGURE, self.performance_figure),
+            (PER_CLASS_FIGURE, self.per_class_figure),
+        ):
+            fig = make() if make is not None else None
+            if fig is not None:
+                out[rel] = png_bytes(fig)
+        return out
+
     def measures(self) -> list:
         """The registered measures this report holds, in report order."""
         present = {k for t in self.tasks.values() for k in t}
@@ -411,8 +432,7 @@ class AuditResult:
         names = list(self.tasks)
         fig = Figure(figsize=(max(6.0, 1.6 * len(names) + 4), 3.8), layout="constrained")
         ax, ax2 = fig.subplots(1, 2, width_ratios=[2, 1])
-        thr = self.settings.get("thresholds") if isinstance(self.settings, dict) else None
-        thr = {k: v for k, v in (thr or {}).items() if isinstance(v, (int, float))}
+        thr = self._thresholds()
         colours = [VERDICT_COLOURS.get(self.tasks[n].get("verdict"), "#999") for n in names]
         measures = self.measures()
         bars = [m for m in measures if m.panel == "alignment"]
@@ -492,11 +512,20 @@ class AuditResult:
 
     # ------------------------------------------------------------------ html
     def to_html(
-        self, figure_png: bytes | None = None, evidence_png: dict[str, bytes] | None = None
+        self,
+        figure_png: bytes | None = None,
+        evidence_png: dict[str, bytes] | None = None,
+        page_png: dict[str, bytes] | None = None,
     ) -> str:
-        """A self-contained HTML report (figures are embedded as data URIs)."""
-        if figure_png is None and self.tasks:
-            figure_png = png_bytes(self.figure())
+        """A self-contained HTML report (figures are embedded as data URIs).
+
+        ``figure_png``, ``evidence_png`` and ``page_png`` (the summary, subgroup and
+        per-class figures by path) are rendered here when not given.
+        """
+        page_png = dict(self._page_figures() if page_png is None else page_png)
+        if figure_png is not None:
+            page_png[SUMMARY_FIGURE] = figure_png
+        figure_png = page_png.get(SUMMARY_FIGURE)
         esc = html.escape
         head, rows = self.table()
         table = (
@@ -513,9 +542,10 @@ class AuditResult:
             )
         table += "</table>"
         img = img_tag(figure_png, "WSCA summary figure") if figure_png else ""
-        per_class = self.per_class_figure()
-        if per_class is not None:
-            img += img_tag(png_bytes(per_class), "per-class wsc matrices of the multi-class head")
+        if PER_CLASS_FIGURE in page_png:
+            img += img_tag(
+                page_png[PER_CLASS_FIGURE], "per-class wsc matrices of the multi-class head"
+            )
         if evidence_png is None:
             evidence_png = self.evidence_figures()
         evidence_html = ""
@@ -544,9 +574,7 @@ class AuditResult:
                 + "</ul>"
             )
         primary = self._report.get("primary", {}).get("metric", {})
-        thr = self.settings.get("thresholds") if isinstance(self.settings, dict) else None
-        thr = {k: v for k, v in (thr if isinstance(thr, dict) else {}).items()
-               if isinstance(v, (int, float))}  # fmt: skip
+        thr = self._thresholds()
         thr_effect, thr_usage = thr.get("effect", 0.25), thr.get("usage", 0.25)
         flagged = any(t.get("verdict") == "uses" for t in self.tasks.values())
         colour = VERDICT_COLOURS["uses" if flagged else "encoded_not_used"]
@@ -571,8 +599,10 @@ class AuditResult:
                 )
                 + "</table>"
             )
-            fig = self.performance_figure()
-            perf_html += img_tag(png_bytes(fig), "primary metric by subgroup with 95% CIs")
+            if PERFORMANCE_FIGURE in page_png:
+                perf_html += img_tag(
+                    page_png[PERFORMANCE_FIGURE], "primary metric by subgroup with 95% CIs"
+                )
         body = f"""<h1>{esc(self.title)}</h1>
 {headline}
 <p>{esc(str(self._report.get("n_samples")))} samples, embedding dimension
@@ -610,21 +640,15 @@ read from the embedding at all (held-out AUC or R²).</p>"""
         try:
             (out / "figures").mkdir(parents=True, exist_ok=True)
             (out / REPORT_JSON).write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False))
-            png = None
-            if self.tasks:
-                png = png_bytes(self.figure())
-                (out / SUMMARY_FIGURE).write_bytes(png)
-            for rel, fig in (
-                (PERFORMANCE_FIGURE, self.performance_figure()),
-                (PER_CLASS_FIGURE, self.per_class_figure()),
-            ):
-                if fig is not None:
-                    (out / rel).write_bytes(png_bytes(fig))
+            page_png = self._page_figures()
+            for rel, data in page_png.items():
+                (out / rel).write_bytes(data)
             evidence_png = self.evidence_figures()
             for rel, data in evidence_png.items():
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 (out / rel).write_bytes(data)
-            (out / REPORT_HTML).write_text(self.to_html(png, evidence_png), encoding="utf-8")
+            html_text = self.to_html(evidence_png=evidence_png, page_png=page_png)
+            (out / REPORT_HTML).write_text(html_text, encoding="utf-8")
         except OSError as exc:
             raise AuditError(f"could not write the report to {out}: {exc}") from exc
         return out

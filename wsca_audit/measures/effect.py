@@ -50,7 +50,7 @@ class Effect(Measure):
         weights = (
             torch.cat([task.v[None], task.boot * task.v]) if task.cfg.n_bootstrap else task.v[None]
         )
-        onehot = torch.nn.functional.one_hot(task.strata.to(task.device)).to(task.dtype)
+        onehot = task.strata_onehot
         s = task.primary_logits  # (N, C')
         if task.kind == "categorical":
             x = torch.nn.functional.one_hot(task.codes, task.k).to(task.dtype)[:, 1:]

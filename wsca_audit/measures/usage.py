@@ -39,7 +39,7 @@ class Usage(Measure):
             aux_logits = aux_logits - aux_logits.mean(-1, keepdim=True)
         # each resample removes the label with its own class means (a fixed centring
         # would leave the resample's between-class noise in both sides)
-        onehot = torch.nn.functional.one_hot(task.strata.to(task.device)).to(task.dtype)
+        onehot = task.strata_onehot
         primary = corr.within_class_centered(task.primary_logits_w, weights, onehot)
         aux = corr.within_class_centered(aux_logits, weights, onehot)
         matrix = corr.usage_matrix(primary, aux, weights)
