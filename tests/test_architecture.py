@@ -28,7 +28,8 @@ LAYERS = [
     {"report"},
     {"analysis"},
     {"collect"},
-    {"tracking", "card"},
+    {"card"},
+    {"tracking"},
     {"cli"},
     {"__init__"},
 ]

@@ -238,3 +238,22 @@ def test_failed_attach_leaves_no_hooks_and_can_be_retried():
         auditor.attach()
     assert auditor.attached
     auditor.detach()
+
+
+def test_the_model_name_titles_the_report():
+    """Every report was titled by the model's class: two models read the same."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+    titles = []
+    for name in (None, "resnet-site-a"):
+        auditor = wa.Auditor(model, metadata={"site": "categorical"}, name=name)
+        with auditor.collect(), torch.no_grad():
+            x = torch.randn(200, 4)
+            model(x)
+            auditor.record(targets=(x[:, 0] > 0).long(), metadata={"site": (x[:, 1] > 0).long()})
+        res = auditor.analyze(n_bootstrap=0, n_permutations=0, progress=False)
+        titles.append(res.title)
+        assert res.title in res.to_html()
+    assert titles == ["WSCA audit: Sequential", "WSCA audit: resnet-site-a"]
+    with pytest.raises(AuditError, match="name must be a string"):
+        wa.Auditor(model, name=3)

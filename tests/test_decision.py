@@ -136,3 +136,28 @@ def test_reason_and_samples_needed_reach_summary_card_and_cli(tmp_path, capsys):
     out = capsys.readouterr()
     assert code == 1
     assert t["reason"] in out.out and t["reason"] in out.err
+
+
+def test_each_task_says_what_to_do_next(tmp_path):
+    """The reports explained a verdict but not the action: more samples (how many), a fix
+    in the head, or nothing."""
+    import wsca_audit as wa
+
+    rep = {"schema_version": 1, "warnings": [], "tasks": {
+        "scanner": {"kind": "categorical", "verdict": "uses", "reason": "usage 0.69"},
+        "site": {"kind": "categorical", "verdict": "inconclusive", "reason": "r",
+                 "samples_needed": 2400},
+        "sex": {"kind": "categorical", "verdict": "encoded_not_used", "reason": "r"},
+    }}  # fmt: skip
+    lines = wa.AuditResult(rep).reasons()
+    assert lines[0].startswith("scanner: uses - usage 0.69. Next: confirm it on the input side")
+    assert "remove scanner from the head" in lines[0]
+    assert "Next: audit about 2,400 samples" in lines[1]
+    assert lines[2].endswith(
+        "Next: none for the head; audit again when the model or the data change"
+    )
+    html = wa.AuditResult(rep).to_html()
+    assert "audit about 2,400 samples" in html
+    card = tmp_path / "MODEL_CARD.md"
+    wa.write_model_card(wa.AuditResult(rep), card)
+    assert "Next: audit about 2,400 samples" in card.read_text()

@@ -1,5 +1,6 @@
 """The README's main job, end to end: `wsca-audit demo` on real MRI with a pretrained backbone."""
 
+import html
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import MlflowServer, run_browser
 from mlflow.tracking import MlflowClient
 
 import wsca_audit as wa
@@ -84,7 +86,35 @@ def test_demo_tells_the_two_models_apart(tmp_path):
         "head-clean-v1-s0.pt", "head-shortcut-v1-s0.pt"
     ]  # fmt: skip
 
+    _check_in_the_browser(tmp_path, {n: runs[f"br35h-{n}"] for n in ("clean", "shortcut")})
     _check_reproducible(tmp_path, n_resamples=60)
+
+
+def _check_in_the_browser(out: Path, runs: dict) -> None:
+    """What a new user sees: `mlflow ui` on the demo's store, each run's page in chromium
+    (status Finished, the one-line description), and the shortcut model's report.
+    Screenshots go to ``$WSCA_SCREENSHOTS`` when set (else next to the demo's output)."""
+    shots = Path(os.environ.get("WSCA_SCREENSHOTS") or out / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    server = MlflowServer(out).start()  # serves the demo's own mlflow.db
+    try:
+        for name, run in runs.items():
+            page = f"{server.uri}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+            dom = run_browser(page, dump_dom=True)
+            assert "Finished" in dom, name
+            note = run.data.tags["mlflow.note.content"]
+            assert html.escape(note, quote=False) in dom, name
+            assert (name == "shortcut") == ("FLAGGED - the head uses scanner" in dom)
+            run_browser(page, screenshot=shots / f"demo-mlflow-run-{name}.png")
+    finally:
+        server.kill()
+    report = out / "shortcut" / "report.html"
+    dom = run_browser(report.as_uri(), dump_dom=True, budget_ms=5000)
+    assert "FLAGGED" in dom and "br35h-shortcut" in dom
+    run_browser(report.as_uri(), screenshot=shots / "demo-report-shortcut.png", budget_ms=5000)
+    assert all((shots / f).stat().st_size > 20_000 for f in (
+        "demo-mlflow-run-clean.png", "demo-mlflow-run-shortcut.png", "demo-report-shortcut.png"
+    ))  # fmt: skip
 
 
 def _check_reproducible(out: Path, n_resamples: int) -> None:
@@ -124,7 +154,14 @@ def _check_reproducible(out: Path, n_resamples: int) -> None:
     model = mri.MRIClassifier(backbone).eval()
     model.head.load_state_dict(heads["clean"])
     with mri.deterministic_torch(0):
-        again = mri.audit(model, mri.make_data(0), n_resamples=n_resamples, progress=False, seed=0)
+        again = mri.audit(
+            model,
+            mri.make_data(0),
+            n_resamples=n_resamples,
+            progress=False,
+            seed=0,
+            name="br35h-clean",
+        )
     saved = wa.AuditResult.load(out / "clean").to_dict()
     again = again.to_dict()
     for report in (saved, again):

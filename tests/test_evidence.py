@@ -334,3 +334,30 @@ def test_masking_verdict_names_reliance_on_both_the_roi_and_outside():
     assert _verdict(removed(0.42, 0.31, -0.17, 0.02), 0.8) == "relies_on_roi"
     assert _verdict(removed(0.95, 0.90, 0.90, 0.95), 0.8) == "relies_outside_roi"
     assert _verdict(removed(0.55, 0.45, 0.1, 0.6), 0.8) == "inconclusive"
+
+
+def test_masking_figure_shows_the_chosen_image_with_roi_and_marker_outlined(tiny):
+    """The example image was the first one, with neither the ROI nor the marker drawn."""
+    model, x, y, roi = tiny
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=3)
+    res = wa.roi_masking(
+        model, loader, roi, y, example=7, outline={"marker": (0, 0, 1, 1)}, n_bootstrap=10,
+        progress=False,
+    )  # fmt: skip
+    full = x[7, 0].numpy()
+    np.testing.assert_allclose(res.examples_["full"], (full - full.min()) / np.ptp(full))
+    assert list(res.outlines_) == ["ROI", "marker"]
+    np.testing.assert_array_equal(res.outlines_["ROI"], roi)
+    assert res.outlines_["marker"].sum() == 1 and res.outlines_["marker"][0, 0]
+    fig = res.figure()
+    image_axes = fig.axes[:3]
+    assert [a.get_title() for a in image_axes] == [
+        "full image", "ROI filled (zero)", "outside the ROI filled (zero)"
+    ]  # fmt: skip
+    assert all(len(a.collections) == 2 for a in image_axes)  # two outlines on each image
+    legend = [t.get_text() for t in image_axes[0].get_legend().get_texts()]
+    assert legend == ["ROI", "marker"]
+    with pytest.raises(wa.AuditError, match="example=10 but the inputs hold 10 images"):
+        wa.roi_masking(model, x, roi, y, example=10, progress=False)
+    with pytest.raises(wa.AuditError, match="outline 'm' must be an"):
+        wa.roi_masking(model, x, roi, y, outline={"m": np.ones((3, 3), bool)}, progress=False)

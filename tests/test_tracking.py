@@ -3,6 +3,7 @@
 import json
 import re
 import warnings
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -112,6 +113,29 @@ def test_log_into_active_run_of_local_store(small_result, tmp_path, monkeypatch)
         assert wa.load_from_mlflow(run_id).verdicts == small_result.verdicts
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_the_model_card_is_logged_as_markdown_and_html(small_result, tmp_path):
+    """MLflow's artifact viewer showed the card's front matter as a jumbled list: the
+    library logs the HTML too, named after the run."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = wa.log_to_mlflow(small_result, tracking_uri=store, run_name="resnet-site-a")
+    client = MlflowClient(store)
+    arts = {a.path for a in client.list_artifacts(run_id, "wsca")}
+    assert {"wsca/MODEL_CARD.md", "wsca/MODEL_CARD.html", "wsca/MODEL_CARD_figures"} <= arts
+    local = Path(client.download_artifacts(run_id, "wsca", str(tmp_path / "dl")))
+    html = (local / "MODEL_CARD.html").read_text()
+    assert "resnet-site-a" in html and run_id in html and "<img" in html
+    assert f"mlflow_run_id: {run_id}" in (local / "MODEL_CARD.md").read_text()
+    # off on request; a card of the caller's own (extra_dir) is logged instead
+    bare = wa.log_to_mlflow(small_result, tracking_uri=store, model_card=False)
+    assert "wsca/MODEL_CARD.md" not in {a.path for a in client.list_artifacts(bare, "wsca")}
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "MODEL_CARD.md").write_text("my card")
+    mine = wa.log_to_mlflow(small_result, tracking_uri=store, extra_dir=own)
+    got = Path(client.download_artifacts(mine, "wsca/MODEL_CARD.md", str(tmp_path / "dl2")))
+    assert got.read_text() == "my card"
 
 
 def test_second_audit_into_same_run_keeps_params_and_warns(small_result, mlflow_server):

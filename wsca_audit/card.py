@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .decision import verdict_guide
+from .decision import next_step, verdict_guide
 from .errors import AuditError
 from .formatting import ci_text, fmt, html_page, img_tag, png_bytes
 from .naming import sanitize_name
@@ -132,6 +132,7 @@ def _sections(result: AuditResult, model_name: str, meta: dict, figures: dict) -
             bullets=[
                 f"`{n}` ({t['kind']}): {_VERDICT_TEXT.get(t['verdict'], t['verdict'])}"
                 + (f". Why: {t['reason']}" if t.get("reason") else "")
+                + f". Next: {next_step(n, t, bool(result.evidence))}"
                 for n, t in result.tasks.items()
             ],
         ),

@@ -78,6 +78,8 @@ class Auditor:
     skip_train_mode : bool, default=False
         Ignore forward passes made while the model is in train mode (for hooks that stay
         on across training and evaluation, as in the framework integrations).
+    name : str, optional
+        The model's name, for the report's and card's titles (default: its class name).
 
     Notes
     -----
@@ -111,10 +113,14 @@ class Auditor:
         keep_on_device: bool = False,
         max_memory_mb: float | None = None,
         skip_train_mode: bool = False,
+        name: str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise AuditError(f"model must be a torch.nn.Module; got {type(model).__name__}")
         self.model = model
+        if name is not None and not isinstance(name, str):
+            raise AuditError(f"name must be a string; got {type(name).__name__}")
+        self.name = name
         self.layer = layer
         self.metadata_kinds = dict(metadata) if metadata is not None else None
         for name, kind in (self.metadata_kinds or {}).items():
@@ -470,7 +476,8 @@ class Auditor:
 
     def model_info(self) -> dict:
         """What the report says about the model."""
-        return {
+        info = {"name": self.name} if self.name else {}
+        return info | {
             "class": type(self.model).__module__ + "." + type(self.model).__qualname__,
             "n_parameters": int(sum(p.numel() for p in self.model.parameters())),
             "head": None if self._head is None else self._head.source,

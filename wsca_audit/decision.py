@@ -186,6 +186,40 @@ def _samples_needed(task, thresholds, n, encoded, enc_thr) -> int | None:
     return int(math.ceil(max(need, n + 1) / 10.0) * 10)
 
 
+def next_step(name: str, task: dict, evidence: bool = False) -> str:
+    """What to do about one task, given its verdict (for the report's and card's *why*).
+
+    Examples
+    --------
+    >>> next_step("scanner", {"verdict": "inconclusive", "samples_needed": 2400})
+    'audit about 2,400 samples (above all samples whose scanner level is rare in their class)'
+    """
+    verdict = task.get("verdict")
+    if verdict == "uses":
+        check = (
+            "the input-side evidence"
+            if evidence
+            else "the input side (wa.intervention_effect, wa.roi_masking)"
+        )
+        return (
+            f"confirm it on {check}, then remove {name} from the head (group-balanced "
+            "last-layer retraining or concept erasure) and audit again"
+        )
+    if verdict == "inconclusive":
+        n = task.get("samples_needed")
+        if n:
+            return (
+                f"audit about {int(n):,} samples (above all samples whose {name} level is "
+                "rare in their class)"
+            )
+        return "more samples will not decide it at these estimates: check the input side"
+    if verdict == "encoded_not_used":
+        return "none for the head; audit again when the model or the data change"
+    if verdict == "not_encoded":
+        return "none: no linear shortcut through this layer"
+    return "none"
+
+
 def verdict_guide(thresholds: Thresholds | dict | None = None) -> list[tuple[str, str, str]]:
     """(verdict, what it means with the thresholds in force, what to do), for reports and cards.
 

@@ -46,6 +46,7 @@ from .validation import check_consistent_length, column_or_1d
 
 FILLS = ("zero", "mean", "blur", "noise")
 SETTINGS = ("full", "roi_removed", "roi_only")
+_OUTLINE_COLOURS = ("#f1c40f", "#e84393", "#00cec9", "#e17055")
 
 
 def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
@@ -137,22 +138,48 @@ class MaskingResult(Evidence):
             metrics.update(interval_metrics(f"wsca.masking.{k}.{setting}_drop", block.get("drop")))
         return metrics, {f"wsca.masking.{k}.verdict": str(data.get("verdict"))}
 
-    def __init__(self, data: dict, examples: dict[str, np.ndarray] | None = None) -> None:
+    def __init__(
+        self,
+        data: dict,
+        examples: dict[str, np.ndarray] | None = None,
+        outlines: dict[str, np.ndarray] | None = None,
+    ) -> None:
         super().__init__(data)
         self.examples_ = examples or {}
+        # (H, W) regions drawn on the example images: the ROI first, then the caller's
+        self.outlines_ = outlines or {}
 
     def figure(self):
-        """Example image in each setting (left) and the AUCs with 95% CIs (right)."""
+        """The example image in each setting, with the ROI (and any regions passed as
+        ``outline=``) outlined (left), and the AUCs with 95% CIs (right)."""
         from matplotlib.figure import Figure
+        from matplotlib.lines import Line2D
 
         n_ex = len(self.examples_)
-        fig = Figure(figsize=(3.0 + 2.2 * n_ex, 3.0), layout="constrained")
+        fig = Figure(figsize=(3.0 + 2.4 * n_ex, 3.3), layout="constrained")
         axes = fig.subplots(1, n_ex + 1, width_ratios=[1] * n_ex + [2.2])
         axes = np.atleast_1d(axes)
+        fill = self._data.get("fill")
+        titles = {
+            "full": "full image",
+            "roi_removed": f"ROI filled ({fill})",
+            "roi_only": f"outside the ROI filled ({fill})",
+        }
+        handles = []
+        for i, (colour, (label, region)) in enumerate(
+            zip(_OUTLINE_COLOURS, self.outlines_.items())
+        ):
+            handles.append(Line2D([], [], color=colour, lw=1.5, label=label))
+            for ax in axes[:n_ex]:
+                if region.any() and not region.all():
+                    ax.contour(region.astype(float), levels=[0.5], colors=[colour],
+                               linewidths=1.2, linestyles="-" if i == 0 else "--")  # fmt: skip
         for ax, (name, img) in zip(axes, self.examples_.items()):
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
-            ax.set_title(name.replace("_", " "), fontsize=9)
+            ax.set_title(titles.get(name, name.replace("_", " ")), fontsize=9)
             ax.axis("off")
+        if handles and n_ex:
+            axes[0].legend(handles=handles, fontsize=7, loc="lower left", framealpha=0.8)
         ax = axes[-1]
         vals = [self._data[s]["value"] for s in SETTINGS]
         lo = [self._data[s]["ci_low"] for s in SETTINGS]
@@ -185,6 +212,8 @@ def roi_masking(
     batch_size: int = 64,
     retained_threshold: float = 0.8,
     blur_sigma: float | None = None,
+    example: int = 0,
+    outline: dict[str, Any] | None = None,
     ci_level: float = 0.95,
     seed: int = 0,
     device: str | torch.device | None = None,
@@ -215,6 +244,11 @@ def roi_masking(
         ROI-removed AUC's interval above chance) to be called ``"relies_outside_roi"``.
     blur_sigma : float, optional
         Gaussian sigma in pixels for ``fill="blur"``.
+    example : int, default=0
+        Index of the image shown in the figure (in each setting, with the ROI outlined).
+    outline : dict of str to bool array (H, W) or box (y0, x0, y1, x1), optional
+        Further regions to outline on the example images, by name, e.g.
+        ``{"scanner marker": (4, 4, 16, 16)}``: what a reviewer should see where it is.
     ci_level, seed, device, progress
         Interval level, random seed (bootstrap and noise), device (default: the model's)
         and a progress bar.
@@ -223,8 +257,10 @@ def roi_masking(
     -------
     MaskingResult
         ``verdict`` is ``"relies_outside_roi"`` (keeps at least ``retained_threshold``
-        of its above-chance AUC with the ROI removed), ``"relies_on_roi"`` (the upper
-        end of the retained share's interval is under one half) or ``"inconclusive"``.
+        of its above-chance AUC with the ROI removed), ``"relies_on_roi_and_outside"``
+        (loses more than that, but the ROI-removed AUC's interval stays above chance),
+        ``"relies_on_roi"`` (the upper end of the retained share's interval is under one
+        half) or ``"inconclusive"``.
 
     Examples
     --------
@@ -260,6 +296,9 @@ def roi_masking(
     masks: RoiMasks | None = RoiMasks(roi) if roi is not None else None
     scores: list[Tensor] = []  # per setting, (n, K) logits
     examples: dict[str, np.ndarray] = {}
+    regions: dict[str, np.ndarray] = {}
+    if not isinstance(example, (int, np.integer)) or example < 0:
+        raise AuditError(f"example must be a non-negative image index; got {example!r}")
     area_sum, start = 0.0, 0
     bar = tqdm(total=n_known, desc="wsca: ROI masking", unit="img", disable=not progress)
     with torch.inference_mode():
@@ -276,10 +315,12 @@ def roi_masking(
             out = torch.stack([logits_of(model(v)).float() for v in variants], 1)
             scores.append(out.cpu())
             area_sum += float(m.float().mean((1, 2)).sum())
-            if not examples:
+            if not examples and start <= example < start + x.shape[0]:
+                j = example - start
                 for name, v in zip(SETTINGS, variants):
-                    img = v[0].float().cpu()
-                    examples[name] = display_image(img)
+                    examples[name] = display_image(v[j].float().cpu())
+                regions["ROI"] = m[j].cpu().numpy()
+                regions.update(_regions(outline, *x.shape[-2:]))
             start += x.shape[0]
             bar.update(x.shape[0])
     bar.close()
@@ -287,6 +328,8 @@ def roi_masking(
         raise AuditError("inputs held no images")
     check_consistent_length(start, "images", targets=y)
     masks.check_count(start)
+    if example >= start:
+        raise AuditError(f"example={example} but the inputs hold {start} images")
     logits = torch.cat(scores)  # (N, 3, K)
 
     levels, codes = np.unique(y, return_inverse=True)
@@ -328,7 +371,27 @@ def roi_masking(
             entry["retained"] = ci_block(retained, n_bootstrap, ci_level)
         out[name] = entry
     out["verdict"] = _verdict(out["roi_removed"], retained_threshold)
-    return MaskingResult(out, examples)
+    return MaskingResult(out, examples, regions)
+
+
+def _regions(outline: dict[str, Any] | None, height: int, width: int) -> dict[str, np.ndarray]:
+    """``outline=`` as named (H, W) bool masks (boxes are converted)."""
+    if outline is None:
+        return {}
+    if not isinstance(outline, dict):
+        raise AuditError("outline must be a dict of name -> (H, W) mask or (y0, x0, y1, x1) box")
+    out = {}
+    for name, region in outline.items():
+        a = np.asarray(region.detach().cpu() if isinstance(region, Tensor) else region)
+        if a.shape == (4,) and a.dtype != bool:
+            a = boxes_to_roi(a, height, width)
+        if a.shape != (height, width):
+            raise AuditError(
+                f"outline {name!r} must be an (H, W) = ({height}, {width}) mask or a box "
+                f"(y0, x0, y1, x1); got shape {a.shape}"
+            )
+        out[str(name)] = a.astype(bool)
+    return out
 
 
 def _verdict(removed: dict, threshold: float) -> str:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .decision import verdict_guide
+from .decision import next_step, verdict_guide
 from .errors import AuditError
 from .evidence import evidence_type, evidence_type_for_section, evidence_types
 from .formatting import (
@@ -389,13 +389,14 @@ class AuditResult:
         return ["kind", *head], rows
 
     def reasons(self) -> list[str]:
-        """One line per task: its verdict and the sentence that explains it."""
+        """One line per task: its verdict, the sentence that explains it and what to do."""
         out = []
+        evidence = bool(self._report.get("evidence"))
         for name, t in self.tasks.items():
             line = f"{name}: {t.get('verdict')}"
             if t.get("reason"):
                 line += f" - {t['reason']}"
-            out.append(line)
+            out.append(f"{line}. Next: {next_step(name, t, evidence)}")
         return out
 
     def summary(self) -> str:
@@ -568,7 +569,9 @@ class AuditResult:
             reasons = (
                 "<h2>Why</h2><ul>"
                 + "".join(
-                    f"<li><b>{esc(n)}</b>: {esc(str(t.get('verdict')))} - {esc(t.get('reason') or '')}</li>"
+                    f"<li><b>{esc(n)}</b>: {esc(str(t.get('verdict')))} - "
+                    f"{esc(t.get('reason') or '')}<br><i>Next:</i> "
+                    f"{esc(next_step(n, t, bool(self._report.get('evidence'))))}</li>"
                     for n, t in self.tasks.items()
                 )
                 + "</ul>"

@@ -18,8 +18,9 @@ Names (stable across versions; metadata names are sanitised to ``[A-Za-z0-9_.-]`
   key had to change it), ``wsca.flagged`` (tasks with verdict ``uses``, comma-separated;
   absent when none), ``wsca.schema_version``,
   ``wsca.version``, ``wsca.layer``, ``wsca.masking.<key>.verdict``;
-- artifacts under ``wsca/``: ``report.json``, ``report.html``, ``figures/*.png`` and any
-  other file saved with the report (attribution overlays, model card).
+- artifacts under ``wsca/``: ``report.json``, ``report.html``, ``figures/*.png``, the model
+  card (``MODEL_CARD.md``, and ``MODEL_CARD.html`` for MLflow's artifact viewer) and any
+  other file saved with the report (attribution overlays).
 
 Nothing is lost when the tracking server is down: the report is first written to a local
 staging folder; if the upload fails it is moved to ``fallback_dir`` with a note of the
@@ -37,16 +38,18 @@ import tempfile
 import time
 import urllib.request
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .card import write_model_card
 from .errors import AuditError, AuditWarning
 from .evidence import evidence_type_for_section
 from .naming import interval_metrics, sanitize_name, task_keys
 from .report import REPORT_JSON, AuditResult
 from .version import __version__
 
+CARD_FILE = "MODEL_CARD.md"
 ARTIFACT_PATH = "wsca"
 DESCRIPTION_TAG = "mlflow.note.content"  # what the MLflow UI shows as the run's description
 DESCRIPTION_PREFIX = "WSCA audit:"
@@ -207,6 +210,7 @@ def _upload(
     tags: dict[str, str],
     step: int | None,
     artifact_path: str,
+    before_artifacts: Callable[[Any, str], None] | None = None,
 ) -> str:
     mlflow = _import_mlflow()
     from mlflow.entities import Metric, Param, RunTag
@@ -248,6 +252,8 @@ def _upload(
         params=[Param(k, v) for k, v in params.items() if k not in existing],
         tags=[RunTag(k, v) for k, v in tags.items()],
     )
+    if before_artifacts is not None:  # e.g. the model card, which names the run
+        before_artifacts(client.get_run(run_id), run_id)
     client.log_artifacts(run_id, str(directory), artifact_path)
     if created:
         client.set_terminated(run_id)
@@ -265,8 +271,9 @@ def log_to_mlflow(
     extra_dir: str | Path | None = None,
     artifact_path: str = ARTIFACT_PATH,
     fallback_dir: str | Path = "wsca-pending",
+    model_card: bool = True,
 ) -> str | None:
-    """Log an audit into an MLflow run: metrics, params, tags and the report artifacts.
+    """Log an audit into an MLflow run: metrics, params, tags, the report and a model card.
 
     Parameters
     ----------
@@ -282,6 +289,10 @@ def log_to_mlflow(
         A folder whose files are uploaded with the report (e.g. attribution overlays).
     fallback_dir : path
         Where the report is kept when the upload fails.
+    model_card : bool, default=True
+        Also log ``MODEL_CARD.md`` and ``MODEL_CARD.html`` (MLflow's artifact viewer
+        renders the HTML; it shows Markdown front matter as plain text), named after the
+        run and stating its id. A ``MODEL_CARD.md`` in ``extra_dir`` is logged instead.
 
     Returns
     -------
@@ -312,6 +323,15 @@ def log_to_mlflow(
         result.save(stage)
         if extra_dir is not None:
             shutil.copytree(extra_dir, stage, dirs_exist_ok=True)
+        card = None
+        if model_card and not (stage / CARD_FILE).exists():
+
+            def card(run: Any, run_id: str) -> None:
+                write_model_card(
+                    result, stage / CARD_FILE, model_name=run.info.run_name or "model",
+                    run_id=run_id,
+                )  # fmt: skip
+
         try:
             with fast_fail():
                 return _upload(
@@ -325,6 +345,7 @@ def log_to_mlflow(
                     tags=tags,
                     step=step,
                     artifact_path=artifact_path,
+                    before_artifacts=card,
                 )
         except AuditError:
             raise

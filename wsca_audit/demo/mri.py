@@ -273,11 +273,12 @@ def audit(
     n_resamples: int = 200,
     progress: bool = True,
     seed: int = 0,
+    name: str | None = None,
 ) -> wa.AuditResult:
     """The evaluation loop with the auditor attached, then the analysis (seeded)."""
     d, idx = demo.data, demo.eval
     images = add_scanner_marker(d.images[idx], demo.eval_flags)
-    auditor = wa.Auditor(model, metadata=METADATA)
+    auditor = wa.Auditor(model, metadata=METADATA, name=name)
     with auditor.collect(), torch.inference_mode():
         for i in tqdm(range(0, len(idx), 64), desc="evaluate", disable=not progress, leave=False):
             sl = slice(i, i + 64)
@@ -325,7 +326,12 @@ def input_evidence(
 
     marked = torch.as_tensor(add_scanner_marker(clean, demo.eval_flags[sub]))[:, None]
     common = dict(n_bootstrap=n_resamples, progress=progress, batch_size=64, seed=seed)
-    masking = wa.roi_masking(model, marked, roi, d.labels[idx[sub]], fill="noise", **common)
+    rows, cols = marker_mask(clean.shape[-1])
+    shown = int(np.flatnonzero(demo.eval_flags[sub])[0])  # an image with the marker burned in
+    masking = wa.roi_masking(
+        model, marked, roi, d.labels[idx[sub]], fill="noise", example=shown,
+        outline={"scanner marker": (rows.start, cols.start, rows.stop, cols.stop)}, **common,
+    )  # fmt: skip
     effect = wa.intervention_effect(
         model, torch.as_tensor(clean)[:, None], set_marker, variable="scanner", **common
     )
@@ -409,7 +415,7 @@ def run(
         kw = dict(n_resamples=n_resamples, progress=progress, seed=seed)
         with deterministic_torch(seed, threads):  # each audit starts from the same state
             t_audit = time.perf_counter()
-            result = audit(model, demo, **kw)
+            result = audit(model, demo, name=f"br35h-{name}", **kw)
             t_audit = time.perf_counter() - t_audit
             t_evidence = time.perf_counter()
             for ev in input_evidence(model, demo, **kw):
