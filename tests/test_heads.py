@@ -106,3 +106,28 @@ def test_multinomial_class_sums_stay_zero_with_many_problems():
     for i, t in enumerate([y, *perms]):
         ref = LogisticRegression(C=1.0, tol=1e-10, max_iter=20000).fit(X, t)
         assert cosine(ref.coef_, head.coef_[i].numpy()) >= 0.99999
+
+
+@pytest.mark.parametrize("loss", ["binary", "multinomial", "squared"])
+def test_a_regularisation_path_in_one_batch_equals_separate_fits(digits_std, loss):
+    X, y = digits_std
+    X = torch.as_tensor(X[:300, :20], dtype=torch.float64)
+    t = torch.as_tensor(y[:300] % (2 if loss == "binary" else 3))
+    if loss == "squared":
+        t = X[:, 0] + 0.1 * torch.as_tensor(y[:300], dtype=torch.float64)
+    n_classes = 3 if loss == "multinomial" else None
+    regs = [0.01, 1.0, 100.0]
+    targets = t[None].expand(6, -1)
+    weights = torch.ones(6, 300, dtype=torch.float64)
+    weights[3:, ::2] = 0.0  # two sample weightings x three penalties
+    path = BatchedLinearHead(loss, reg=regs * 2, n_classes=n_classes, tol=1e-9).fit(
+        X, targets, weights
+    )
+    for i in range(6):
+        one = BatchedLinearHead(loss, reg=regs[i % 3], n_classes=n_classes, tol=1e-9).fit(
+            X, targets[i : i + 1], weights[i : i + 1]
+        )
+        torch.testing.assert_close(path.coef_[i], one.coef_[0], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(path.intercept_[i], one.intercept_[0], rtol=1e-4, atol=1e-4)
+    with pytest.raises(AuditError, match="reg has 2 values for 6 problems"):
+        BatchedLinearHead(loss, reg=[1.0, 2.0], n_classes=n_classes).fit(X, targets, weights)

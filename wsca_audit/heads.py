@@ -92,8 +92,9 @@ class BatchedLinearHead:
     ----------
     loss : {"binary", "multinomial", "squared"}
         Logistic regression (two classes), softmax regression, or ridge regression.
-    reg : float, default=1.0
-        ``1 / C`` for the logistic losses (scikit-learn's ``C``), ``alpha`` for ridge.
+    reg : float or array-like of shape (n_problems,), default=1.0
+        ``1 / C`` for the logistic losses (scikit-learn's ``C``), ``alpha`` for ridge;
+        one value per problem fits a regularisation path in the same batch.
     n_classes : int, optional
         Number of classes for ``"multinomial"``.
     tol : float, default=1e-6
@@ -166,13 +167,17 @@ class BatchedLinearHead:
         """
         if self.loss not in LOSSES:
             raise AuditError(f"loss must be one of {LOSSES}; got {self.loss!r}")
-        if self.reg <= 0:
-            raise AuditError("reg must be > 0 (the L2 penalty keeps every head unique)")
         n, d = X.shape
         targets = targets.to(X.device)
         n_problems = targets.shape[0]
         if targets.shape[1] != n:
             raise AuditError(f"targets have {targets.shape[1]} samples, X has {n}")
+        reg = torch.as_tensor(self.reg, dtype=torch.float64).flatten()
+        if reg.numel() not in (1, n_problems):
+            raise AuditError(f"reg has {reg.numel()} values for {n_problems} problems")
+        if not bool((reg > 0).all()):
+            raise AuditError("reg must be > 0 (the L2 penalty keeps every head unique)")
+        reg = reg.expand(n_problems)
         if sample_weight is None:
             sample_weight = torch.ones(n_problems, n, dtype=X.dtype, device=X.device)
         S = sample_weight.to(device=X.device, dtype=X.dtype).T.contiguous()  # (N, P)
@@ -186,8 +191,11 @@ class BatchedLinearHead:
             T = targets.to(X.dtype).T.contiguous()
         if groups is None:
             groups = torch.zeros(n_problems, dtype=torch.long)
+        # a preconditioner is shared within a group, so a group holds one penalty
+        _, reg_id = torch.unique(reg, return_inverse=True)
+        groups = groups.cpu().long() * (int(reg_id.max()) + 1) + reg_id
         X1 = torch.cat([X, torch.ones(n, 1, dtype=X.dtype, device=X.device)], dim=1)
-        pen = torch.full((d + 1, 1, 1), float(self.reg), dtype=X.dtype, device=X.device)
+        pen = reg.to(device=X.device, dtype=X.dtype)[None, :, None].repeat(d + 1, 1, 1)
         pen[-1] = 0.0  # the intercept is not penalised
         theta = torch.zeros(d + 1, n_problems, k, dtype=X.dtype, device=X.device)
         if init is not None:
@@ -268,7 +276,7 @@ class BatchedLinearHead:
                 m = idx.numel()
                 d_eta = (X1 @ v.reshape(d1, -1)).reshape(n, m, k)
                 g = self._curv_times(curv[:, idx], S[:, idx], d_eta)
-                return (X1.T @ g.reshape(n, -1)).reshape(d1, m, k) + pen * v
+                return (X1.T @ g.reshape(n, -1)).reshape(d1, m, k) + pen[:, idx] * v
 
             # inexact Newton: loose CG early, tighter near the optimum (floored at 1e-2:
             # a linear rate of 1e-2 per Newton step is plenty, and a shared
@@ -310,7 +318,6 @@ class BatchedLinearHead:
         n, d1 = X1.shape
         k = curv.shape[-1]
         multinomial = self.loss == "multinomial"
-        reg = pen[:, 0, 0].to(torch.float64)
         rows = None
         if multinomial and n > max(_PRECOND_ROWS, 4 * d1):
             rows = torch.linspace(0, n - 1, max(_PRECOND_ROWS, 4 * d1), device=X1.device).long()
@@ -319,6 +326,7 @@ class BatchedLinearHead:
         factors = []
         for gid in torch.unique(groups).tolist():
             idx = torch.nonzero(groups == gid).flatten().to(X1.device)
+            reg = pen[:, idx[0], 0].to(torch.float64)  # one penalty per group
             if multinomial:
                 p = curv[:, idx, :] if rows is None else curv[rows][:, idx, :]
                 w = (S[:, idx] if rows is None else S[rows][:, idx])[..., None]
