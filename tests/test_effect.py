@@ -128,3 +128,19 @@ def test_without_targets_the_effect_is_confounded_and_the_report_says_so():
     # no label to hold fixed: the site's difference carries the label's part too
     assert plain.tasks["site"]["effect"]["value"] > held.tasks["site"]["effect"]["value"] + 0.3
     assert any("not deconfounded" in w for w in plain.warnings)
+
+
+def test_levels_nested_in_the_classes_do_not_break_the_effect():
+    """A bug: with the digit as metadata and 'digit >= 5' as the label, the level
+    indicators are collinear with the class dummies, and the solve raised
+    'input matrix is singular' instead of giving the digit's effect."""
+    rng = np.random.default_rng(0)
+    digit = rng.integers(0, 10, 600)
+    y = (digit >= 5).astype(int)
+    z = np.c_[y + rng.normal(size=600), digit % 2 + 0.5 * rng.normal(size=600)]
+    W = np.array([[0.0, -1.0], [0.0, 1.0]])  # the head reads the parity of the digit
+    res = wa.analyze(z, y, {"digit": digit}, primary_weight=W, n_bootstrap=40,
+                     n_permutations=40, progress=False)  # fmt: skip
+    eff = res.tasks["digit"]["effect"]
+    assert np.isfinite([eff["value"], eff["ci_low"], eff["ci_high"]]).all()
+    assert abs(eff["value"]) > 1.0  # odd vs even digits within a class

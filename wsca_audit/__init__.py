@@ -17,6 +17,7 @@ from .heads import BatchedLinearHead, PrimaryHead
 from .intervention import InterventionResult, intervention_effect
 from .masking import MaskingResult, fill_region, roi_masking
 from .measures import Measure, register_measure
+from .mitigation import Mitigation, load_head, mitigate
 from .report import SCHEMA_VERSION, AuditResult, report_schema, validate_report
 from .tracking import load_from_mlflow, log_to_mlflow, mlflow_payload
 from .version import __version__
@@ -36,6 +37,7 @@ __all__ = [
     "InterventionResult",
     "MaskingResult",
     "Measure",
+    "Mitigation",
     "PrimaryHead",
     "Thresholds",
     "__version__",
@@ -45,7 +47,9 @@ __all__ = [
     "fill_region",
     "intervention_effect",
     "load_from_mlflow",
+    "load_head",
     "log_to_mlflow",
+    "mitigate",
     "mlflow_payload",
     "register_evidence",
     "register_measure",

@@ -16,6 +16,7 @@ from typing import Any
 from .decision import next_step, verdict_guide
 from .errors import AuditError
 from .formatting import ci_text, fmt, html_page, img_tag, png_bytes
+from .mitigation import Mitigation
 from .naming import sanitize_name
 from .report import AuditResult
 
@@ -224,6 +225,26 @@ def _sections(result: AuditResult, model_name: str, meta: dict, figures: dict) -
     return s
 
 
+def _mitigation_section(m: Mitigation, figure: tuple[str, bytes]) -> _Section:
+    st = m.settings_
+    where = (
+        f"the patched model (head `{m.head_source_}` replaced)"
+        if m.model is not None
+        else f"a new head only ({m.not_patched_reason_})"
+    )
+    paras = [
+        f"`{m.variable}` was removed from the head with `{m.method}` "
+        f"(`wsca_audit.mitigate`), giving {where}. The new head was fitted on "
+        f"{st['n_fit']} samples and both heads were audited on {st['n_holdout']} held-out "
+        "samples that the fit never saw."
+    ]
+    sec = _Section(
+        "Mitigation", paragraphs=paras, table=(["", "before", "after"], [list(r) for r in m.rows()])
+    )
+    sec.image = (figure[0], f"{m.variable} before and after mitigation, with 95% CIs", figure[1])
+    return sec
+
+
 def _markdown(front: dict, title: str, sections: list[_Section]) -> str:
     import yaml
 
@@ -294,6 +315,7 @@ def write_model_card(
     tags: list[str] | None = None,
     run_id: str | None = None,
     html_path: str | Path | None = None,
+    mitigation: Mitigation | None = None,
 ) -> Path:
     """Write a Markdown model card (with HF ``model-index`` front matter) and its HTML.
 
@@ -307,6 +329,9 @@ def write_model_card(
     model_name, intended_use, out_of_scope, model_details, evaluation_data, dataset_name,
     caveats, license, tags : the card's free-text fields (None: a neutral placeholder).
     run_id : the MLflow run the audit came from; stated in the card and front matter.
+    mitigation : Mitigation, optional
+        From :func:`wsca_audit.mitigate`: adds a "Mitigation" section with the
+        before/after table (held-out part) and its figure.
 
     Returns
     -------
@@ -347,8 +372,19 @@ def write_model_card(
                 png = png_bytes(fig)
                 (fig_dir / fname).write_bytes(png)
                 figures[fname] = (f"{fig_dir.name}/{fname}", png)
+        if mitigation is not None:
+            if not isinstance(mitigation, Mitigation):
+                raise AuditError(
+                    f"mitigation must be a Mitigation (wa.mitigate); got {type(mitigation).__name__}"
+                )
+            fig_dir.mkdir(exist_ok=True)
+            png = png_bytes(mitigation.figure())
+            (fig_dir / "mitigation.png").write_bytes(png)
+            figures["mitigation.png"] = (f"{fig_dir.name}/mitigation.png", png)
         title = f"Model card: {model_name}"
         sections = _sections(result, model_name, meta, figures)
+        if mitigation is not None:
+            sections.insert(-1, _mitigation_section(mitigation, figures["mitigation.png"]))
         path.write_text(
             _markdown(_front_matter(result, model_name, meta), title, sections), encoding="utf-8"
         )

@@ -26,12 +26,12 @@ from .correlation import ci_block
 from .embeddings import missing_mask
 from .metrics import weighted_auc
 
-__all__ = ["MIN_GROUP_SIZE", "subgroup_performance"]
+__all__ = ["MIN_GROUP_SIZE", "group_codes", "primary_metrics", "subgroup_performance"]
 
 MIN_GROUP_SIZE = 10  # smaller groups are listed (with n) but not ranked as worst
 
 
-def _group_codes(values: np.ndarray, kind: str) -> tuple[np.ndarray, list[str]]:
+def group_codes(values: np.ndarray, kind: str) -> tuple[np.ndarray, list[str]]:
     """Group index per sample (-1: missing) and group names."""
     miss = missing_mask(values)
     codes = np.full(len(values), -1, dtype=np.int64)
@@ -48,7 +48,7 @@ def _group_codes(values: np.ndarray, kind: str) -> tuple[np.ndarray, list[str]]:
     return codes, [str(v) for v in levels]
 
 
-def _metrics(logits: Tensor, labels: Tensor, weights: Tensor) -> dict[str, Tensor]:
+def primary_metrics(logits: Tensor, labels: Tensor, weights: Tensor) -> dict[str, Tensor]:
     """Each metric for each weight row (point and bootstrap resamples)."""
     n_out = logits.shape[1]
     pred = logits.argmax(1) if n_out > 1 else (logits[:, 0] > 0).long()
@@ -117,11 +117,13 @@ def subgroup_performance(
                       device=logits.device)  # fmt: skip
     weights = torch.cat([ones, boot.to(ones)]) if boot.shape[0] else ones
     nb = boot.shape[0]
-    overall = {k: ci_block(v, nb, level) for k, v in _metrics(logits, labels, weights).items()}
+    overall = {
+        k: ci_block(v, nb, level) for k, v in primary_metrics(logits, labels, weights).items()
+    }
     metric = "auc" if "auc" in overall else "accuracy"
 
     groups: dict[str, tuple[np.ndarray, list[str]]] = {
-        name: _group_codes(values, kinds.get(name, "categorical"))
+        name: group_codes(values, kinds.get(name, "categorical"))
         for name, values in columns.items()
     }
     for a, b in pairs or []:
@@ -142,7 +144,7 @@ def subgroup_performance(
         entry = {}
         for g, level_name in enumerate(names):
             mask = (codes_t == g).to(weights.dtype)
-            m = _metrics(logits, labels, weights * mask)
+            m = primary_metrics(logits, labels, weights * mask)
             size = int(mask.sum())
             entry[level_name] = {"n": size, **{k: ci_block(v, nb, level) for k, v in m.items()}}
             value = entry[level_name][metric]["value"]

@@ -45,6 +45,8 @@ from typing import Any
 from .card import write_model_card
 from .errors import AuditError, AuditWarning
 from .evidence import evidence_type_for_section
+from .formatting import fmt as fmt_value
+from .mitigation import Mitigation
 from .naming import interval_metrics, sanitize_name, task_keys
 from .report import REPORT_JSON, AuditResult
 from .version import __version__
@@ -53,6 +55,7 @@ CARD_FILE = "MODEL_CARD.md"
 ARTIFACT_PATH = "wsca"
 DESCRIPTION_TAG = "mlflow.note.content"  # what the MLflow UI shows as the run's description
 DESCRIPTION_PREFIX = "WSCA audit:"
+MITIGATION_PREFIX = "WSCA mitigation:"
 PENDING_NOTE = "mlflow-target.json"
 # MLflow's own defaults retry 7 times with exponential back-off (minutes when a server is
 # gone); an audit should fall back to disk quickly instead. User settings take precedence.
@@ -68,6 +71,51 @@ def _flatten(prefix: str, d: dict) -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def mitigation_payload(m: Mitigation) -> tuple[dict[str, float], dict[str, str]]:
+    """The before/after metrics and tags of a mitigation's child run.
+
+    Metrics ``wsca.mitigation.<before|after>.<usage|effect|<metric>|worst_level.<metric>>``
+    (each with its CI) and ``wsca.mitigation.cost`` (patched minus original primary
+    metric, paired CI); tags ``wsca.mitigation.<variable|method|verdict_before|
+    verdict_after|patched>`` and the run description.
+    """
+    d = m.to_dict()
+    metrics: dict[str, float] = {}
+    for side in ("before", "after"):
+        block = d[side]
+        perf = block["performance"]
+        name = perf.get("metric") or "metric"
+        metrics.update(interval_metrics(f"wsca.mitigation.{side}.usage", block["usage"]))
+        metrics.update(interval_metrics(f"wsca.mitigation.{side}.effect", block["effect"]))
+        metrics.update(interval_metrics(f"wsca.mitigation.{side}.{name}", perf.get("overall")))
+        metrics.update(
+            interval_metrics(f"wsca.mitigation.{side}.worst_level.{name}", perf.get("worst_level"))
+        )
+    metrics.update(interval_metrics("wsca.mitigation.cost", d["cost"]))
+    b, a = d["before"], d["after"]
+
+    def eff(side):
+        e = (side.get("effect") or {}).get("value")
+        return "n/a" if e is None else f"{e:.2f}"
+
+    cost = d["cost"]
+    note = (
+        f"{MITIGATION_PREFIX} {m.variable} removed from the head "
+        f"({m.method}): effect {eff(b)} -> {eff(a)} sd, verdict {b['verdict']} -> "
+        f"{a['verdict']}; {cost.get('metric')} cost {fmt_value(cost.get('value'))} on "
+        f"{m.settings_['n_holdout']} held-out samples."
+    )
+    tags = {
+        "wsca.mitigation.variable": m.variable,
+        "wsca.mitigation.method": m.method,
+        "wsca.mitigation.verdict_before": str(b["verdict"]),
+        "wsca.mitigation.verdict_after": str(a["verdict"]),
+        "wsca.mitigation.patched": str(m.model is not None).lower(),
+        DESCRIPTION_TAG: note,
+    }
+    return metrics, tags
 
 
 def mlflow_payload(result: AuditResult) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
@@ -211,6 +259,7 @@ def _upload(
     step: int | None,
     artifact_path: str,
     before_artifacts: Callable[[Any, str], None] | None = None,
+    parent_run_id: str | None = None,
 ) -> str:
     mlflow = _import_mlflow()
     from mlflow.entities import Metric, Param, RunTag
@@ -220,7 +269,20 @@ def _upload(
     check_reachable(uri)
     client = MlflowClient(tracking_uri=uri)
     created = False
-    if run_id is None:
+    if run_id is None and parent_run_id is not None:  # a child run of the audit's run
+        try:
+            parent = client.get_run(parent_run_id)
+        except Exception as exc:
+            raise AuditError(
+                f"parent run {parent_run_id!r} not found in the store {uri}: {str(exc)[:200]}"
+            ) from exc
+        run_id = client.create_run(
+            parent.info.experiment_id,
+            run_name=run_name,
+            tags={"mlflow.parentRunId": parent_run_id},
+        ).info.run_id
+        created = True
+    elif run_id is None:
         active = mlflow.active_run()
         if active is not None and tracking_uri in (None, mlflow.get_tracking_uri()):
             run_id = active.info.run_id
@@ -243,7 +305,7 @@ def _upload(
         )
     # the run's description is ours to write only when it is empty or one of ours
     note = client.get_run(run_id).data.tags.get(DESCRIPTION_TAG)
-    if note and not note.startswith(DESCRIPTION_PREFIX):
+    if note and not note.startswith((DESCRIPTION_PREFIX, MITIGATION_PREFIX)):
         tags = {k: v for k, v in tags.items() if k != DESCRIPTION_TAG}
     now = int(time.time() * 1000)
     client.log_batch(
@@ -272,15 +334,23 @@ def log_to_mlflow(
     artifact_path: str = ARTIFACT_PATH,
     fallback_dir: str | Path = "wsca-pending",
     model_card: bool = True,
+    parent_run_id: str | None = None,
 ) -> str | None:
     """Log an audit into an MLflow run: metrics, params, tags, the report and a model card.
 
     Parameters
     ----------
-    result : AuditResult
+    result : AuditResult or Mitigation
+        A :class:`~wsca_audit.mitigation.Mitigation` is logged into a new *child* run of
+        the audit's run (``parent_run_id``, else ``run_id``, else the active run): the
+        patched head's audit as the run's ``wsca.*`` names, the before/after metrics
+        ``wsca.mitigation.*``, and the new head under ``wsca/mitigation/``.
     run_id : str, optional
         Log into this run. Default: the active run (``mlflow.start_run()``), else a new
         run in ``experiment_name`` (MLflow's default experiment when None), ended after.
+    parent_run_id : str, optional
+        Open a new run as a child of this one (the tag ``mlflow.parentRunId``), in its
+        experiment.
     tracking_uri : str, optional
         Default: MLflow's own (``MLFLOW_TRACKING_URI`` or the local ``sqlite:///mlflow.db``).
     step : int, optional
@@ -315,12 +385,31 @@ def log_to_mlflow(
     if result is None and not is_rank_zero():
         return None  # a distributed audit: rank 0 holds the result and logs it
 
-    if not isinstance(result, AuditResult):
-        raise AuditError(f"log_to_mlflow expects an AuditResult, got {type(result).__name__}")
+    mitigation = None
+    if isinstance(result, Mitigation):
+        mitigation = result
+        if parent_run_id is None:
+            active = _import_mlflow().active_run() if run_id is None else None
+            parent_run_id = run_id or (active.info.run_id if active is not None else None)
+        run_id = None
+        run_name = run_name or f"mitigate-{mitigation.variable}-{mitigation.method}"
+        result = mitigation.after
+    elif not isinstance(result, AuditResult):
+        raise AuditError(
+            f"log_to_mlflow expects an AuditResult or a Mitigation, got {type(result).__name__}"
+        )
     metrics, params, tags = mlflow_payload(result)
+    if mitigation is not None:
+        more_metrics, more_tags = mitigation_payload(mitigation)
+        metrics.update(more_metrics)
+        tags.update(more_tags)
+    if parent_run_id is not None and run_id is not None:
+        raise AuditError("pass run_id (log into that run) or parent_run_id (a new child run)")
     stage = Path(tempfile.mkdtemp(prefix="wsca-stage-"))
     try:
         result.save(stage)
+        if mitigation is not None:
+            mitigation.save(stage / "mitigation")
         if extra_dir is not None:
             shutil.copytree(extra_dir, stage, dirs_exist_ok=True)
         card = None
@@ -346,6 +435,7 @@ def log_to_mlflow(
                     step=step,
                     artifact_path=artifact_path,
                     before_artifacts=card,
+                    parent_run_id=parent_run_id,
                 )
         except AuditError:
             raise
@@ -486,7 +576,7 @@ def run_details(run_id: str, *, tracking_uri: str | None = None) -> dict[str, st
     return {
         "run_name": run.info.run_name or "",
         "experiment": exp.name if exp else "",
-        "description": "" if note.startswith(DESCRIPTION_PREFIX) else note,
+        "description": "" if note.startswith((DESCRIPTION_PREFIX, MITIGATION_PREFIX)) else note,
         "params": ", ".join(f"{k}={v}" for k, v in own.items())[:2000],
     }
 

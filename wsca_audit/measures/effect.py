@@ -115,7 +115,15 @@ def _within_class_fit(
     k = x.shape[1]
     ridge = 1e-9 * cxx.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-12)
     eye = torch.eye(k, dtype=x.dtype, device=x.device)
-    coef = torch.linalg.solve(cxx + ridge[:, None, None] * eye, cxs).transpose(1, 2)  # (B, C', K)
+    a = cxx + ridge[:, None, None] * eye
+    coef, info = torch.linalg.solve_ex(a, cxs)
+    bad = info != 0
+    if bool(bad.any()):
+        # a level absent within every class of a resample (or one that only differs from
+        # another by the class) leaves the system singular: the minimum-norm solution
+        # gives such a level no coefficient
+        coef[bad] = torch.linalg.pinv(a[bad], hermitian=True) @ cxs[bad]
+    coef = coef.transpose(1, 2)  # (B, C', K)
     # sd of the contrast with the metadata's part removed, r = s - x coef:
     # E_w[r] and E_w[r^2] = E[s^2] - 2 E[s x'coef] + E[(x'coef)^2], from the same sums
     total = w.sum(1)[:, None]  # (B, 1)

@@ -1,0 +1,238 @@
+"""From finding to fix: `wa.mitigate` on a real shortcut CNN (digits), its bad inputs, the
+LEACE closed form against EleutherAI's concept-erasure, and the MLflow child run."""
+
+import json
+import urllib.request
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from concept_erasure import LeaceFitter
+from safetensors.torch import load_file
+from sklearn.metrics import roc_auc_score
+
+import wsca_audit as wa
+from wsca_audit.demo.shortcut import counterfactual_effect
+from wsca_audit.erasure import concept_matrix, fit_eraser
+
+FAST = dict(n_bootstrap=60, n_permutations=60, progress=False)
+
+
+def _auditor(model, split):
+    aud = wa.Auditor(model, metadata={"artefact": "categorical"})
+    with aud.collect(), torch.no_grad():
+        model(torch.as_tensor(split.eval_x))
+        aud.record(
+            targets=split.eval_y,
+            metadata={"artefact": split.eval_flags},
+        )
+    return aud
+
+
+@pytest.fixture(scope="module")
+def shortcut(shortcut_model):
+    model, split = shortcut_model(1.0)
+    aud = _auditor(model, split)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    m = wa.mitigate(model, aud, "artefact", **FAST)
+    return model, split, aud, before, m
+
+
+@torch.no_grad()
+def _auc(model, x, y):
+    lg = model(torch.as_tensor(x))
+    return roc_auc_score(y, (lg[:, 1] - lg[:, 0]).numpy())
+
+
+def test_erasure_removes_the_shortcut_on_data_it_never_saw(shortcut):
+    model, split, _aud, _before, m = shortcut
+    h = m.holdout_index_
+    # ground truth by intervention: the artefact's counterfactual effect falls by >= 70%
+    orig = counterfactual_effect(model, split.clean_x[h])
+    patched = counterfactual_effect(m.model, split.clean_x[h])
+    assert orig > 0.5 and abs(patched) < 0.3 * orig
+    # the audit agrees, and the shortcut-free AUC rises
+    assert m.before.tasks["artefact"]["verdict"] == "uses"
+    assert m.after.tasks["artefact"]["verdict"] != "uses"
+    y = split.eval_y[h]
+    assert _auc(m.model, split.free_x[h], y) > _auc(model, split.free_x[h], y)
+    # the report of it: before/after with CIs, cost paired on the held-out part
+    d = m.to_dict()
+    assert set(d) >= {"variable", "method", "before", "after", "cost", "settings"}
+    assert d["method"] == "erase" and d["patched"] is True
+    for side in ("before", "after"):
+        assert {"value", "ci_low", "ci_high"} <= set(d[side]["usage"])
+        assert {"value", "ci_low", "ci_high"} <= set(d[side]["effect"])
+        assert d[side]["performance"]["metric"] == "auc"
+        assert set(d[side]["performance"]["by_level"]) == {"0", "1"}
+        assert d[side]["performance"]["worst_level"]["level"] in {"0", "1"}
+    assert d["cost"]["metric"] == "auc" and d["cost"]["ci_low"] <= d["cost"]["value"]
+    json.dumps(d, allow_nan=False)
+    assert "cost (auc, after - before)" in m.summary()
+
+
+def test_the_original_model_is_untouched_and_the_patch_is_a_copy(shortcut):
+    model, _, _, before, m = shortcut
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert type(m.model) is type(model) and m.model is not model
+    changed = [k for k in before if not torch.equal(before[k], m.model.state_dict()[k])]
+    assert changed == ["fc.weight", "fc.bias"] or set(changed) <= {
+        f"{m.head_source_}.weight",
+        f"{m.head_source_}.bias",
+    }
+    torch.testing.assert_close(m.model.get_submodule(m.head_source_).weight, m.head_.weight)
+
+
+def test_fit_and_audit_parts_are_disjoint_and_stratified(shortcut):
+    _, split, aud, _, m = shortcut
+    fit, held = set(m.fit_index_.tolist()), set(m.holdout_index_.tolist())
+    assert not fit & held and fit | held == set(range(len(split.eval_y)))
+    assert m.before.to_dict()["n_samples"] == len(held) == m.settings_["n_holdout"]
+    # each label x artefact group is split alike (30% held out, up to rounding)
+    for lab in (0, 1):
+        for a in (0, 1):
+            g = np.flatnonzero((split.eval_y == lab) & (split.eval_flags == a))
+            share = np.isin(g, m.holdout_index_).mean()
+            assert abs(share - 0.3) < 0.05, (lab, a, share)
+    # another seed, another split
+    other = wa.mitigate(None, aud, "artefact", seed=1, **FAST)
+    assert set(other.holdout_index_.tolist()) != held
+
+
+@pytest.mark.parametrize("method", ["dfr", "both"])
+def test_other_methods_reduce_the_effect_too(shortcut, method):
+    model, split, aud, _, _ = shortcut
+    m = wa.mitigate(model, aud, "artefact", method, **FAST)
+    h = m.holdout_index_
+    orig = counterfactual_effect(model, split.clean_x[h])
+    assert abs(counterfactual_effect(m.model, split.clean_x[h])) < 0.8 * orig
+    if method == "dfr":
+        assert m.settings_["C"] in m.settings_["worst_group_accuracy_by_C"]
+
+
+def test_the_closed_form_equals_concept_erasure_leace():
+    rng = np.random.default_rng(0)
+    n = 500
+    y, s = rng.integers(0, 2, n), rng.integers(0, 3, n)
+    x = rng.normal(size=(n, 6))
+    x[:, 0] += 2 * y
+    x[:, 1] += s
+    x[:, 2] += 0.5 * s * y
+    S = concept_matrix(s, "categorical")
+    X, Z = torch.tensor(x), torch.tensor(S)
+    onehot = torch.nn.functional.one_hot(torch.tensor(y)).double()
+    Xc = X - onehot @ ((onehot.T @ X) / onehot.sum(0)[:, None])
+    Zc = Z - onehot @ ((onehot.T @ Z) / onehot.sum(0)[:, None])
+    for shrinkage in (True, False):
+        ours = fit_eraser(x, S, y, shrinkage=shrinkage)
+        ref = LeaceFitter.fit(Xc, Zc, constrain_cov_trace=False, shrinkage=shrinkage).eraser
+        torch.testing.assert_close(ours.proj, ref.proj_left @ ref.proj_right)
+    # plain LEACE too; and the fold into a linear head is exact
+    ours, ref = fit_eraser(x, S), LeaceFitter.fit(X, Z, constrain_cov_trace=False).eraser
+    torch.testing.assert_close(ours(X), ref(X))
+    W, b = torch.randn(2, 6, dtype=torch.float64), torch.randn(2, dtype=torch.float64)
+    W2, b2 = ours.fold(W, b)
+    torch.testing.assert_close(X @ W2.T + b2, ours(X) @ W.T + b)
+
+
+def test_bad_inputs_are_clear(shortcut, shortcut_model):
+    model, split, aud, _, _ = shortcut
+    with pytest.raises(wa.AuditError, match=r"'scanner' was not audited.*\['artefact'\]"):
+        wa.mitigate(model, aud, "scanner", **FAST)
+    with pytest.raises(wa.AuditError, match="method must be one of"):
+        wa.mitigate(model, aud, "artefact", "retrain", **FAST)
+    # DFR cannot balance a group with too few samples: it names the group and its count
+    es = aud.embeddings()
+    site = np.where(np.arange(len(split.eval_y)) < 4, "rare", split.eval_flags.astype(str))
+    es_rare = wa.EmbeddingSet(es.embeddings, es.targets, {"site": site}, primary=es.primary)
+    with pytest.raises(wa.AuditError, match=r"too small to balance: label=\d, site=rare \(n=\d\)"):
+        wa.mitigate(None, es_rare, "site", "dfr", **FAST)
+    # a continuous variable with DFR is binned in quartiles, with a warning
+    ink = split.eval_x.reshape(len(split.eval_x), -1).sum(1)
+    es2 = wa.EmbeddingSet(
+        es.embeddings, es.targets, {"ink": ink}, kinds={"ink": "continuous"}, primary=es.primary
+    )
+    with pytest.warns(wa.AuditWarning, match="continuous: DFR balances its quartile bins"):
+        wa.mitigate(None, es2, "ink", "dfr", **FAST)
+    # mitigating a variable that is not flagged: allowed, with a warning
+    clean, clean_split = shortcut_model(0.5)
+    with pytest.warns(wa.AuditWarning, match="not flagged on the held-out part"):
+        m = wa.mitigate(clean, _auditor(clean, clean_split), "artefact", **FAST)
+    h = m.holdout_index_
+    # ... and on a shortcut-free model it costs less than a point of AUC
+    y = clean_split.eval_y[h]
+    assert (
+        abs(_auc(m.model, clean_split.eval_x[h], y) - _auc(clean, clean_split.eval_x[h], y)) < 0.01
+    )
+
+
+def test_a_head_that_cannot_be_patched_gives_the_new_head_alone(shortcut):
+    model, split, _, _, _ = shortcut
+    # the embedding is the input of the last ReLU: the head (the next Linear) is read, but
+    # its own input is not the embedding, so the model cannot be patched
+    aud = wa.Auditor(model, layer="features.7", metadata={"artefact": "categorical"})
+    with aud.collect(), torch.no_grad():
+        model(torch.as_tensor(split.eval_x))
+        aud.record(targets=split.eval_y, metadata={"artefact": split.eval_flags})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = wa.mitigate(model, aud, "artefact", **FAST)
+    assert any("cannot be patched" in str(w.message) for w in caught)
+    assert m.model is None and isinstance(m.head_, torch.nn.Linear)
+    assert "the model was not patched" in m.summary()
+
+
+def test_saved_and_logged_as_a_child_run_read_back_over_rest(shortcut, mlflow_server, tmp_path):
+    model, split, aud, _, m = shortcut
+    # the saved head loads with safetensors (no pickle) into the model's head
+    out = m.save(tmp_path / "mitigation")
+    assert {p.name for p in out.iterdir()} >= {
+        "mitigation.json", "mitigation.png", "head.safetensors", "eraser.safetensors",
+        "before", "after",
+    }  # fmt: skip
+    state = load_file(str(out / "head.safetensors"))
+    fresh = wa.load_head(out / "head.safetensors")
+    torch.testing.assert_close(fresh.weight, m.head_.weight)
+    copy = type(model)().eval()
+    copy.load_state_dict(model.state_dict())
+    copy.get_submodule(m.head_source_).load_state_dict(state)
+    x = torch.as_tensor(split.eval_x[:20])
+    torch.testing.assert_close(copy(x), m.model(x))
+
+    audit = wa.analyze(aud.embeddings(), n_bootstrap=30, n_permutations=30, progress=False)
+    parent = wa.log_to_mlflow(audit, tracking_uri=mlflow_server.uri, experiment_name="mit")
+    child = wa.log_to_mlflow(m, parent_run_id=parent, tracking_uri=mlflow_server.uri)
+    run = mlflow_server.get("api/2.0/mlflow/runs/get", run_id=child)["run"]
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    metrics = {x["key"]: x["value"] for x in run["data"]["metrics"]}
+    assert run["info"]["status"] == "FINISHED"
+    assert tags["mlflow.parentRunId"] == parent
+    assert run["info"]["run_name"] == "mitigate-artefact-erase"
+    assert tags["wsca.mitigation.verdict_before"] == "uses"
+    assert tags["wsca.mitigation.verdict_after"] != "uses"
+    assert tags["mlflow.note.content"].startswith("WSCA mitigation: artefact removed")
+    assert metrics["wsca.mitigation.after.effect"] < metrics["wsca.mitigation.before.effect"]
+    for k in ("wsca.mitigation.cost", "wsca.mitigation.before.auc", "wsca.mitigation.after.auc",
+              "wsca.mitigation.after.worst_level.auc", "wsca.mitigation.after.usage_ci_high"):  # fmt: skip
+        assert k in metrics, k
+    # the head, fetched over HTTP from the server, loads without unpickling
+    url = f"{mlflow_server.uri}/get-artifact?run_id={child}&path=wsca/mitigation/head.safetensors"
+    blob = urllib.request.urlopen(url, timeout=30).read()
+    (tmp_path / "h.safetensors").write_bytes(blob)
+    torch.testing.assert_close(load_file(str(tmp_path / "h.safetensors"))["weight"], m.head_.weight)
+    # the child run reads back as the patched head's audit
+    back = wa.load_from_mlflow(child, tracking_uri=mlflow_server.uri)
+    assert back.verdicts == m.after.verdicts
+
+
+def test_the_card_gets_a_mitigation_section(shortcut, tmp_path):
+    _, _, _, _, m = shortcut
+    card = wa.write_model_card(m.before, tmp_path / "MODEL_CARD.md", model_name="cnn", mitigation=m)
+    text = card.read_text()
+    assert "## Mitigation" in text and "| artefact: verdict | uses |" in text
+    assert "MODEL_CARD_figures/mitigation.png" in text
+    assert "Mitigation" in card.with_suffix(".html").read_text()
+    with pytest.raises(wa.AuditError, match="mitigation must be a Mitigation"):
+        wa.write_model_card(m.before, tmp_path / "c.md", mitigation={"x": 1})
