@@ -85,7 +85,7 @@ def print_table(rows, title):
     )
     for bias, method in keys:
         rs = [r for r in rows if r["bias"] == bias and r["method"] == method]
-        mean = lambda k: float(np.mean([r[k] for r in rs]))  # noqa: E731
+        mean = lambda k, rs=rs: float(np.mean([r[k] for r in rs]))  # noqa: E731
         red = (
             1 - mean("effect_patched") / mean("effect_orig")
             if abs(mean("effect_orig")) > 0.2
