@@ -151,7 +151,10 @@ def test_each_task_says_what_to_do_next(tmp_path):
     }}  # fmt: skip
     lines = wa.AuditResult(rep).reasons()
     assert lines[0].startswith("scanner: uses - usage 0.69. Next: confirm it on the input side")
-    assert "remove scanner from the head" in lines[0]
+    assert (
+        "remove scanner from the head and audit again: wa.mitigate(model, auditor, 'scanner')"
+        in lines[0]
+    )
     assert "Next: audit about 2,400 samples" in lines[1]
     assert lines[2].endswith(
         "Next: none for the head; audit again when the model or the data change"

@@ -33,8 +33,27 @@ def test_demo_tells_the_two_models_apart(tmp_path):
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.get_experiment_by_name("wsca-demo")
-    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    every = client.search_runs([exp.experiment_id])
+    runs = {r.info.run_name: r for r in every if "mlflow.parentRunId" not in r.data.tags}
     assert set(runs) == {"br35h-clean", "br35h-shortcut"}
+    # from finding to fix: the flagged model is mitigated in a child run of its audit run
+    (child,) = [r for r in every if "mlflow.parentRunId" in r.data.tags]
+    assert child.data.tags["mlflow.parentRunId"] == runs["br35h-shortcut"].info.run_id
+    assert child.info.status == "FINISHED" and child.info.run_name == "mitigate-scanner-erase"
+    assert child.data.tags["wsca.mitigation.verdict_before"] == "uses"
+    assert child.data.tags["wsca.mitigation.verdict_after"] != "uses"
+    assert "wsca/mitigation/head.safetensors" in {
+        a.path for a in client.list_artifacts(child.info.run_id, "wsca/mitigation")
+    }
+    # ... checked by intervention on held-out images: the marker's effect is gone
+    fixed = json.loads((tmp_path / "shortcut" / "mitigation" / "mitigation.json").read_text())
+    assert fixed["patched"] and fixed["after"]["verdict"] != "uses"
+    effect = child.data.metrics["wsca.intervention.scanner.effect"]
+    assert (
+        abs(effect) < 0.3 * runs["br35h-shortcut"].data.metrics["wsca.intervention.scanner.effect"]
+    )
+    assert "## Mitigation" in (tmp_path / "shortcut" / "card" / "MODEL_CARD.md").read_text()
+    assert "from finding to fix: wa.mitigate" in out.stdout
     assert runs["br35h-shortcut"].data.tags["wsca.verdict.scanner"] == "uses"
     assert runs["br35h-clean"].data.tags["wsca.verdict.scanner"] != "uses"
     # decided, ended, and told apart at a glance

@@ -202,8 +202,8 @@ def next_step(name: str, task: dict, evidence: bool = False) -> str:
             else "the input side (wa.intervention_effect, wa.roi_masking)"
         )
         return (
-            f"confirm it on {check}, then remove {name} from the head (group-balanced "
-            "last-layer retraining or concept erasure) and audit again"
+            f"confirm it on {check}, then remove {name} from the head and audit again: "
+            f"wa.mitigate(model, auditor, {name!r}) (docs/mitigation.md)"
         )
     if verdict == "inconclusive":
         n = task.get("samples_needed")
@@ -241,7 +241,8 @@ def verdict_guide(thresholds: Thresholds | dict | None = None) -> list[tuple[str
             f"the head relies on the variable beyond the label: usage at or above {u} or an "
             f"effect beyond ±{d} sd, with a permutation test at p ≤ {a}",
             "treat it as a shortcut: check the input side (interventions, ROI masking), "
-            "then mitigate (rebalance or erase the variable in the head) and audit again",
+            "then remove it from the head with wa.mitigate (erasure or a group-balanced refit) "
+            "and audit again",
         ),
         (
             "encoded_not_used",

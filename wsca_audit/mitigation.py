@@ -268,11 +268,10 @@ def _subset(es: EmbeddingSet, idx: np.ndarray, primary: PrimaryHead) -> Embeddin
     )
 
 
-def _patch(model: nn.Module | None, auditor: Any, source: str, weight: Tensor, bias: Tensor):
+def _patch(model: nn.Module | None, layer: str, source: str, weight: Tensor, bias: Tensor):
     """A deep copy of ``model`` with the new head, or (None, why not)."""
     if model is None:
         return None, "no model was given"
-    layer = getattr(auditor, "layer_name", None)
     try:
         module = model.get_submodule(source)
     except (AttributeError, ValueError):
@@ -388,12 +387,17 @@ def mitigate(
     values = es.metadata[variable]
     present = ~missing_mask(values)
     labels_all = es.targets
-    _, y_codes = np.unique(labels_all, return_inverse=True)
+    classes, y_codes = np.unique(labels_all, return_inverse=True)
     k_out = primary.n_outputs
-    if k_out >= 2 and not np.array_equal(
-        np.unique(labels_all).astype(np.int64), np.arange(len(np.unique(labels_all)))
-    ):
-        raise AuditError("labels must be the class indices 0 .. K-1 of the head's outputs")
+    try:
+        as_index = np.array_equal(classes.astype(np.int64), np.arange(len(classes)))
+    except (TypeError, ValueError):
+        as_index = False
+    if not as_index or len(classes) < 2 or len(classes) > max(k_out, 2):
+        raise AuditError(
+            f"mitigation needs labels that are the class indices 0 .. K-1 of the head's "
+            f"{k_out} output(s); got {classes[:10].tolist()}"
+        )
 
     # strata: label x level (continuous: quartile bins); missing values are audited only
     lvl, lvl_names = group_codes(values, kind)
@@ -455,7 +459,7 @@ def mitigate(
     with torch.no_grad():
         head.weight.copy_(W.float())
         head.bias.copy_(b.float())
-    patched, why = _patch(model, auditor, primary.source, W, b)
+    patched, why = _patch(model, es.layer, primary.source, W, b)
     if patched is None and model is not None:
         warnings.warn(
             f"the model's head cannot be patched ({why}); Mitigation.head_ holds the new head",

@@ -365,7 +365,9 @@ def mitigate(
         n_permutations=n_resamples, progress=False,
     )  # fmt: skip
     seconds = time.perf_counter() - t
-    ids = auditor.embeddings().sample_ids[m.holdout_index_][:EVIDENCE_IMAGES]
+    held = auditor.embeddings().sample_ids[m.holdout_index_]
+    rng = np.random.default_rng(seed)  # a random subsample: the held-out part is in label order
+    ids = np.sort(rng.choice(held, min(EVIDENCE_IMAGES, len(held)), replace=False))
     clean = torch.as_tensor(demo.data.images[ids])[:, None]
 
     def set_marker(x: torch.Tensor, on: int) -> torch.Tensor:
