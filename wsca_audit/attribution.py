@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -134,6 +135,14 @@ class AttributionResult(Evidence):
         self.mean_maps_ = mean_maps or {}
         self.examples_ = examples or {}
         self.mean_masks_ = mean_masks or {}
+        self._png: dict[str, dict[str, bytes]] = {}
+
+    def figures_png(self, prefix: str = "") -> dict[str, bytes]:
+        """All figures as PNG bytes, rendered once: a report's ``save`` and MLflow logging
+        (which saves the report again) share them."""
+        if prefix not in self._png:
+            self._png[prefix] = super().figures_png(prefix)
+        return dict(self._png[prefix])
 
     def figure(self):
         """Per-group mean attribution maps on one colour scale (red: for the prediction),
@@ -160,9 +169,20 @@ class AttributionResult(Evidence):
         for ax in axes[len(names) :]:
             ax.axis("off")
         _legend(axes[0], self.mean_masks_.get(names[0], {}))
-        fig.colorbar(im, ax=axes.tolist(), shrink=0.8, label="mean attribution (unit mass)")
+        fig.colorbar(
+            im, ax=axes.tolist(), shrink=0.8, label=f"mean attribution (unit mass; {self._red()})"
+        )
         fig.suptitle(f"{self._title()}: mean attribution maps per group", fontsize=10)
         return fig
+
+    def _red(self) -> str:
+        """What red (positive attribution) means in the figures."""
+        target = self._data.get("target")
+        return (
+            f"red: raises logit {target}"
+            if isinstance(target, int)
+            else "red: raises the primary score"
+        )
 
     def _title(self) -> str:
         layer = self._data.get("layer")
@@ -173,7 +193,7 @@ class AttributionResult(Evidence):
         shares = self._shares_figure()
         if shares is not None:
             out[SHARES_FIGURE] = shares
-        out.update({f"overlays/{g}": self._overlay(g) for g in self.examples_})
+        out.update({f"overlays/{g}": self._overlay(g) for g, ex in self.examples_.items() if ex})
         return out
 
     def _shares_figure(self):
@@ -241,7 +261,7 @@ class AttributionResult(Evidence):
         if ex:
             first = {"ROI": ex[0]["roi"]} if ex[0].get("roi") is not None else {}
             _legend(axes[0], {**first, **(ex[0].get("regions") or {})})
-        fig.suptitle(f"{group}: attribution overlays (red: for the prediction)", fontsize=9)
+        fig.suptitle(f"{group}: attribution overlays ({self._red()})", fontsize=9)
         return fig
 
     def save(self, directory):
@@ -321,6 +341,8 @@ class InputAttribution:
         Images per ``attribute`` call when ``inputs`` is one tensor.
     n_examples : int, default=4
         Overlays kept per group (shown in rows of at most four).
+    overlay_groups : sequence of str, optional
+        The groups that get an overlay figure (e.g. ``["all"]``); default every group.
     max_samples : int, optional
         Attribute at most this many images: a stratified subsample (by label and each
         categorical metadata value) of a tensor input, the first ones of an iterable.
@@ -364,6 +386,7 @@ class InputAttribution:
         interpolate_mode: str = "bilinear",
         batch_size: int = 16,
         n_examples: int = 4,
+        overlay_groups: Sequence[str] | None = None,
         max_samples: int | None = None,
         n_bootstrap: int = 200,
         ci_level: float = 0.95,
@@ -382,6 +405,7 @@ class InputAttribution:
         self.interpolate_mode = interpolate_mode
         self.batch_size = batch_size
         self.n_examples = n_examples
+        self.overlay_groups = None if overlay_groups is None else [str(g) for g in overlay_groups]
         self.max_samples = max_samples
         self.n_bootstrap = n_bootstrap
         self.ci_level = ci_level
@@ -519,8 +543,10 @@ class InputAttribution:
         elif self._mode == "predicted":
             with torch.no_grad():
                 kw["target"] = logits_of(self.model(x)).argmax(1)
-        # autograd even when called under torch.inference_mode() / no_grad()
-        with torch.inference_mode(False), torch.enable_grad():
+        # autograd even when called under torch.inference_mode() / no_grad(); Captum's note
+        # that it made the inputs require gradients concerns our own copy, not the caller's
+        with torch.inference_mode(False), torch.enable_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Input Tensor .* did not already require gradients")
             attr = self._attributor.attribute(x.clone(), **kw)
         if isinstance(attr, tuple):
             attr = attr[0]
@@ -594,9 +620,9 @@ class InputAttribution:
             check_consistent_length(
                 n_known, "images", targets=y, **{f"metadata[{k!r}]": v for k, v in meta.items()}
             )
-            for m in [masks, *named.values()]:
-                if isinstance(m, RoiMasks):
-                    m.check_count(n_known)
+            if masks is not None:
+                masks.check_count(n_known)
+            _check_region_counts(named, n_known)
             inputs, masks, y, meta = self._subsample(inputs, masks, y, meta, named)
             n_known = int(inputs.shape[0])
         elif self.max_samples is not None and n_known is not None:
@@ -646,6 +672,8 @@ class InputAttribution:
                     for o, om in outlines.items():
                         mask_sums[key][o] += om[j]
                     counts[key] += 1
+                    if self.overlay_groups is not None and key not in self.overlay_groups:
+                        continue
                     ex = examples.setdefault(key, [])
                     if len(ex) < self.n_examples:
                         ex.append(
@@ -669,9 +697,9 @@ class InputAttribution:
             check_consistent_length(start, "images", targets=y)
         for k, v in meta.items():
             check_consistent_length(start, "images", **{f"metadata[{k!r}]": v})
-        for mk in [masks, *named.values()]:
-            if isinstance(mk, RoiMasks):
-                mk.check_count(start)
+        if masks is not None:
+            masks.check_count(start)
+        _check_region_counts(named, start)
 
         data = self._summary(start, shares, areas, counts, y, meta, self._attributor)
         self._add_regions(data, region_shares, region_areas, y, meta)
@@ -713,7 +741,7 @@ class InputAttribution:
                 enrichment=inside / float(area.mean()),
                 n_no_positive_mass=int((~np.isfinite(share)).sum()),
             )
-        for k, idx in _members(n, y, meta).items():
+        for k, idx in _members(n, y, meta).items():  # "all", then by name
             entry: dict[str, Any] = {"n": counts.get(k, len(idx))}
             if share is not None:
                 s = share[idx]
@@ -781,6 +809,15 @@ def _named_regions(regions: Mapping[str, Any] | None) -> dict[str, RoiMasks | np
     return out
 
 
+def _check_region_counts(named: dict, n: int) -> None:
+    for name, region in named.items():
+        if isinstance(region, RoiMasks):
+            try:
+                region.check_count(n)
+            except AuditError as exc:
+                raise AuditError(f"regions[{name!r}]: {exc}") from exc
+
+
 def _take_region(named: dict, name: str, start: int, x: Tensor) -> Tensor:
     region = named[name]
     if not isinstance(region, RoiMasks):  # a box: its mask now that the size is known
@@ -795,12 +832,12 @@ def _take_region(named: dict, name: str, start: int, x: Tensor) -> Tensor:
 
 
 def _members(n: int, y, meta) -> dict[str, list[int]]:
-    """Group key -> the indices of its images."""
+    """Group key -> the indices of its images ("all" first, then by name)."""
     members: dict[str, list[int]] = {}
     for i, ks in enumerate(_group_keys(0, n, y, meta)):
         for k in ks:
             members.setdefault(k, []).append(i)
-    return members
+    return {k: members[k] for k in sorted(members, key=lambda k: (k != "all", k))}
 
 
 def _group_keys(start: int, n: int, y, meta) -> list[list[str]]:
