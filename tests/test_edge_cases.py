@@ -1,5 +1,7 @@
 """Bad and awkward input: containers, dtypes, rare levels, imbalance, shapes, train mode, ids."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -99,3 +101,33 @@ def test_single_class_targets_and_identifier_like_columns_are_explained():
     res, _ = audit_with_warnings({"patient": np.arange(len(y)).astype(str), "s": z[:, 1] > 0})
     assert "patient" not in res.tasks and "s" in res.tasks
     assert any("patient: 300 distinct values" in w and "task skipped" in w for w in res.warnings)
+
+
+def test_an_integer_site_code_read_as_a_number_is_called_out():
+    """A 30-site id column was audited as a number (usage 0.01), with no warning."""
+    rng = np.random.default_rng(0)
+    site = np.repeat(np.arange(30), 20)
+    y = rng.integers(0, 2, 600)
+    z = np.c_[y + rng.normal(size=600), (site % 2) + 0.3 * rng.normal(size=600)]
+    W = np.array([[0.0, 0.0], [1.0, 0.0]])
+    kw = dict(primary_weight=W, n_bootstrap=20, n_permutations=20, progress=False)
+    with pytest.warns(wa.AuditWarning, match="looks like an id") as rec:
+        res = wa.analyze(z, y, {"site": site, "sex": site % 2}, **kw)
+    assert res.tasks["site"]["kind"] == "continuous"
+    (msg,) = [str(w.message) for w in rec if "looks like an id" in str(w.message)]
+    assert "30 distinct values, about 20 samples each" in msg
+    assert "declare kinds={'site': 'categorical'}" in msg and "max_levels" not in msg
+    # the report says what was inferred, also where it is not a warning
+    assert any(w.startswith("sex: kind inferred as categorical (2 levels)") for w in res.warnings)
+    # past max_levels, the advice says to raise it (the max_levels rule would skip it)
+    many = np.repeat(np.arange(60), 10)
+    with pytest.warns(wa.AuditWarning, match=r"max_levels=60 \(now 50\)"):
+        wa.analyze(z, y, {"site": many}, **kw)
+    # declared: nothing to say; a real measurement (few repeats) is not called an id
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", wa.AuditWarning)
+        warnings.filterwarnings("ignore", "n_bootstrap=20 gives rough", wa.AuditWarning)
+        declared = wa.analyze(z, y, {"site": site}, kinds={"site": "categorical"}, **kw)
+        age = wa.analyze(z, y, {"age": rng.normal(50, 10, 600).round(1)}, **kw)
+    assert not any("inferred" in w for w in declared.warnings)
+    assert any("age: kind inferred as continuous" in w for w in age.warnings)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import correlation as corr
 from .decision import decide
-from .embeddings import EmbeddingSet, missing_mask
+from .embeddings import EmbeddingSet, inferred_kind_note, missing_mask
 from .errors import AuditError, AuditWarning
 from .heads import BatchedLinearHead, PrimaryHead
 from .measures import get_measures
@@ -495,6 +495,14 @@ class _Analysis:
         t0 = time.perf_counter()
         self._prepare()
         es = self.es
+        for name in getattr(es, "inferred_kinds", []):  # say what was guessed
+            note, warn = inferred_kind_note(
+                name, es.metadata[name], es.kinds[name], self.cfg.max_levels
+            )
+            if warn:
+                self._warn(note)
+            else:
+                self.warnings.append(note)
         tasks: dict[str, dict] = {}
         names = list(es.metadata)
         if not names:

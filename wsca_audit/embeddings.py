@@ -53,6 +53,49 @@ def infer_kind(values: np.ndarray) -> str:
     return "categorical"
 
 
+ID_MIN_PER_VALUE = 5  # integers repeated this often per value look like codes, not measurements
+
+
+def inferred_kind_note(
+    name: str, values: np.ndarray, kind: str, max_levels: int
+) -> tuple[str, bool]:
+    """What the report says about a kind that was inferred, and whether it is a warning
+    (an integer column that looks like an id but was read as a number).
+
+    Examples
+    --------
+    >>> site = np.repeat(np.arange(30), 20)
+    >>> inferred_kind_note("site", site, "continuous", 50)[1]
+    True
+    """
+    valid = values[~missing_mask(values)]
+    n_distinct = len(np.unique(valid))
+    declare = f"kinds={{{name!r}: ...}}"
+    if kind == "categorical":
+        return (
+            f"{name}: kind inferred as categorical ({n_distinct} levels); pass {declare} to declare it",
+            False,
+        )
+    integral = valid.dtype.kind in "iu" or (
+        valid.dtype.kind == "f" and bool(np.all(np.isfinite(valid) & (valid == np.round(valid))))
+    )
+    per_value = len(valid) / max(n_distinct, 1)
+    if integral and per_value >= ID_MIN_PER_VALUE:
+        fix = f"kinds={{{name!r}: 'categorical'}}"
+        if n_distinct > max_levels:
+            fix += f" and max_levels={n_distinct} (now {max_levels})"
+        return (
+            f"{name}: integers with {n_distinct} distinct values, about {per_value:.0f} samples "
+            "each, were inferred to be continuous and audited as a number: that looks like an "
+            f"id (a site or scanner code). If it is one, declare {fix}",
+            True,
+        )
+    return (
+        f"{name}: kind inferred as continuous ({n_distinct} distinct values); pass {declare} to declare it",
+        False,
+    )
+
+
 @dataclass
 class EmbeddingSet:
     """Embeddings with their targets and metadata, validated.
@@ -140,6 +183,7 @@ class EmbeddingSet:
                 )
             if kinds[name] not in KINDS:
                 raise AuditError(f"kind of {name!r} must be one of {KINDS}; got {kinds[name]!r}")
+        self.inferred_kinds = [name for name in columns if name not in kinds]
         for name, arr in columns.items():
             if name not in kinds:
                 kinds[name] = infer_kind(arr)
