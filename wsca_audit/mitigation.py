@@ -188,7 +188,17 @@ class Mitigation:
         bars(ax2, [f"{metric} overall", f"{metric}, worst {self.variable} level"], [
             (b["performance"]["overall"], a["performance"]["overall"]), (wb, wa_),
         ])  # fmt: skip
-        ax2.set_ylim(0, 1.05)
+        lows = [
+            _num(bl.get("ci_low", bl.get("value")))
+            for bl in (
+                b["performance"]["overall"] or {},
+                a["performance"]["overall"] or {},
+                wb,
+                wa_,
+            )
+        ]
+        lowest = np.nanmin(lows) if not np.all(np.isnan(lows)) else 0.0
+        ax2.set_ylim(max(0.0, lowest - 0.05), 1.01)  # the differences are small: zoom in
         ax2.set_title(f"cost {ci_text(self.cost_)} ({self.method})", fontsize=9)
         return fig
 
