@@ -133,10 +133,10 @@ def test_the_shortcut_model_puts_more_attribution_on_the_marker(evidence):
         assert res["per_group"]["scanner=0"]["regions"][maps.MARKER]["value"] < 0.01
 
 
-def test_the_maps_reach_report_mlflow_and_card(evidence, small_result, tmp_path):
+def test_the_maps_reach_report_mlflow_and_card(evidence, tmp_path):
     from wsca_audit.tracking import mlflow_payload
 
-    res = wa.AuditResult(small_result.to_dict())
+    res = wa.AuditResult({"schema_version": 1, "tasks": {}, "warnings": []})
     for ev in evidence["shortcut"]:
         res.add_evidence(ev)
     assert set(res.evidence["attribution"]) == {"LayerGradCam", "InputXGradient"}
@@ -175,9 +175,7 @@ def test_the_maps_reach_report_mlflow_and_card(evidence, small_result, tmp_path)
     page = (out / "report.html").read_text()
     assert "share of positive attribution per region" in page
     card = wa.write_model_card(back, tmp_path / "card" / "MODEL_CARD.md", model_name="mri")
-    assert "of the positive mass in the region &#x27;scanner marker&#x27;" in card.read_text() or (
-        "of the positive mass in the region 'scanner marker'" in card.read_text()
-    )
+    assert "of the positive mass in the region 'scanner marker'" in card.read_text()
 
 
 def test_figures_are_rendered_once(evidence):

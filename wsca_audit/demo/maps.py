@@ -8,20 +8,21 @@ evidence: head pixels, minus the marker box) and inside the scanner-marker box, 
 bootstrap CIs, overall, per label and per marker state:
 
 - **Grad-CAM** (``captum.attr.LayerGradCam``) on ``backbone.features.14``, the first
-  block of MobileNetV2's last (stride-32) stage, upsampled to the image with
+  block of MobileNetV2 at stride 32 (160 channels, a 4x4 map), upsampled to the image with
   ``LayerAttribution.interpolate`` (bilinear). Grad-CAM weights a feature map by what
   the head reads, so it is class-discriminative: it tells the models apart on the
   marker. At 4x4 cells of 32x32 pixels it cannot delineate the head.
 - **Input x gradient** (``captum.attr.InputXGradient``, Integrated Gradients with one
-  step; IG with 8 steps gives the same shares here at 8x the cost): pixel-level, so it
-  shows whether the mass lies in the head. It cannot tell the models apart on the
-  marker: it multiplies by the input, and the marker is the brightest block in the
-  image, credited under any gradient.
+  step; IG with 8 or 50 steps and GradientShap give the same shares here at 11-75x the
+  cost): pixel-level, so it shows whether the mass lies in the head. It cannot tell the
+  models apart on the marker: it multiplies by the input, and the marker is the
+  brightest block in the image, credited under any gradient.
 
-Both take one forward and one backward pass per image (milliseconds each; IG and
-GradientShap cost 8x or more: ``benchmarks/attribution_time.py``). The layer was chosen
-by the scan in that benchmark: on the last blocks (17, 18) the map of a healthy image has
-almost no positive mass (nothing there speaks for a tumour), so its shares are noise.
+Both take one forward and one backward pass per image (5 and 13 ms on 2 cores; the whole
+step, figures included, about 3 s per model): ``benchmarks/attribution_time.py`` times
+every method tried and scans the Grad-CAM layer. On the last blocks (17, 18) the map of a
+healthy image has almost no positive mass (nothing there speaks for a tumour), so its
+shares are noise; docs/evidence.md has the table.
 
 The demo's ``mri.py`` files both into each model's report next to the masking and
 intervention evidence: ``for ev in attribution_evidence(model, demo):
