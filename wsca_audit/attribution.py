@@ -405,6 +405,8 @@ class InputAttribution:
         self.interpolate_mode = interpolate_mode
         self.batch_size = batch_size
         self.n_examples = n_examples
+        if isinstance(overlay_groups, str):  # one group, not its letters
+            overlay_groups = [overlay_groups]
         self.overlay_groups = None if overlay_groups is None else [str(g) for g in overlay_groups]
         self.max_samples = max_samples
         self.n_bootstrap = n_bootstrap
