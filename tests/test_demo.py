@@ -81,7 +81,19 @@ def test_demo_tells_the_two_models_apart(tmp_path):
             ).to_dict()
         )
         assert set(saved.tasks) == {"scanner", "source_square", "head_fraction"}
-        assert set(saved.evidence) == {"roi_masking", "interventions"}
+        assert set(saved.evidence) == {"attribution", "roi_masking", "interventions"}
+        assert set(saved.evidence["attribution"]) == {"LayerGradCam", "InputXGradient"}
+        figs = {
+            a.path.removeprefix("wsca/")
+            for sub in ("", "/overlays")
+            for a in client.list_artifacts(
+                run.info.run_id, f"wsca/figures/evidence/attribution/LayerGradCam{sub}"
+            )
+        }
+        assert {
+            "figures/evidence/attribution/LayerGradCam/overlays/all.png",
+            "figures/evidence/attribution/LayerGradCam/share_of_positive_attribution_per_region.png",
+        } <= figs
         assert "figures/evidence/interventions/scanner/intervention.png" in {
             a.path.removeprefix("wsca/")
             for a in client.list_artifacts(
@@ -94,6 +106,12 @@ def test_demo_tells_the_two_models_apart(tmp_path):
         for n in ("clean", "shortcut")
     }
     assert effect["shortcut"] > 0.3 > abs(effect["clean"])
+    # Captum maps (read back from the runs): the shortcut model looks at the marker more
+    # than the clean one, and the clean model's mass sits inside the head
+    m = {n: runs[f"br35h-{n}"].data.metrics for n in ("clean", "shortcut")}
+    marker = "wsca.attribution.LayerGradCam.region.scanner_marker"
+    assert m["shortcut"][f"{marker}_ci_low"] > m["clean"][f"{marker}_ci_high"]
+    assert m["clean"]["wsca.attribution.InputXGradient.inside"] > 0.9
     kept = {
         n: wa.AuditResult.load(tmp_path / n).evidence["roi_masking"]["fill_noise"]["roi_removed"][
             "retained"

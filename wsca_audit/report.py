@@ -772,5 +772,5 @@ def _caption(path: str) -> str:
     what = section.replace("_", " ")
     if rest[0] == "overlays":
         group = "/".join(rest[1:]) or "all"
-        return f"{what} '{key}': attribution overlays, {group} (red: for the prediction)"
+        return f"{what} '{key}': attribution overlays, {group} (red: raises the primary score)"
     return f"{what} '{key}': {_FIGURE_WORDS.get(rest[-1], rest[-1].replace('_', ' '))}"

@@ -470,6 +470,10 @@ def run(
             t_evidence = time.perf_counter()
             for ev in input_evidence(model, demo, **kw):
                 result.add_evidence(ev)
+            from . import maps  # Captum maps: where the model looks (docs/evidence.md)
+
+            for ev in maps.attribution_evidence(model, demo, **kw):
+                result.add_evidence(ev)
             t_evidence = time.perf_counter() - t_evidence
             fix = None
             if result.verdicts.get("scanner") == "uses":  # from finding to fix
@@ -526,7 +530,8 @@ def run(
         print(
             f"\n== model '{name}' (scanner-marker bias in training: {bias}); audit step "
             f"{t_audit:.1f} s (analysis {result.settings.get('runtime_s', 0):.1f} s, the rest "
-            f"is the evaluation loop); input-side evidence on {EVIDENCE_IMAGES} images "
+            f"is the evaluation loop); input-side evidence on {EVIDENCE_IMAGES} images (Captum "
+            f"maps on 64) "
             f"{t_evidence:.1f} s"
         )
         print(result.summary())
