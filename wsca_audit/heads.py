@@ -227,14 +227,21 @@ class BatchedLinearHead:
         logp = torch.log_softmax(eta, dim=-1)
         f = -(S * logp.gather(-1, T[..., None])[..., 0]).sum(0)
         p = logp.exp()
-        g = p - torch.nn.functional.one_hot(T, p.shape[-1]).to(p.dtype)
-        return f, S[..., None] * g, p
+        # p - onehot(T), without materialising the one-hot
+        g = p.clone().scatter_add_(
+            -1, T[..., None], torch.full(T[..., None].shape, -1.0, dtype=p.dtype, device=p.device)
+        )
+        return f, g.mul_(S[..., None]), p
 
     def _curv_times(self, curv: Tensor, S: Tensor, d_eta: Tensor) -> Tensor:
         if self.loss != "multinomial":
             return curv * d_eta
         p = curv
-        return S[..., None] * p * (d_eta - (p * d_eta).sum(-1, keepdim=True))
+        # S p (d - <p, d>), in two passes over the (N, P, K) tensor (it dominates the
+        # Hessian products with many classes)
+        out = p * d_eta
+        out.sub_(p * out.sum(-1, keepdim=True))
+        return out.mul_(S[..., None])
 
     def _diag_curv(self, curv: Tensor, S: Tensor) -> Tensor:
         if self.loss != "multinomial":
@@ -306,6 +313,33 @@ class BatchedLinearHead:
             f, g_eta, curv = objective(eta, theta)
         return theta, it
 
+    @staticmethod
+    def _kron_factor(Xr, S, curv, rows, idx, reg, scale):
+        """Kronecker-factored softmax curvature, ``(X' diag(w) X) (x) mean_n(diag(p) - p p')``
+        (K-FAC's independence approximation), plus the penalty. In the eigenbasis of the
+        K x K factor it is one (D+1)-square block per class: returns the eigenvectors and
+        the blocks' Cholesky factors."""
+        w = (S[:, idx] if rows is None else S[rows][:, idx]).mean(1)  # (rows,)
+        p = (curv[:, idx, :] if rows is None else curv[rows][:, idx, :]).mean(1)  # (rows, K)
+        w64, p64, x64 = w.to(torch.float64), p.to(torch.float64), Xr.to(torch.float64)
+        a = (x64 * w64[:, None]).T @ x64 * scale  # (D1, D1)
+        b = (
+            torch.diag((w64[:, None] * p64).sum(0)) - (w64[:, None] * p64).T @ p64
+        ) / w64.sum().clamp_min(1e-30)
+        lam, vecs = torch.linalg.eigh(b)
+        # the class-sum direction has zero curvature (softmax is shift-invariant): lift it
+        # to the typical one, as the full factor does
+        lam = lam.clamp_min(0.0)
+        lam[lam < 1e-8 * lam.max().clamp_min(1e-30)] = lam.mean()
+        blocks = lam[:, None, None] * a[None] + torch.diag(reg)[None]
+        eye = torch.eye(a.shape[0], dtype=torch.float64, device=a.device)
+        jitter = 1e-8 * blocks.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-12)
+        chol, info = torch.linalg.cholesky_ex(blocks + jitter[:, None, None] * eye)
+        while bool((info > 0).any()):
+            jitter = jitter * 100
+            chol, info = torch.linalg.cholesky_ex(blocks + jitter[:, None, None] * eye)
+        return vecs.to(Xr.dtype), chol.to(Xr.dtype)
+
     def _preconditioner(self, X1, S, curv, pen, groups):
         """Cholesky factors of the group-average Hessian (exact in its class coupling).
 
@@ -324,9 +358,13 @@ class BatchedLinearHead:
         Xr = X1 if rows is None else X1[rows]
         scale = 1.0 if rows is None else n / len(rows)
         factors = []
+        kron = multinomial and k >= KRON_MIN_CLASSES
         for gid in torch.unique(groups).tolist():
             idx = torch.nonzero(groups == gid).flatten().to(X1.device)
             reg = pen[:, idx[0], 0].to(torch.float64)  # one penalty per group
+            if kron:
+                factors.append((idx, self._kron_factor(Xr, S, curv, rows, idx, reg, scale)))
+                continue
             if multinomial:
                 p = curv[:, idx, :] if rows is None else curv[rows][:, idx, :]
                 w = (S[:, idx] if rows is None else S[rows][:, idx])[..., None]
@@ -377,7 +415,12 @@ class BatchedLinearHead:
                 cols = torch.nonzero(g_sub == i).flatten()
                 if cols.numel() == 0:
                     continue
-                if multinomial:  # class-major stacking, as H above
+                if kron:  # in the eigenbasis of the class curvature: one block per class
+                    vecs, chol = L
+                    rg = (r[:, cols, :] @ vecs).permute(2, 0, 1)  # (K, D1, m)
+                    sol = torch.cholesky_solve(rg, chol)  # (K, D1, m)
+                    out[:, cols, :] = sol.permute(1, 2, 0) @ vecs.T
+                elif multinomial:  # class-major stacking, as H above
                     rg = r[:, cols, :].permute(2, 0, 1).reshape(k * d1, -1)
                     sol = torch.cholesky_solve(rg, L[0]).reshape(k, d1, -1)
                     out[:, cols, :] = sol.permute(1, 2, 0)
@@ -397,6 +440,10 @@ class BatchedLinearHead:
 
 
 _PRECOND_ROWS = 4096
+# From this many classes on, the softmax Hessian's preconditioner is Kronecker-factored
+# (K blocks of (D+1) squared instead of one K(D+1)-square factor: at K = 30, D = 128 the
+# full factor cost 1.1 s per Newton step, most of the audit; docs/benchmarks.md)
+KRON_MIN_CLASSES = 8
 
 
 def _pcg(hvp, precond, b: Tensor, max_iter: int, rtol: Tensor) -> Tensor:
