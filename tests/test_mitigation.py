@@ -225,6 +225,21 @@ def test_saved_and_logged_as_a_child_run_read_back_over_rest(shortcut, mlflow_se
     # the child run reads back as the patched head's audit
     back = wa.load_from_mlflow(child, tracking_uri=mlflow_server.uri)
     assert back.verdicts == m.after.verdicts
+    # server down: kept on disk, then `wsca-audit log` makes the same child run
+    from conftest import _free_port
+
+    from wsca_audit.tracking import log_saved
+
+    dead = f"http://127.0.0.1:{_free_port()}"
+    with pytest.warns(wa.AuditWarning, match="wsca-audit log"):
+        assert wa.log_to_mlflow(m, parent_run_id=parent, tracking_uri=dead,
+                                fallback_dir=tmp_path / "p") is None  # fmt: skip
+    (pending,) = (tmp_path / "p").iterdir()
+    late = log_saved(pending, tracking_uri=mlflow_server.uri)
+    run = mlflow_server.get("api/2.0/mlflow/runs/get", run_id=late)["run"]
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    assert tags["mlflow.parentRunId"] == parent and "wsca.mitigation.method" in tags
+    assert "wsca.mitigation.cost" in {x["key"] for x in run["data"]["metrics"]}
 
 
 def test_the_card_gets_a_mitigation_section(shortcut, tmp_path):

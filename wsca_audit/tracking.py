@@ -399,6 +399,8 @@ def log_to_mlflow(
             f"log_to_mlflow expects an AuditResult or a Mitigation, got {type(result).__name__}"
         )
     metrics, params, tags = mlflow_payload(result)
+    more_metrics: dict[str, float] = {}
+    more_tags: dict[str, str] = {}
     if mitigation is not None:
         more_metrics, more_tags = mitigation_payload(mitigation)
         metrics.update(more_metrics)
@@ -453,6 +455,10 @@ def log_to_mlflow(
                 "tracking_uri": tracking_uri,
                 "step": step,
                 "artifact_path": artifact_path,
+                "parent_run_id": parent_run_id,
+                # a mitigation's own names, which the saved (patched) report cannot rebuild
+                "extra_metrics": more_metrics,
+                "extra_tags": more_tags,
                 "error": f"{type(exc).__name__}: {exc}"[:2000],
             }
             (target / PENDING_NOTE).write_text(json.dumps(note, indent=2))
@@ -487,6 +493,9 @@ def log_saved(
     if (directory / PENDING_NOTE).is_file():
         note = json.loads((directory / PENDING_NOTE).read_text())
     metrics, params, tags = mlflow_payload(result)
+    metrics.update(note.get("extra_metrics") or {})
+    tags.update(note.get("extra_tags") or {})
+    parent = None if run_id else note.get("parent_run_id")
     stage = Path(tempfile.mkdtemp(prefix="wsca-stage-"))
     try:
         shutil.copytree(directory, stage, dirs_exist_ok=True)
@@ -503,6 +512,7 @@ def log_saved(
                 tags=tags,
                 step=note.get("step"),
                 artifact_path=note.get("artifact_path") or ARTIFACT_PATH,
+                parent_run_id=parent,
             )
     except AuditError:
         raise
