@@ -156,6 +156,18 @@ def test_bad_inputs_are_clear(shortcut, shortcut_model):
     )
     with pytest.warns(wa.AuditWarning, match="continuous: DFR balances its quartile bins"):
         wa.mitigate(None, es2, "ink", "dfr", **FAST)
+    # labels must be class indices of the head's outputs (any subset of them)
+    es_bad = wa.EmbeddingSet(es.embeddings, es.targets + 0.5, {"a": split.eval_flags},
+                             primary=es.primary)  # fmt: skip
+    with pytest.raises(wa.AuditError, match="class indices of the head's 2 output"):
+        wa.mitigate(None, es_bad, "a", **FAST)
+    # samples without a value are never fitted on: all of them are audited (held out)
+    flags = split.eval_flags.astype(object)
+    flags[:40] = None
+    es_miss = wa.EmbeddingSet(es.embeddings, es.targets, {"a": flags}, primary=es.primary)
+    m_miss = wa.mitigate(None, es_miss, "a", **FAST)
+    assert set(range(40)) <= set(m_miss.holdout_index_.tolist())
+    assert not set(range(40)) & set(m_miss.fit_index_.tolist())
     # mitigating a variable that is not flagged: allowed, with a warning
     clean, clean_split = shortcut_model(0.5)
     with pytest.warns(wa.AuditWarning, match="not flagged on the held-out part"):

@@ -189,3 +189,20 @@ def test_load_from_mlflow_errors_are_audit_errors(mlflow_server):
 def test_log_to_mlflow_rejects_non_results():
     with warnings.catch_warnings(), pytest.raises(wa.AuditError, match="expects an AuditResult"):
         wa.log_to_mlflow({"schema_version": 1})
+
+
+def test_a_run_half_made_by_a_failed_upload_is_removed(small_result, tmp_path, monkeypatch):
+    """A failure after the run was created left it RUNNING, and the retry made a second."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def broken(self, *a, **k):
+        raise ConnectionError("artifact store went away")
+
+    monkeypatch.setattr(MlflowClient, "log_artifacts", broken)
+    with pytest.warns(wa.AuditWarning, match="wsca-audit log"):
+        got = wa.log_to_mlflow(small_result, tracking_uri=store, experiment_name="e",
+                               fallback_dir=tmp_path / "p")  # fmt: skip
+    assert got is None and len(list((tmp_path / "p").iterdir())) == 1
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name("e")
+    assert client.search_runs([exp.experiment_id]) == []  # nothing RUNNING left behind

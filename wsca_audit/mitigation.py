@@ -400,19 +400,23 @@ def mitigate(
     classes, y_codes = np.unique(labels_all, return_inverse=True)
     k_out = primary.n_outputs
     try:
-        as_index = np.array_equal(classes.astype(np.int64), np.arange(len(classes)))
+        numeric = classes.astype(np.float64)
+        as_index = bool(np.all(numeric == np.round(numeric)) and numeric.min() >= 0)
+        as_index = as_index and numeric.max() < max(k_out, 2)
     except (TypeError, ValueError):
         as_index = False
-    if not as_index or len(classes) < 2 or len(classes) > max(k_out, 2):
+    if not as_index or len(classes) < 2:
         raise AuditError(
-            f"mitigation needs labels that are the class indices 0 .. K-1 of the head's "
-            f"{k_out} output(s); got {classes[:10].tolist()}"
+            f"mitigation needs labels that are class indices of the head's {k_out} "
+            f"output(s) (0 .. {max(k_out, 2) - 1}), at least two of them; got {classes[:10].tolist()}"
         )
 
     # strata: label x level (continuous: quartile bins); missing values are audited only
     lvl, lvl_names = group_codes(values, kind)
     strata = np.where(present, y_codes * (len(lvl_names) + 1) + lvl, -1)
     fit_idx, held_idx = _split(strata, holdout, seed)
+    # samples without a value cannot be fitted on: they are all audited (held out)
+    held_idx = np.sort(np.concatenate([held_idx, fit_idx[~present[fit_idx]]]))
     fit_idx = fit_idx[present[fit_idx]]
     if len(fit_idx) < 10 or len(held_idx) < 10:
         raise AuditError(

@@ -33,7 +33,9 @@ class BalancedHead:
     weight : Tensor of shape (n_outputs, D)
     bias : Tensor of shape (n_outputs,)
     C : float
-        The chosen inverse regularisation strength.
+        The chosen inverse regularisation strength (for a subsample of the inner split;
+        the final refit scales it by the ratio of subsample sizes, so that the penalty per
+        sample is the one chosen).
     worst_group_accuracy : dict of float to float
         Inner-split worst-group accuracy for every ``C`` tried.
     """
@@ -165,9 +167,11 @@ def fit_balanced_head(
     mean = hit.mean(1)
     best = int(np.lexsort((mean, worst))[-1])  # worst-group accuracy, then the mean
 
-    # refit on all of it with the chosen C
-    w = _balanced_weights(g, n_subsamples, rng)
-    coef, icpt = _fit_path(Xs, y, w, (Cs[best],), loss, k)
+    # refit on all of it with the chosen C, per sample: the loss is a sum, so C grows
+    # with the subsample size (else the final fit would be less regularised than chosen)
+    w_all = _balanced_weights(g, n_subsamples, rng)
+    c_final = Cs[best] * float(w_all[0].sum()) / float(w[0].sum())
+    coef, icpt = _fit_path(Xs, y, w_all, (c_final,), loss, k)
     coef, icpt = coef[0], icpt[0]  # (k, D), (k,)
     # back to the raw embedding scale
     sd_t = torch.as_tensor(sd, dtype=coef.dtype, device=dev)

@@ -293,30 +293,36 @@ def _upload(
                 exp_id = exp.experiment_id if exp else client.create_experiment(experiment_name)
             run_id = client.create_run(exp_id, run_name=run_name).info.run_id
             created = True
-    # Params are immutable in MLflow: re-auditing into the same run (e.g. every epoch)
-    # keeps the first value and says so instead of failing.
-    existing = client.get_run(run_id).data.params
-    clash = sorted(k for k, v in params.items() if k in existing and existing[k] != v)
-    if clash:
-        warnings.warn(
-            f"run {run_id} already has different values for params {clash}; kept the old ones",
-            AuditWarning,
-            stacklevel=3,
+    try:
+        # Params are immutable in MLflow: re-auditing into the same run (e.g. every epoch)
+        # keeps the first value and says so instead of failing.
+        existing = client.get_run(run_id).data.params
+        clash = sorted(k for k, v in params.items() if k in existing and existing[k] != v)
+        if clash:
+            warnings.warn(
+                f"run {run_id} already has different values for params {clash}; kept the old ones",
+                AuditWarning,
+                stacklevel=3,
+            )
+        # the run's description is ours to write only when it is empty or one of ours
+        note = client.get_run(run_id).data.tags.get(DESCRIPTION_TAG)
+        if note and not note.startswith((DESCRIPTION_PREFIX, MITIGATION_PREFIX)):
+            tags = {k: v for k, v in tags.items() if k != DESCRIPTION_TAG}
+        now = int(time.time() * 1000)
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, now, step or 0) for k, v in metrics.items()],
+            params=[Param(k, v) for k, v in params.items() if k not in existing],
+            tags=[RunTag(k, v) for k, v in tags.items()],
         )
-    # the run's description is ours to write only when it is empty or one of ours
-    note = client.get_run(run_id).data.tags.get(DESCRIPTION_TAG)
-    if note and not note.startswith((DESCRIPTION_PREFIX, MITIGATION_PREFIX)):
-        tags = {k: v for k, v in tags.items() if k != DESCRIPTION_TAG}
-    now = int(time.time() * 1000)
-    client.log_batch(
-        run_id,
-        metrics=[Metric(k, v, now, step or 0) for k, v in metrics.items()],
-        params=[Param(k, v) for k, v in params.items() if k not in existing],
-        tags=[RunTag(k, v) for k, v in tags.items()],
-    )
-    if before_artifacts is not None:  # e.g. the model card, which names the run
-        before_artifacts(client.get_run(run_id), run_id)
-    client.log_artifacts(run_id, str(directory), artifact_path)
+        if before_artifacts is not None:  # e.g. the model card, which names the run
+            before_artifacts(client.get_run(run_id), run_id)
+        client.log_artifacts(run_id, str(directory), artifact_path)
+    except BaseException:
+        if created:  # a half-made run would stay RUNNING and a retry would duplicate it
+            with contextlib.suppress(Exception):
+                client.delete_run(run_id)
+        raise
     if created:
         client.set_terminated(run_id)
     return run_id
@@ -389,8 +395,18 @@ def log_to_mlflow(
     if isinstance(result, Mitigation):
         mitigation = result
         if parent_run_id is None:
-            active = _import_mlflow().active_run() if run_id is None else None
+            mlflow = _import_mlflow()
+            active = mlflow.active_run() if run_id is None else None
+            if active is not None and tracking_uri not in (None, mlflow.get_tracking_uri()):
+                active = None  # the active run lives in another store
             parent_run_id = run_id or (active.info.run_id if active is not None else None)
+        if parent_run_id is None:
+            warnings.warn(
+                "no audit run to attach the mitigation to (parent_run_id=, run_id= or an "
+                "active run): it is logged as a top-level run",
+                AuditWarning,
+                stacklevel=2,
+            )
         run_id = None
         run_name = run_name or f"mitigate-{mitigation.variable}-{mitigation.method}"
         result = mitigation.after
@@ -420,7 +436,7 @@ def log_to_mlflow(
             def card(run: Any, run_id: str) -> None:
                 write_model_card(
                     result, stage / CARD_FILE, model_name=run.info.run_name or "model",
-                    run_id=run_id,
+                    run_id=run_id, mitigation=mitigation,
                 )  # fmt: skip
 
         try:

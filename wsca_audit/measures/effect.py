@@ -61,7 +61,17 @@ class Effect(Measure):
             zero = torch.zeros_like(coef[..., :1])
             levels = torch.cat([zero, coef], -1)  # b_0 = 0: level effects
             point = levels[0]  # (C', K)
-            hi, lo = point.argmax(-1), point.argmin(-1)
+            # only levels that meet in some class can be compared within class (levels
+            # nested in the classes have no within-class contrast)
+            present = (task.v[:, None] * onehot).T @ torch.nn.functional.one_hot(
+                task.codes, task.k
+            ).to(onehot.dtype)  # (C, K) weighted counts
+            share = (present > 0).to(onehot.dtype)
+            comparable = (share.T @ share) > 0  # (K, K)
+            diff = point[:, :, None] - point[:, None, :]  # (C', K, K): level i minus level j
+            diff = diff.masked_fill(~comparable, float("-inf"))
+            best = diff.flatten(1).argmax(-1)
+            hi, lo = best // task.k, best % task.k
             if task.k == 2:  # binary: level 1 minus level 0, signed
                 hi, lo = torch.ones_like(hi), torch.zeros_like(lo)
             idx = torch.arange(point.shape[0], device=point.device)
@@ -94,7 +104,10 @@ def _within_class_fit(
     Everything comes from weighted sums accumulated over chunks of samples, so no
     (B, N, K) tensor is ever materialised (B resamples, N samples, K columns).
     """
-    w = weights  # (B, N)
+    # sums in float64: the within-class cross-products are raw sums minus class-mean
+    # terms, and float32 cancellation there swamped small within-class variances
+    out_dtype = x.dtype
+    w, x, s, onehot = (t.to(torch.float64) for t in (weights, x, s, onehot))  # (B, N), ...
     n_b, n = w.shape
     step = chunk or max(1, 2**24 // (n_b * max(x.shape[1], s.shape[1], onehot.shape[1])))
     n_c = w @ onehot  # (B, C) weighted class sizes
@@ -115,14 +128,15 @@ def _within_class_fit(
     k = x.shape[1]
     ridge = 1e-9 * cxx.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-12)
     eye = torch.eye(k, dtype=x.dtype, device=x.device)
-    a = cxx + ridge[:, None, None] * eye
-    coef, info = torch.linalg.solve_ex(a, cxs)
-    bad = info != 0
-    if bool(bad.any()):
-        # a level absent within every class of a resample (or one that only differs from
-        # another by the class) leaves the system singular: the minimum-norm solution
-        # gives such a level no coefficient
-        coef[bad] = torch.linalg.pinv(a[bad], hermitian=True) @ cxs[bad]
+    # In float64 with a pseudo-inverse: levels nested in the classes (or absent from
+    # every class of a resample) leave the system singular, and float32 rounding turns
+    # that into huge coefficients instead of an error; the minimum-norm solution gives
+    # such directions no coefficient
+    a = (cxx + ridge[:, None, None] * eye).to(torch.float64)
+    evals, evecs = torch.linalg.eigh(a)
+    keep = evals > 1e-10 * evals.amax(-1, keepdim=True).clamp_min(1e-300)
+    inv = torch.where(keep, 1.0 / evals.clamp_min(1e-300), torch.zeros_like(evals))
+    coef = evecs @ (inv[..., None] * (evecs.transpose(1, 2) @ cxs.to(torch.float64)))
     coef = coef.transpose(1, 2)  # (B, C', K)
     # sd of the contrast with the metadata's part removed, r = s - x coef:
     # E_w[r] and E_w[r^2] = E[s^2] - 2 E[s x'coef] + E[(x'coef)^2], from the same sums
@@ -132,7 +146,7 @@ def _within_class_fit(
     cross = torch.einsum("bkj,bjk->bj", sxs, coef)
     r2 = (w @ (s * s) - 2 * cross + quad) / total
     var = (r2 - r_mean**2).clamp_min(0) * total / (total - 1).clamp_min(1)
-    return coef, var.sqrt().clamp_min(1e-12)
+    return coef.to(out_dtype), var.sqrt().clamp_min(1e-12).to(out_dtype)
 
 
 def _iqr(x: Tensor) -> float:
