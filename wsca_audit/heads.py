@@ -227,10 +227,10 @@ class BatchedLinearHead:
         logp = torch.log_softmax(eta, dim=-1)
         f = -(S * logp.gather(-1, T[..., None])[..., 0]).sum(0)
         p = logp.exp()
-        # p - onehot(T), without materialising the one-hot
-        g = p.clone().scatter_add_(
-            -1, T[..., None], torch.full(T[..., None].shape, -1.0, dtype=p.dtype, device=p.device)
-        )
+        # p - onehot(T), without materialising the one-hot (scatter_, not the atomic
+        # scatter_add_: each row writes one index, so it is deterministic on CUDA too)
+        idx = T[..., None]
+        g = p.clone().scatter_(-1, idx, p.gather(-1, idx) - 1.0)
         return f, g.mul_(S[..., None]), p
 
     def _curv_times(self, curv: Tensor, S: Tensor, d_eta: Tensor) -> Tensor:
