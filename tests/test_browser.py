@@ -12,8 +12,7 @@ def test_mlflow_ui_shows_wsca_metrics_and_report(small_result, mlflow_server, tm
     exp = mlflow_server.get("api/2.0/mlflow/experiments/get-by-name", experiment_name="ui")
     page = f"{mlflow_server.uri}/#/experiments/{exp['experiment']['experiment_id']}/runs/{run_id}"
     shot = tmp_path / "mlflow-run.png"
-    dom = run_browser(page, dump_dom=True)
-    run_browser(page, screenshot=shot)
+    dom = run_browser(page, dump_dom=True, screenshot=shot)
     for name in ("wsca.scanner_id_.usage", "wsca.ink.encoding", "wsca.primary.auc"):
         assert name in dom, name
     assert re.search(r"wsca\.verdict\.ink", dom)
