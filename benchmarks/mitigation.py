@@ -108,6 +108,7 @@ def mri_rows(n_resamples, cache):
     from pathlib import Path
 
     from wsca_audit.demo import mri
+    from wsca_audit.demo.regions import set_marker
 
     demo = mri.make_data(0)
     with mri.deterministic_torch(0):
@@ -129,10 +130,6 @@ def mri_rows(n_resamples, cache):
 
             def marked(flags, imgs=imgs):
                 return torch.as_tensor(mri.add_scanner_marker(imgs, flags))[:, None]
-
-            def set_marker(x, on):
-                flags = np.full(len(x), on)
-                return torch.as_tensor(mri.add_scanner_marker(x[:, 0].numpy(), flags))[:, None]
 
             row = {"bias": name, "seed": 0, "method": method, "time_s": dt}
             for tag, mod in (("orig", model), ("patched", m.model)):

@@ -42,7 +42,7 @@ from .erasure import LinearEraser, concept_matrix, fit_eraser
 from .errors import AuditError, AuditWarning
 from .formatting import ci_text, json_safe
 from .heads import PrimaryHead
-from .performance import MIN_GROUP_SIZE, group_codes, primary_metrics
+from .performance import group_codes, primary_metrics, rankable
 from .report import AuditResult
 from .reweighting import fit_balanced_head
 
@@ -83,11 +83,7 @@ class Mitigation:
         metric = perf.get("metric")
         levels = (perf.get("by_group") or {}).get(self.variable) or {}
         by_level = {lvl: v.get(metric) for lvl, v in levels.items()}
-        ranked = [
-            (b["value"], lvl)
-            for lvl, b in by_level.items()
-            if b and b.get("value") is not None and levels[lvl].get("n", 0) >= MIN_GROUP_SIZE
-        ]
+        ranked = rankable(levels, metric)  # the rule the report's worst group follows
         worst = None
         if ranked:
             lvl = min(ranked)[1]

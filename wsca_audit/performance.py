@@ -26,9 +26,27 @@ from .correlation import ci_block
 from .embeddings import missing_mask
 from .metrics import weighted_auc
 
-__all__ = ["MIN_GROUP_SIZE", "group_codes", "primary_metrics", "subgroup_performance"]
+__all__ = ["MIN_GROUP_SIZE", "group_codes", "primary_metrics", "rankable", "subgroup_performance"]
 
 MIN_GROUP_SIZE = 10  # smaller groups are listed (with n) but not ranked as worst
+
+
+def rankable(levels: dict, metric: str) -> list[tuple[float, str]]:
+    """(value, level) of the levels that may be called worst or best: a finite metric
+    and at least :data:`MIN_GROUP_SIZE` samples (``levels``: one ``by_group`` entry).
+
+    Examples
+    --------
+    >>> rankable({"a": {"n": 50, "auc": {"value": 0.9}}, "b": {"n": 3, "auc": {"value": 0.5}}},
+    ...          "auc")
+    [(0.9, 'a')]
+    """
+    out = []
+    for name, entry in levels.items():
+        value = (entry.get(metric) or {}).get("value")
+        if value is not None and np.isfinite(value) and entry.get("n", 0) >= MIN_GROUP_SIZE:
+            out.append((float(value), name))
+    return out
 
 
 def group_codes(values: np.ndarray, kind: str) -> tuple[np.ndarray, list[str]]:
@@ -147,9 +165,7 @@ def subgroup_performance(
             m = primary_metrics(logits, labels, weights * mask)
             size = int(mask.sum())
             entry[level_name] = {"n": size, **{k: ci_block(v, nb, level) for k, v in m.items()}}
-            value = entry[level_name][metric]["value"]
-            if size >= MIN_GROUP_SIZE and np.isfinite(value):
-                ranked.append((value, name, level_name))
+        ranked += [(value, name, level_name) for value, level_name in rankable(entry, metric)]
         by_group[name] = entry
 
     out = {"metric": metric, "overall": overall[metric], "metrics": overall, "by_group": by_group}

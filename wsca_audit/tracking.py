@@ -296,7 +296,8 @@ def _upload(
     try:
         # Params are immutable in MLflow: re-auditing into the same run (e.g. every epoch)
         # keeps the first value and says so instead of failing.
-        existing = client.get_run(run_id).data.params
+        run = client.get_run(run_id)  # read once: params, description and name below
+        existing = run.data.params
         clash = sorted(k for k, v in params.items() if k in existing and existing[k] != v)
         if clash:
             warnings.warn(
@@ -305,7 +306,7 @@ def _upload(
                 stacklevel=3,
             )
         # the run's description is ours to write only when it is empty or one of ours
-        note = client.get_run(run_id).data.tags.get(DESCRIPTION_TAG)
+        note = run.data.tags.get(DESCRIPTION_TAG)
         if note and not note.startswith((DESCRIPTION_PREFIX, MITIGATION_PREFIX)):
             tags = {k: v for k, v in tags.items() if k != DESCRIPTION_TAG}
         now = int(time.time() * 1000)
@@ -316,7 +317,7 @@ def _upload(
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
         if before_artifacts is not None:  # e.g. the model card, which names the run
-            before_artifacts(client.get_run(run_id), run_id)
+            before_artifacts(run, run_id)
         client.log_artifacts(run_id, str(directory), artifact_path)
     except BaseException:
         if created:  # a half-made run would stay RUNNING and a retry would duplicate it

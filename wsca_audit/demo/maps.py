@@ -31,13 +31,15 @@ result.add_evidence(ev)``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
 
 import wsca_audit as wa
 
-from . import mri
+from .regions import add_scanner_marker, head_roi, marker_mask
 
 N_IMAGES = 64  # balanced over label x marker: 16 per cell
 GRADCAM_LAYER = "backbone.features.14"  # the first block at stride 32 (4x4 at 128 px)
@@ -78,7 +80,7 @@ def balanced_sample(labels: np.ndarray, flags: np.ndarray, n: int, seed: int = 0
 
 def attribution_evidence(
     model: nn.Module,
-    demo: mri.DemoData,
+    demo: Any,
     *,
     n_images: int = N_IMAGES,
     n_resamples: int = 200,
@@ -92,8 +94,9 @@ def attribution_evidence(
     ----------
     model : MRIClassifier
         One of the demo's classifiers (eval mode).
-    demo : DemoData
-        The demo's data (``mri.make_data``).
+    demo : mri.DemoData
+        The demo's data (``mri.make_data``; duck-typed, so that this module does not
+        import ``mri``, which files these maps).
     n_images : int, default=64
         Sample size, a multiple of 4: ``n_images / 4`` images per (label, marker) cell,
         drawn with ``seed`` (the same images for every model).
@@ -118,6 +121,7 @@ def attribution_evidence(
     --------
     An untrained network on random images (the demo passes its trained models and data):
 
+    >>> from wsca_audit.demo import mri
     >>> from wsca_audit.demo.br35h import Br35H
     >>> from wsca_audit.demo.mobilenet import MobileNetV2
     >>> n = 16
@@ -140,10 +144,9 @@ def attribution_evidence(
     pick = balanced_sample(d.labels[idx], demo.eval_flags, n_images, seed)
     clean = d.images[idx[pick]]
     flags = demo.eval_flags[pick]
-    rows, cols = mri.marker_mask(clean.shape[-1])
-    roi = clean > 0.1  # the head, as in mri.input_evidence
-    roi[:, rows, cols] = False
-    images = torch.as_tensor(mri.add_scanner_marker(clean, flags))[:, None]
+    rows, cols = marker_mask(clean.shape[-1])
+    roi = head_roi(clean)
+    images = torch.as_tensor(add_scanner_marker(clean, flags))[:, None]
     data = dict(
         roi=roi,
         targets=d.labels[idx[pick]],

@@ -45,8 +45,10 @@ from tqdm.auto import tqdm
 
 import wsca_audit as wa
 
+from . import maps  # Captum maps: where the model looks (docs/evidence.md)
 from .br35h import Br35H, group_split, load_br35h
 from .mobilenet import MobileNetV2, pretrained_mobilenet_v2
+from .regions import add_scanner_marker, head_roi, marker_mask, set_marker
 
 MODELS = {"clean": 0.5, "shortcut": 0.95}
 EVAL_BIAS = 0.8
@@ -99,14 +101,6 @@ def deterministic_torch(seed: int, threads: int = DEFAULT_THREADS) -> Iterator[N
     finally:
         torch.use_deterministic_algorithms(det_before, warn_only=warn_before)
         torch.set_num_threads(threads_before)
-
-
-def add_scanner_marker(images: np.ndarray, flags: np.ndarray) -> np.ndarray:
-    """Burn a bright 12x12 block into the top-left corner of the flagged images (a copy)."""
-    out = np.array(images, copy=True)
-    s = max(4, out.shape[-1] * 12 // 128)
-    out[np.asarray(flags).astype(bool), s // 2 : s // 2 + s, s // 2 : s // 2 + s] = 1.0
-    return out
 
 
 class MRIClassifier(nn.Module):
@@ -307,12 +301,6 @@ def audit(
     )
 
 
-def marker_mask(size: int) -> tuple[slice, slice]:
-    """Where :func:`add_scanner_marker` burns its block."""
-    s = max(4, size * 12 // 128)
-    return slice(s // 2, s // 2 + s), slice(s // 2, s // 2 + s)
-
-
 def input_evidence(
     model: MRIClassifier,
     demo: DemoData,
@@ -327,13 +315,7 @@ def input_evidence(
     rng = np.random.default_rng(seed)
     sub = np.sort(rng.choice(len(idx), min(EVIDENCE_IMAGES, len(idx)), replace=False))
     clean = d.images[idx[sub]]
-    roi = clean > 0.1  # the head: where the clinical signal is (head_fraction's mask)
-    roi[(slice(None), *marker_mask(clean.shape[-1]))] = False
-
-    def set_marker(x: torch.Tensor, on: int) -> torch.Tensor:
-        flags = np.full(len(x), on)
-        return torch.as_tensor(add_scanner_marker(x[:, 0].cpu().numpy(), flags))[:, None]
-
+    roi = head_roi(clean)
     marked = torch.as_tensor(add_scanner_marker(clean, demo.eval_flags[sub]))[:, None]
     common = dict(n_bootstrap=n_resamples, progress=progress, batch_size=64, seed=seed)
     rows, cols = marker_mask(clean.shape[-1])
@@ -369,11 +351,6 @@ def mitigate(
     rng = np.random.default_rng(seed)  # a random subsample: the held-out part is in label order
     ids = np.sort(rng.choice(held, min(EVIDENCE_IMAGES, len(held)), replace=False))
     clean = torch.as_tensor(demo.data.images[ids])[:, None]
-
-    def set_marker(x: torch.Tensor, on: int) -> torch.Tensor:
-        flags = np.full(len(x), on)
-        return torch.as_tensor(add_scanner_marker(x[:, 0].cpu().numpy(), flags))[:, None]
-
     common = dict(variable="scanner", n_bootstrap=n_resamples, progress=progress, seed=seed)
     before = wa.intervention_effect(model, clean, set_marker, **common)
     after = wa.intervention_effect(m.model, clean, set_marker, **common)
@@ -470,8 +447,6 @@ def run(
             t_evidence = time.perf_counter()
             for ev in input_evidence(model, demo, **kw):
                 result.add_evidence(ev)
-            from . import maps  # Captum maps: where the model looks (docs/evidence.md)
-
             for ev in maps.attribution_evidence(model, demo, **kw):
                 result.add_evidence(ev)
             t_evidence = time.perf_counter() - t_evidence
