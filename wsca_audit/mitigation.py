@@ -224,7 +224,7 @@ class Mitigation:
 
 
 def _num(x) -> float:
-    return float(x) if isinstance(x, (int, float)) and x is not None else math.nan
+    return float(x) if isinstance(x, (int, float)) else math.nan
 
 
 def load_head(path: str | Path) -> nn.Linear:
