@@ -28,8 +28,14 @@ def logged_model(digits_std, tmp_path_factory):
     try:
         exp = mlflow.create_experiment("evaluator", artifact_location=(root / "art").as_uri())
         with mlflow.start_run(experiment_id=exp):
-            info = mlflow.pytorch.log_model(net.eval(), name="model", serialization_format="pickle")
-            pt2 = mlflow.pytorch.log_model(net, name="pt2", input_example=X[:2].astype(np.float32))
+            # pip_requirements given: MLflow would otherwise infer them in a subprocess that
+            # imports the model (about 10 s a model, and nothing this test looks at)
+            info = mlflow.pytorch.log_model(
+                net.eval(), name="model", serialization_format="pickle", pip_requirements=["torch"]
+            )
+            pt2 = mlflow.pytorch.log_model(
+                net, name="pt2", input_example=X[:2].astype(np.float32), pip_requirements=["torch"]
+            )
     finally:
         mlflow.set_tracking_uri(None)
     rng = np.random.default_rng(0)

@@ -33,6 +33,8 @@ def test_mlflow_server_killed_mid_logging_then_wsca_audit_log_uploads(tmp_path, 
     from conftest import MlflowServer
     from mlflow.tracking import MlflowClient
 
+    # MLflow's retry back-off (seconds per failed call) is not what this test is about
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
     server = MlflowServer(tmp_path).start()
     client = MlflowClient(server.uri)
     run_id = client.create_run(client.create_experiment("faults")).info.run_id
@@ -50,6 +52,7 @@ def test_mlflow_server_killed_mid_logging_then_wsca_audit_log_uploads(tmp_path, 
             is None
         )
     monkeypatch.undo()
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
     (saved,) = list(pending.iterdir())
     assert wa.AuditResult.load(saved).verdicts == BASE_REPORT.verdicts  # nothing lost
     target = json.loads((saved / "mlflow-target.json").read_text())
