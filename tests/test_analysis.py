@@ -117,8 +117,10 @@ def test_shared_heads_are_fitted_once(data):
     assert task.probe is task.probe
     head, weights = task.usage_heads
     assert task.usage_heads[0] is head
-    # probe problems: point, folds, bootstraps, permutations
-    assert head.coef_.shape[0] == 1 + 20
+    # usage heads of a 3-level variable: point, bootstraps and permutations (its chance
+    # level); probe problems: point, folds, bootstraps, permutations
+    assert task.selects
+    assert head.coef_.shape[0] == 1 + 20 + 20
     assert task.probe.coef_.shape[0] == 1 + 5 + 20 + 20
     assert torch.equal(weights[0], task.v)
 

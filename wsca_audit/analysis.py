@@ -569,7 +569,8 @@ class TaskData:
     Measures read it and nothing else (see :mod:`wsca_audit.measures`). Heads are fitted
     on first use and shared: ``probe`` (the paper's softmax probe on standardised
     embeddings: point, folds, bootstraps, permutations) and ``usage_heads`` (on
-    within-class centred embeddings: point, bootstraps). The audit-wide tensors are
+    within-class centred embeddings: point, bootstraps, and permutations when a measure
+    selects among several columns). The audit-wide tensors are
     available as attributes: ``Zs`` (standardised embeddings), ``Zws`` (within-class
     centred, standardised), ``sd``, ``sd_w``, ``W``, ``b`` (primary head), ``basis``
     (PCA), ``primary_vectors``, ``contrasts``, ``primary_logits`` (the primary logit
@@ -629,6 +630,47 @@ class TaskData:
     def ci_block_with_p(self, values: Tensor, null: Tensor, p: float) -> dict:
         return corr.ci_block_with_p(values, self.cfg.n_bootstrap, null, p, self.cfg.ci_level)
 
+    @property
+    def selects(self) -> bool:
+        """Whether a measure picks the largest of several contrasts or level columns (a
+        categorical variable with three or more levels, or a head with three or more
+        classes): such a choice is made on one half of the samples and measured on the
+        other, or calibrated by the permutation null (see docs/method.md)."""
+        return (self.kind == "categorical" and self.k >= 3) or self.contrasts.shape[0] >= 2
+
+    @cached_property
+    def halves(self) -> Tensor:
+        """Two halves of the valid samples, stratified by label and level (N,): 0 or 1,
+        and -1 where the value is missing. Drawn from a generator of their own (seeded
+        by ``seed``), so that they change no other random draw of the audit."""
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        out = torch.full((self.n,), -1, dtype=torch.long)
+        valid, codes = self.valid.cpu(), self.codes.cpu()
+        cell = self.strata * self.k + codes
+        order = torch.randperm(self.n, generator=gen)
+        for c in torch.unique(cell[valid]).tolist():
+            idx = order[(cell[order] == c) & valid[order]]
+            out[idx] = torch.arange(idx.numel()) % 2
+        return out.to(self.device)
+
+    @cached_property
+    def level_counts(self) -> Tensor:
+        """Valid samples per level (K,)."""
+        return torch.bincount(self.codes[self.valid], minlength=self.k)
+
+    @cached_property
+    def level_components(self) -> Tensor:
+        """Component of each level (K,) in the graph "the two levels meet in some class":
+        level effects are identified within class only, so they are compared within a
+        component (levels nested in the classes fall into separate ones)."""
+        present = torch.zeros(int(self.strata.max()) + 1, self.k, dtype=torch.bool)
+        present[self.strata[self.valid.cpu()], self.codes.cpu()[self.valid.cpu()]] = True
+        linked = (present.T.float() @ present.float()) > 0
+        comp = torch.arange(self.k)
+        for _ in range(self.k):  # label propagation: the smallest index in each component
+            comp = torch.where(linked, comp[None, :], self.k).amin(1)
+        return comp.to(self.device)
+
     @cached_property
     def strata_onehot(self) -> Tensor:
         """The label strata as one-hot columns (N x n_strata), for within-class sums."""
@@ -672,11 +714,19 @@ class TaskData:
 
     @cached_property
     def usage_heads(self) -> tuple[BatchedLinearHead, Tensor]:
-        """Heads on within-class centred embeddings, [point, boots], and their weights."""
+        """Heads on within-class centred embeddings, [point, boots] and, when a measure
+        selects (see :attr:`selects`), permutation refits for its chance level; and the
+        weights of each problem."""
+        npm = self.cfg.n_permutations if self.selects else 0
         if self.kind == "categorical":
-            return self._run._family(self.loss, self.Zws, self.k, self.codes, self.valid)
+            perm = self.perm_codes if npm else None
+            return self._run._family(
+                self.loss, self.Zws, self.k, self.codes, self.valid, perm_targets=perm
+            )
         target = self.center(self.target_std[:, None])[:, 0]
-        return self._run._family("squared", self.Zws, 1, target, self.valid)
+        # permuted within label strata, whose means it keeps: the centred value moves along
+        perm = target[self.perm_idx] if npm else None
+        return self._run._family("squared", self.Zws, 1, target, self.valid, perm_targets=perm)
 
     def fit(self, loss, X, k, targets, weights, groups, init=None) -> BatchedLinearHead:
         """A batch of heads (see :class:`~wsca_audit.BatchedLinearHead`), memory-chunked."""

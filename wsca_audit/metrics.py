@@ -167,3 +167,72 @@ def weighted_corr(a: Tensor, b: Tensor, weights: Tensor) -> Tensor:
     vb = torch.einsum("pn,pnk->pk", w, b * b)
     den = (va[:, :, None] * vb[:, None, :]).sqrt()
     return torch.where(den > 0, cov / den.clamp_min(1e-30), torch.zeros_like(cov))
+
+
+def canonical_corr(a: Tensor, b: Tensor, weights: Tensor, rtol: float = 1e-7) -> Tensor:
+    """First weighted canonical correlation between the columns of ``a`` and those of ``b``.
+
+    The largest correlation between any linear combination of ``a``'s columns and any of
+    ``b``'s: with one column each it is ``|corr(a, b)|``; with one column in ``a`` it is
+    the multiple correlation of ``a`` on ``b``. Directions that a set does not span
+    (collinear columns) are dropped, so a set may hold redundant columns.
+
+    Parameters
+    ----------
+    a : Tensor of shape (n_problems, n_samples, p) or (n_samples, p)
+    b : Tensor of shape (n_problems, n_samples, q)
+    weights : Tensor of shape (n_problems, n_samples)
+    rtol : float
+        Eigenvalues of a set's covariance below ``rtol`` times its largest are dropped.
+
+    Returns
+    -------
+    Tensor of shape (n_problems,), in [0, 1], in ``b``'s dtype.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    >>> y = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 1.0]]])
+    >>> round(float(canonical_corr(x, y, torch.ones(1, 4))[0]), 4)  # x = y1 + 2 y2
+    1.0
+    """
+    out_dtype = b.dtype
+    # float64: covariances of nearly collinear columns (logits that sum to zero)
+    a, b = a.to(torch.float64), b.to(torch.float64)
+    w = weights.to(torch.float64)
+    w = w / w.sum(1, keepdim=True).clamp_min(1e-300)
+    if a.dim() == 2:
+        a = a.unsqueeze(0).expand(w.shape[0], -1, -1)
+    a = a - torch.einsum("pn,pnk->pk", w, a)[:, None, :]
+    b = b - torch.einsum("pn,pnk->pk", w, b)[:, None, :]
+    wa = w[..., None] * a
+    s_aa = wa.transpose(1, 2) @ a
+    s_bb = (w[..., None] * b).transpose(1, 2) @ b
+    s_ab = wa.transpose(1, 2) @ b
+    m = _inv_sqrt(s_aa, rtol) @ s_ab @ _inv_sqrt(s_bb, rtol)
+    return torch.linalg.matrix_norm(m, ord=2).clamp(0.0, 1.0).to(out_dtype)
+
+
+def weighted_cov(x: Tensor, weights: Tensor) -> Tensor:
+    """Weighted covariance of the columns of ``x`` (P, N, k) under each problem's weights
+    (P, N): (P, k, k), in float64.
+
+    Examples
+    --------
+    >>> import torch
+    >>> weighted_cov(torch.tensor([[[1.0], [3.0]]]), torch.ones(1, 2))
+    tensor([[[1.]]], dtype=torch.float64)
+    """
+    x, w = x.to(torch.float64), weights.to(torch.float64)
+    w = w / w.sum(1, keepdim=True).clamp_min(1e-300)
+    x = x - torch.einsum("pn,pnk->pk", w, x)[:, None, :]
+    return (w[..., None] * x).transpose(1, 2) @ x
+
+
+def _inv_sqrt(cov: Tensor, rtol: float) -> Tensor:
+    """Pseudo-inverse square root of symmetric PSD matrices (P, k, k)."""
+    evals, evecs = torch.linalg.eigh(cov)
+    keep = evals > rtol * evals.amax(-1, keepdim=True).clamp_min(1e-300)
+    inv = torch.where(keep, evals.clamp_min(1e-300).rsqrt(), torch.zeros_like(evals))
+    return evecs @ (inv[..., None] * evecs.transpose(1, 2))

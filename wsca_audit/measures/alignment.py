@@ -31,7 +31,8 @@ class Alignment(Measure):
 
     def compute(self, task) -> dict:
         head_aux, weights = task.usage_heads
-        coef = head_aux.coef_
+        keep = 1 + task.cfg.n_bootstrap  # [point, boots]; permutation refits are usage's
+        coef, weights = head_aux.coef_[:keep], weights[:keep]
         if coef.shape[1] > 1:
             coef = coef - coef.mean(1, keepdim=True)
         # The usage heads act on Zws = Zw / sd_w; attributing a head with weights W * sd_w

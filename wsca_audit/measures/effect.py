@@ -21,11 +21,13 @@ metadata within a class it carries that too (see docs/method.md).
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from .. import metrics
 from ..formatting import ci_text
 from .base import Measure
 
@@ -43,6 +45,15 @@ class Effect(Measure):
             "levels": {"type": "array", "items": {"type": "string"}},
             "per": {"type": "string"},
             "n_informative": {"type": ["integer", "null"], "minimum": 0},
+            "selection": {"type": "string"},
+            "contrast": {"type": "string"},
+            "split": {
+                "type": "object",
+                "properties": {
+                    "high": {"type": "array", "items": {"type": "string"}},
+                    "low": {"type": "array", "items": {"type": "string"}},
+                },
+            },
         },
     }
 
@@ -50,49 +61,133 @@ class Effect(Measure):
         weights = (
             torch.cat([task.v[None], task.boot * task.v]) if task.cfg.n_bootstrap else task.v[None]
         )
-        onehot = task.strata_onehot
-        s = task.primary_logits  # (N, C')
         if task.kind == "categorical":
             x = torch.nn.functional.one_hot(task.codes, task.k).to(task.dtype)[:, 1:]
         else:
             x = task.target_std[:, None]
-        coef, sd = _within_class_fit(s, x, weights, onehot)  # (B, C', K-1), (B, C')
-        if task.kind == "categorical":
-            zero = torch.zeros_like(coef[..., :1])
-            levels = torch.cat([zero, coef], -1)  # b_0 = 0: level effects
-            point = levels[0]  # (C', K)
-            # only levels that meet in some class can be compared within class (levels
-            # nested in the classes have no within-class contrast)
-            present = (task.v[:, None] * onehot).T @ torch.nn.functional.one_hot(
-                task.codes, task.k
-            ).to(onehot.dtype)  # (C, K) weighted counts
-            share = (present > 0).to(onehot.dtype)
-            comparable = (share.T @ share) > 0  # (K, K)
-            diff = point[:, :, None] - point[:, None, :]  # (C', K, K): level i minus level j
-            diff = diff.masked_fill(~comparable, float("-inf"))
-            best = diff.flatten(1).argmax(-1)
-            hi, lo = best // task.k, best % task.k
-            if task.k == 2:  # binary: level 1 minus level 0, signed
-                hi, lo = torch.ones_like(hi), torch.zeros_like(lo)
-            idx = torch.arange(point.shape[0], device=point.device)
-            values = (levels[:, idx, hi] - levels[:, idx, lo]) / sd
-        else:
-            iqr = _iqr(task.target_std[task.valid])
-            values = coef[..., 0] * iqr / sd
-        # several contrasts (C >= 3 classes): the one the variable moves most
-        j = int(values[0].abs().argmax())
-        out = {**task.ci_block(values[:, j]), "unit": "logit_sd"}
+        if task.selects:
+            return self._cross_fitted(task, x, weights)
+        # one contrast and one level contrast (or a slope): nothing to choose
+        coef, sd = _within_class_fit(task.primary_logits, x, weights, task.strata_onehot)
+        if task.kind == "categorical":  # binary: level 1 minus level 0, signed
+            out = {**task.ci_block(coef[:, 0, 0] / sd[:, 0]), "unit": "logit_sd"}
+            out["levels"] = [task.levels[0], task.levels[1]]
+            out["n_informative"] = task.n_informative
+            return out
+        values = coef[:, 0, 0] * _iqr(task.target_std[task.valid]) / sd[:, 0]
+        return {**task.ci_block(values), "unit": "logit_sd", "per": "IQR"}
+
+    def _cross_fitted(self, task, x: Tensor, weights: Tensor) -> dict:
+        """Several contrasts or levels: the contrast and the two groups of levels that the
+        score separates most clearly are chosen on one half of the samples and measured
+        on the other (and the other way round, averaged), so that choosing the largest of
+        many noisy differences does not inflate the size: a shortcut-free head stays near
+        0 however many levels the variable has."""
+        onehot, s = task.strata_onehot, task.primary_logits
+        halves = task.halves  # (N,) 0 / 1 over the valid samples, -1 elsewhere
+        fits = [
+            _within_class_fit(s, x, weights * (halves == h).to(weights.dtype), onehot)
+            for h in (0, 1)
+        ]
+        values = 0
+        for h in (0, 1):
+            coef, sd = fits[h]
+            choice = self._choose(task, coef[0], sd[0])
+            values = values + self._size(task, *fits[1 - h], choice) / 2
+        out = {**task.ci_block(values), "unit": "logit_sd", "selection": "cross-fitted halves"}
+        # what the whole sample points at (names only: the size is the cross-fitted one)
+        coef, sd = _within_class_fit(s, x, task.v[None], onehot)
+        j, high, low = self._choose(task, coef[0], sd[0])
         if task.contrast_rows != ["1-0"]:
             out["contrast"] = task.contrast_rows[j]
         if task.kind == "categorical":
-            out["levels"] = [task.levels[int(lo[j])], task.levels[int(hi[j])]]
+            b = self._level_effects(coef[0, j])
+            names = lambda mask: [task.levels[i] for i in torch.nonzero(mask).flatten().tolist()]  # noqa: E731
+            hi = int(torch.where(high, b, -math.inf).argmax())
+            lo = int(torch.where(low, b, math.inf).argmin())
+            out["levels"] = [task.levels[lo], task.levels[hi]]
+            if task.k >= 3:
+                out["split"] = {"high": names(high), "low": names(low)}
             out["n_informative"] = task.n_informative
         else:
             out["per"] = "IQR"
         return out
 
+    @staticmethod
+    def _level_effects(coef: Tensor) -> Tensor:
+        """Level effects with level 0 as the reference (b_0 = 0): (..., K)."""
+        return torch.cat([torch.zeros_like(coef[..., :1]), coef], -1)
+
+    def _choose(self, task, coef: Tensor, sd: Tensor) -> tuple[int, Tensor, Tensor]:
+        """The contrast and the groups of levels (high, low; levels in neither are left
+        out) that one fit separates most clearly."""
+        if task.kind != "categorical":
+            size = coef[:, 0] / sd
+            j = int(size.abs().argmax())
+            up = torch.tensor(bool(size[j] >= 0))
+            return j, up, ~up
+        best = (-math.inf, 0, None, None)
+        for j in range(coef.shape[0]):
+            t, high, low = _best_groups(
+                self._level_effects(coef[j]) / sd[j], task.level_counts, task.level_components
+            )
+            if t > best[0]:
+                best = (t, j, high, low)
+        return best[1], best[2], best[3]
+
+    def _size(self, task, coef, sd, choice) -> Tensor:
+        """Every problem's size of the chosen contrast and groups (B,), in sd."""
+        j, high, low = choice
+        if task.kind != "categorical":
+            sign = 1.0 if bool(high) else -1.0
+            return sign * coef[:, j, 0] * _iqr(task.target_std[task.valid]) / sd[:, j]
+        b = self._level_effects(coef[:, j])  # (B, K)
+        n = task.level_counts.to(b.dtype)
+        hi, lo = high.to(b.dtype) * n, low.to(b.dtype) * n
+        return ((b * hi).sum(-1) / hi.sum() - (b * lo).sum(-1) / lo.sum()) / sd[:, j]
+
     def cells(self, block: dict | None) -> tuple[str, ...]:
         return (ci_text(block, 2) if block else "-",)
+
+
+def _best_groups(b: Tensor, counts: Tensor, components: Tensor) -> tuple[float, Tensor, Tensor]:
+    """The ``t`` top levels against the ``u`` bottom ones (by effect ``b``, in sd), over
+    every ``t`` and ``u``, that give the largest difference of group means per its
+    standard error ``sqrt(1/n_high + 1/n_low)``: one level against one for a single odd
+    scanner, half against half for a reliance spread over many. Levels are compared only
+    within a component of levels that meet in some class (their effects are identified
+    within class only). Returns the ratio and the two level masks.
+    """
+    device = b.device  # a few numbers: on the host
+    b, counts, components = b.cpu(), counts.cpu(), components.cpu()
+    best = (-math.inf, None, None)
+    k = b.shape[0]
+    for comp in torch.unique(components).tolist():
+        idx = torch.nonzero(components == comp).flatten()
+        if idx.numel() < 2:
+            continue
+        order = idx[torch.argsort(b[idx], descending=True)]
+        n = counts[order].to(torch.float64)
+        nb = n * b[order].to(torch.float64)
+        top_n, top_s = metrics.prefix_sum(n), metrics.prefix_sum(nb)  # the t highest, t = 1..m
+        bot_n, bot_s = metrics.prefix_sum(n.flip(0)), metrics.prefix_sum(nb.flip(0))  # the u lowest
+        m = order.numel()
+        diff = top_s[:, None] / top_n[:, None] - bot_s[None, :] / bot_n[None, :]
+        ratio = diff / (1 / top_n[:, None] + 1 / bot_n[None, :]).sqrt()
+        t_idx = torch.arange(m)[:, None]
+        u_idx = torch.arange(m)[None, :]
+        ratio = ratio.masked_fill(t_idx + u_idx + 2 > m, -math.inf)  # disjoint groups
+        flat = int(ratio.argmax())
+        t, u = flat // m + 1, flat % m + 1
+        if float(ratio.flatten()[flat]) > best[0]:
+            high = torch.zeros(k, dtype=torch.bool)
+            low = torch.zeros(k, dtype=torch.bool)
+            high[order[:t]] = True
+            low[order[m - u :]] = True
+            best = (float(ratio.flatten()[flat]), high, low)
+    if best[1] is None:  # no two comparable levels: level 1 against level 0
+        return 0.0, (torch.arange(k) == 1).to(device), (torch.arange(k) == 0).to(device)
+    return best[0], best[1].to(device), best[2].to(device)
 
 
 def _within_class_fit(

@@ -15,10 +15,13 @@ usage's scale by the observed ratio.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
+from torch import Tensor
 
 from .. import correlation as corr
+from ..metrics import canonical_corr, weighted_cov
 from .base import TESTED_SCHEMA, Measure
 
 
@@ -29,52 +32,120 @@ class Usage(Measure):
     label = "usage (deconfounded)"
     tested = True
     panel = "alignment"
-    schema = TESTED_SCHEMA
+    # several levels or contrasts add the canonical correlation, its chance level and the
+    # noise share the chance level was scaled by (see _canonical)
+    schema: ClassVar[dict] = {
+        "allOf": [TESTED_SCHEMA],
+        "properties": {
+            "canonical": {"type": "number", "minimum": 0, "maximum": 1},
+            "chance": {"type": "number", "minimum": 0, "maximum": 1},
+            "noise_share": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+    }
     card_metric = True
 
     def compute(self, task) -> dict:
         head, weights = task.usage_heads
-        aux_logits = head.decision_function(task.Zws)  # (1 + nb, N, K)
-        if aux_logits.shape[-1] > 1:
-            aux_logits = aux_logits - aux_logits.mean(-1, keepdim=True)
-        # each resample removes the label with its own class means (a fixed centring
-        # would leave the resample's between-class noise in both sides)
-        onehot = task.strata_onehot
-        primary = corr.within_class_centered(task.primary_logits_w, weights, onehot)
-        aux = corr.within_class_centered(aux_logits, weights, onehot)
-        matrix = corr.usage_matrix(primary, aux, weights)
-        values = corr.max_abs(matrix)
-
-        npm = task.cfg.n_permutations
-        if npm:
-            stat = self._numerator(task)
-            ratio = float(values[0] / stat[0]) if float(stat[0]) > 0 else 1.0
-            null = stat[1:] * ratio
-            p = corr.permutation_p(float(stat[0]), stat[1:])
-        else:
-            null, p = torch.zeros(0), math.nan
+        nb, npm = task.cfg.n_bootstrap, task.cfg.n_permutations
+        # which levels carry it: the per-level matrix of the point fit
+        primary0, aux0 = self._logits(task, head, weights, 0, 1)
+        matrix0 = corr.usage_matrix(primary0, aux0, weights[:1])
         task.per_class["usage"] = {
             "rows": task.contrast_rows,
             "cols": task.level_cols,
-            "matrix": task.rows(matrix[0]),
+            "matrix": task.rows(matrix0[0]),
         }
-        block = task.ci_block_with_p(values, null, p)
-        # the interval of the entry that is largest at the point estimate (see abs_entry_ci)
-        block["ci_low"], block["ci_high"] = corr.abs_entry_ci(
-            matrix, task.cfg.n_bootstrap, task.cfg.ci_level
-        )
+        if task.selects:
+            block = self._canonical(task, head, weights)
+        else:  # one contrast, one column: the correlation itself
+            primary, aux = self._logits(task, head, weights, 0, 1 + nb)
+            matrix = corr.usage_matrix(primary, aux, weights[: 1 + nb])
+            values = corr.max_abs(matrix)
+            block = task.ci_block(values)
+            # the interval of the signed entry, centred on the estimate (see abs_entry_ci)
+            block["ci_low"], block["ci_high"] = corr.abs_entry_ci(
+                matrix, nb, task.cfg.ci_level, centred=True
+            )
+        if npm:
+            stat = self._numerator(task)
+            ratio = float(block["value"] / stat[0]) if float(stat[0]) > 0 else 1.0
+            null = stat[1:] * ratio
+            block["p_value"] = corr.permutation_p(float(stat[0]), stat[1:])
+            block["null_mean"] = float(null.double().mean())
+            block["null_q95"] = float(torch.quantile(null.double(), 0.95))
+        else:
+            block["p_value"] = math.nan
         return block
 
     @staticmethod
+    def _logits(task, head, weights, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        """Problems ``start:stop``: the primary contrasts and the auxiliary logits, each
+        centred within class under that problem's weights (each resample removes the
+        label with its own class means)."""
+        aux = torch.einsum("nd,pkd->pnk", task.Zws, head.coef_[start:stop])
+        aux = aux + head.intercept_[start:stop, None, :]
+        if aux.shape[-1] > 1:  # a softmax head: its logits relative to their mean
+            aux = aux - aux.mean(-1, keepdim=True)
+        w, onehot = weights[start:stop], task.strata_onehot
+        primary = corr.within_class_centered(task.primary_logits_w, w, onehot)
+        return primary, corr.within_class_centered(aux, w, onehot)
+
+    def _canonical(self, task, head, weights) -> dict:
+        """Several levels or contrasts: the canonical correlation of the two logit sets,
+        less the part that the auxiliary heads' estimation noise explains by chance.
+
+        The chance level is measured on refits with the variable permuted within label
+        strata (heads of pure noise), and scaled by the share of the real heads' logit
+        variance that such noise makes up (``noise_share``): well-encoded levels are
+        estimated with little noise and lose little, poorly encoded ones lose all of it.
+        """
+        nb, npm = task.cfg.n_bootstrap, task.cfg.n_permutations
+        n_problems = weights.shape[0]
+        k = head.coef_.shape[1]
+        step = max(1, 2**22 // (task.n * (k + task.contrasts.shape[0])))
+        rho, covs = [], []
+        for i in range(0, n_problems, step):
+            j = min(i + step, n_problems)
+            primary, aux = self._logits(task, head, weights, i, j)
+            rho.append(canonical_corr(primary, aux, weights[i:j]))
+            covs.append(weighted_cov(aux, weights[i:j]))
+        rho, covs = torch.cat(rho), torch.cat(covs)
+        raw, null = rho[: 1 + nb], rho[1 + nb :]
+        share = corr.noise_share(covs[0], covs[1 + nb :]) if npm else 0.0
+        chance = corr.chance_r2(null) * share if npm else 0.0
+        values = corr.chance_corrected(raw, chance)
+        lo, hi = corr.centred_percentile_ci(values, nb, task.cfg.ci_level)
+        lo, hi = max(lo, 0.0), max(hi, 0.0)  # a correlation's size: moved, not below 0
+        return {
+            "value": float(values[0]),
+            "ci_low": lo,
+            "ci_high": hi,
+            "canonical": float(raw[0]),
+            "chance": math.sqrt(chance),
+            "noise_share": share,
+        }
+
+    @staticmethod
     def _numerator(task) -> torch.Tensor:
-        """Within-class |corr(primary logits, metadata)|, observed then permuted (1 + P)."""
+        """Within-class correlation of the primary logits with the metadata itself,
+        observed then permuted (1 + P): the canonical correlation when a measure selects,
+        else ``|corr|``."""
         target = task.target_matrix
         if task.kind == "categorical":
             perm = torch.nn.functional.one_hot(task.perm_codes, task.k).to(task.dtype)
             perm = perm[..., 1:] if task.k == 2 else perm
         else:
             perm = task.target_std[task.perm_idx][..., None]
-        ms = torch.cat([target[None], perm]) - task.class_means(target)[None]
+        means = task.class_means(target)[None]
         logits = task.center(task.primary_logits_w)
-        weights = task.v[None].expand(1 + task.cfg.n_permutations, task.n)
-        return corr.max_abs(corr.usage_matrix(logits, ms, weights))
+        if not task.selects:
+            ms = torch.cat([target[None], perm]) - means
+            weights = task.v[None].expand(1 + task.cfg.n_permutations, task.n)
+            return corr.max_abs(corr.usage_matrix(logits, ms, weights))
+        ms = torch.cat([target[None], perm])
+        step = max(1, 2**22 // (task.n * (ms.shape[-1] + logits.shape[-1])))
+        return torch.cat([
+            canonical_corr(logits, ms[i : i + step] - means,
+                                task.v[None].expand(ms[i : i + step].shape[0], task.n))
+            for i in range(0, ms.shape[0], step)
+        ])  # fmt: skip
