@@ -620,6 +620,10 @@ class TaskData:
             return ["value"]
         return self.levels[1:] if self.k == 2 else self.levels
 
+    def warn(self, message: str) -> None:
+        """A warning that changes a result: raised, and kept in the report's warnings."""
+        self._run._warn(message)
+
     @staticmethod
     def rows(m: Tensor) -> list[list[float]]:
         return [[round(float(x), 6) for x in row] for row in m]

@@ -9,7 +9,11 @@ Rules, in order (intervals are the report's 95% bootstrap intervals; thresholds 
    within ``±effect`` logit-sd (0.25): whatever the head reads, it moves the score by less.
 3. ``uses``: encoded, the usage permutation test significant (BH-adjusted p at or
    below ``alpha``), and either the usage interval at or above ``usage`` (0.25) or the
-   effect interval beyond ``±effect``.
+   effect interval beyond ``±effect``. For a head of three or more classes only the
+   effect decides ``uses``: usage is then the canonical correlation over all its class
+   contrasts, which a head that spans much of a small embedding reaches without reading
+   the variable (measured: 0.44 to 0.85 for shortcut-free ten-class digit models), so it
+   has no threshold of the binary kind; its upper end still bounds every contrast (rule 4).
 4. ``encoded_not_used``: encoded and the usage interval below ``usage``.
 5. ``inconclusive`` otherwise, with ``samples_needed``: the audit size at which, with the
    same point estimates, the intervals would clear the thresholds that decide (with 80%
@@ -95,7 +99,7 @@ def decide(name: str, task: dict, thresholds: Thresholds, n_samples: int) -> Dec
     has_usage = _ok(u_lo, u_hi)
     significant = _ok(p) and p <= thresholds.alpha
     use_text = f"usage {ci_text(use)}"
-    eff_text = f"{ci_text(eff, 2)} sd" if has_effect else ""
+    eff_text = f"{ci_text(eff, 2)} sd{_groups(eff)}" if has_effect else ""
     p_text = f"p = {fmt(p, 3)}" if _ok(p) else "no permutation test"
 
     if encoded and negligible:
@@ -104,7 +108,8 @@ def decide(name: str, task: dict, thresholds: Thresholds, n_samples: int) -> Dec
             f"{name} is encoded ({enc_text}) but moves the score by {eff_text}, "
             f"within ±{fmt(delta, 2)} sd",
         )
-    if encoded and significant and has_usage and u_lo >= thresholds.usage:
+    one_contrast = not use.get("n_contrasts")
+    if encoded and significant and has_usage and one_contrast and u_lo >= thresholds.usage:
         extra = f"; it moves the score by {eff_text}" if has_effect else ""
         return Decision(
             "uses",
@@ -149,6 +154,19 @@ def decide(name: str, task: dict, thresholds: Thresholds, n_samples: int) -> Dec
             )
         reason += " would decide it"
     return Decision("inconclusive", reason, n_needed, inf_needed)
+
+
+def _groups(eff: dict, shown: int = 4) -> str:
+    """ " (levels a, b above c, d)" for an effect measured between groups of levels."""
+    split = eff.get("split")
+    if not split or not split.get("high") or not split.get("low"):
+        return ""
+
+    def names(levels: list) -> str:
+        more = f" and {len(levels) - shown} more" if len(levels) > shown else ""
+        return ", ".join(str(v) for v in levels[:shown]) + more
+
+    return f" (levels {names(split['high'])} above {names(split['low'])})"
 
 
 def _size_for(value, lo, hi, boundary: float, n: int) -> float:

@@ -4,11 +4,20 @@ An observational counterpart of an intervention: the within-class regression of 
 primary logit contrast on the metadata (class fixed effects, so the label is held
 fixed; Frisch-Waugh-Lovell: centre both within each class, then least squares):
 
-- categorical: ``s_i = a_{y_i} + b_{m_i} + e_i``; the effect is the largest level
-  contrast ``b_hi - b_lo`` (binary: level 1 minus level 0, signed), the pair fixed by the
-  point estimate so that every bootstrap resample measures the same contrast;
+- categorical: ``s_i = a_{y_i} + b_{m_i} + e_i``; binary: level 1 minus level 0,
+  signed. With three or more levels, the mean effect of a group of high levels minus
+  that of a group of low ones: the ``t`` highest against the ``u`` lowest, whichever
+  separate most clearly (one odd scanner against one, or half the sites against the
+  other half), compared only among levels that meet in some class;
 - continuous: ``s_i = a_{y_i} + beta x_i + e_i``; the effect is ``beta`` times the
   interquartile range of ``x``.
+
+With a choice to make (three or more levels, or a head of three or more classes, where
+the contrast the variable moves most is taken) the choice is made on one half of the
+samples and measured on the other, and the other way round, averaged: the largest of
+many noisy differences would otherwise be an inflated size. Each bootstrap resample
+measures the same choices. The report names the groups (``split``), the extreme levels
+(``levels``) and the contrast, as the whole sample shows them.
 
 The unit is the standard deviation of the contrast with the metadata's part removed
 (``s - b_{m}``), the observational stand-in for the score's sd on unaltered inputs, which

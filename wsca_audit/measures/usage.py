@@ -6,10 +6,25 @@ over the data: the cosine of the two weight vectors in the metric of the within-
 covariance (activation patterns, not filter weights; Haufe et al., 2014). A variable
 that merely co-varies with the label no longer looks used.
 
+With several levels (K >= 3) or several contrasts (a head of C >= 3 classes), the
+largest of many noisy per-level correlations would grow with K however the variable is
+coded. Usage is then the first canonical correlation of the two logit sets (any
+combination of the levels against any combination of the contrasts), less its chance
+level: the squared canonical correlation that heads fitted to the variable permuted
+within label strata reach, scaled by the share of the real heads' logit variance that
+such noise makes up. A reliance measured through 2, 6 or 30 levels of one variable gives
+the same value. The per-level columns stay in ``per_class["usage"]``. When noise alone
+would match more than half of the primary logits (levels that span most of a small
+embedding), usage is not reported and the verdict rests on the effect.
+
+Intervals are percentile intervals of the bootstrap refits moved to sit on the estimate
+(:func:`~wsca_audit.correlation.centred_percentile_ci`): the refits carry more
+estimation noise than the point fit, which pulls them below it as a group.
+
 The permutation test is on usage's numerator, the within-class correlation of the
-primary logit with the metadata itself (a test on the ratio has little power when a
-few directions dominate the covariance; see docs/method.md), and its null is put on
-usage's scale by the observed ratio.
+primary logit with the metadata itself (canonical, with several levels or contrasts; a
+test on the ratio has little power when a few directions dominate the covariance; see
+docs/method.md), and its null is put on usage's scale by the observed ratio.
 """
 
 from __future__ import annotations
@@ -23,6 +38,12 @@ from torch import Tensor
 from .. import correlation as corr
 from ..metrics import canonical_corr, weighted_cov
 from .base import TESTED_SCHEMA, Measure
+
+# Above this (squared) correlation of heads fitted to the permuted variable, usage is
+# not reported: noise heads would match more than half of the primary logits' variance,
+# the levels span most of the embedding, and a canonical correlation cannot tell a
+# reliance from the room the levels take.
+MAX_CHANCE_R2 = 0.5
 
 
 class Usage(Measure):
@@ -40,6 +61,7 @@ class Usage(Measure):
             "canonical": {"type": "number", "minimum": 0, "maximum": 1},
             "chance": {"type": "number", "minimum": 0, "maximum": 1},
             "noise_share": {"type": "number", "minimum": 0, "maximum": 1},
+            "n_contrasts": {"type": "integer", "minimum": 2},
         },
     }
     card_metric = True
@@ -68,7 +90,8 @@ class Usage(Measure):
             )
         if npm:
             stat = self._numerator(task)
-            ratio = float(block["value"] / stat[0]) if float(stat[0]) > 0 else 1.0
+            ok = float(stat[0]) > 0 and math.isfinite(block["value"])
+            ratio = float(block["value"] / stat[0]) if ok else 1.0
             null = stat[1:] * ratio
             block["p_value"] = corr.permutation_p(float(stat[0]), stat[1:])
             block["null_mean"] = float(null.double().mean())
@@ -112,18 +135,27 @@ class Usage(Measure):
         rho, covs = torch.cat(rho), torch.cat(covs)
         raw, null = rho[: 1 + nb], rho[1 + nb :]
         share = corr.noise_share(covs[0], covs[1 + nb :]) if npm else 0.0
-        chance = corr.chance_r2(null) * share if npm else 0.0
+        noise = corr.chance_r2(null) if npm else 0.0
+        chance = noise * share
+        extra = {"canonical": float(raw[0]), "chance": math.sqrt(chance), "noise_share": share}
+        if noise > MAX_CHANCE_R2:
+            task.warn(
+                f"{task.name}: usage is not reported: heads fitted to its {task.k} levels "
+                f"permuted match {noise:.0%} of the primary logits' variance by chance (the "
+                f"levels span most of what the {task.Zws.shape[1]}-d embedding varies in); "
+                "the verdict rests on the effect. Grouping the levels or a richer embedding "
+                "makes it measurable."
+            )
+            return {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan, **extra}
         values = corr.chance_corrected(raw, chance)
         lo, hi = corr.centred_percentile_ci(values, nb, task.cfg.ci_level)
-        lo, hi = max(lo, 0.0), max(hi, 0.0)  # a correlation's size: moved, not below 0
-        return {
-            "value": float(values[0]),
-            "ci_low": lo,
-            "ci_high": hi,
-            "canonical": float(raw[0]),
-            "chance": math.sqrt(chance),
-            "noise_share": share,
-        }
+        # a correlation's size: the moved interval stays within [0, 1]
+        lo, hi = min(max(lo, 0.0), 1.0), min(max(hi, 0.0), 1.0)
+        if task.contrasts.shape[0] >= 2:
+            # several contrasts: an upper bound for each; the verdict's usage route wants
+            # one contrast (see decision.py)
+            extra["n_contrasts"] = int(task.contrasts.shape[0])
+        return {"value": float(values[0]), "ci_low": lo, "ci_high": hi, **extra}
 
     @staticmethod
     def _numerator(task) -> torch.Tensor:
