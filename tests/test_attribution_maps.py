@@ -15,7 +15,6 @@ from captum.attr import InputXGradient, IntegratedGradients, LayerAttribution, L
 
 import wsca_audit as wa
 from wsca_audit.demo import maps, mri
-from wsca_audit.demo.mobilenet import pretrained_mobilenet_v2
 
 N_TRAIN = 200  # training images for the test's heads (the backbone pass costs most)
 N_IMAGES = 32  # the sample the maps are computed on (8 per label x marker cell)
@@ -32,7 +31,7 @@ def mri_models():
         {k: v[sub] for k, v in demo.train_flags.items()},
         demo.eval_flags,
     )
-    backbone = pretrained_mobilenet_v2()
+    backbone = mri.demo_backbone()
     with mri.deterministic_torch(0):
         feats = mri.training_features(mri.MRIClassifier(backbone).eval(), small, progress=False)
         models = {

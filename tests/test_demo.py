@@ -16,7 +16,6 @@ from mlflow.tracking import MlflowClient
 
 import wsca_audit as wa
 from wsca_audit.demo import mri
-from wsca_audit.demo.mobilenet import pretrained_mobilenet_v2
 
 
 @pytest.mark.slow
@@ -120,7 +119,7 @@ def test_demo_tells_the_two_models_apart(tmp_path):
     }
     assert kept["shortcut"] > kept["clean"] + 0.3
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
-        "head-clean-v1-s0.pt", "head-shortcut-v1-s0.pt"
+        "head-clean-v2-s0.pt", "head-shortcut-v2-s0.pt"
     ]  # fmt: skip
 
     _check_in_the_browser(tmp_path, {n: runs[f"br35h-{n}"] for n in ("clean", "shortcut")})
@@ -167,7 +166,7 @@ def _check_reproducible(out: Path, n_resamples: int) -> None:
     rng = np.random.default_rng(1)
     feats = rng.normal(size=(256, 1280)).astype(np.float32)
     labels = rng.integers(0, 2, 256)
-    backbone = pretrained_mobilenet_v2()
+    backbone = mri.demo_backbone()
     trained = []
     with torch.random.fork_rng(devices=[]):  # the test leaves the RNG as it was
         for caller_seed, caller_threads in ((1, 1), (2, 2)):

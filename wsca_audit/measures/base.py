@@ -97,7 +97,8 @@ class Measure:
 
     def cells(self, block: dict | None) -> tuple[str, ...]:
         """The block as text cells (``-`` when the measure did not run for the task)."""
-        cell = ci_text(block) if block else "-"
+        # "-": the measure did not run for the task, or gave no value (see its warning)
+        cell = ci_text(block) if block and block.get("value") is not None else "-"
         if not self._p:
             return (cell,)
         return cell, fmt((block or {}).get("p_value"), 4)

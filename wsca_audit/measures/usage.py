@@ -134,6 +134,12 @@ class Usage(Measure):
             covs.append(weighted_cov(aux, weights[i:j]))
         rho, covs = torch.cat(rho), torch.cat(covs)
         raw, null = rho[: 1 + nb], rho[1 + nb :]
+        if not npm:
+            task.warn(
+                f"{task.name}: with n_permutations=0 usage is the canonical correlation "
+                "without its chance level removed (it grows with the number of levels and "
+                "classes)"
+            )
         share = corr.noise_share(covs[0], covs[1 + nb :]) if npm else 0.0
         noise = corr.chance_r2(null) if npm else 0.0
         chance = noise * share
