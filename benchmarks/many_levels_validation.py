@@ -44,6 +44,7 @@ import torch
 
 import wsca_audit as wa
 from wsca_audit.demo.shortcut import PATCH, SmallCNN, load_digits_images, train_classifier
+from wsca_audit.demo.sites import synthetic_sites
 
 INTENSITY = np.linspace(0.0, 1.0, 10)  # scanner k burns the patch in at INTENSITY[k]
 
@@ -146,23 +147,6 @@ def classes_case(seed: int, bias: float, n_resamples: int) -> list[dict]:
                       n_resamples)  # fmt: skip
             rows.append(_row("classes", kind, seed, f"C={n_classes}", truth, t.tasks["marker"]))
     return rows
-
-
-def synthetic_sites(n=5000, d=128, levels=30, use=0.75, seed=0):
-    """The issue's 30 sites; ``use=0``: a head orthogonal to every site's mean."""
-    rng = np.random.default_rng(seed)
-    site = rng.integers(0, levels, n)
-    centers = rng.normal(size=(levels, d)) * 0.5
-    y = (rng.random(n) < np.where(site % 2 == 0, 0.65, 0.35)).astype(int)
-    u = rng.normal(size=d)
-    z = rng.normal(size=(n, d)) + centers[site] + np.outer(y, u) * 0.4
-    q, _ = np.linalg.qr(centers.T)
-    w = u - q @ (q.T @ u)
-    w = (
-        w / np.linalg.norm(w)
-        + use * np.linalg.lstsq(centers, (np.arange(levels) % 2 == 0) - 0.5, rcond=None)[0]
-    )
-    return z, y, site, np.stack([-w, w]) / 2
 
 
 def sites_case(seed: int, n_resamples: int) -> list[dict]:

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import wsca_audit as wa
 from wsca_audit import correlation as corr
+from wsca_audit.demo.sites import synthetic_sites
 from wsca_audit.metrics import canonical_corr
 
 FAST = dict(n_bootstrap=30, n_permutations=30, progress=False, layer_attribution=False)
@@ -17,18 +18,7 @@ def sites(n=3000, d=96, levels=30, use=0.75, seed=0):
     """30 sites written into the embedding, the label tied to site parity, and a head
     that adds ``use`` to the logit of the even sites (0: a head that is blind to site,
     orthogonal to every site's mean)."""
-    rng = np.random.default_rng(seed)
-    site = rng.integers(0, levels, n)
-    centers = rng.normal(size=(levels, d)) * 0.5
-    y = (rng.random(n) < np.where(site % 2 == 0, 0.65, 0.35)).astype(int)
-    u = rng.normal(size=d)
-    z = rng.normal(size=(n, d)) + centers[site] + np.outer(y, u) * 0.4
-    q, _ = np.linalg.qr(centers.T)
-    w = u - q @ (q.T @ u)
-    w /= np.linalg.norm(w)
-    even = np.linalg.lstsq(centers, (np.arange(levels) % 2 == 0) - 0.5, rcond=None)[0]
-    w = w + use * even
-    return z, y, site, np.stack([-w, w]) / 2
+    return synthetic_sites(n=n, d=d, levels=levels, use=use, seed=seed)
 
 
 def audit(z, y, m, W, **kw):
