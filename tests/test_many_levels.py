@@ -158,3 +158,69 @@ def test_chance_correction_is_adjusted_r2():
     real = torch.diag(torch.tensor([4.0, 1.0, 0.0]))  # rank 2
     noise = torch.diag(torch.tensor([1.0, 1.0, 5.0]))[None]
     assert corr.noise_share(real, noise) == pytest.approx((1 / 4 + 1) / 2)
+
+
+def test_a_negative_cross_fitted_effect_is_not_a_large_effect():
+    """A bug (review): halves that disagree gave -0.38 [-0.66, -0.30] on noise, which the
+    decision read as a large effect the other way and called `uses`."""
+    from wsca_audit.correlation import Thresholds
+    from wsca_audit.decision import decide
+
+    task = {
+        "encoding": {"metric": "auc", "value": 0.9, "ci_low": 0.85, "ci_high": 0.95},
+        "usage": {"value": 0.1, "ci_low": 0.0, "ci_high": 0.3, "p_value": 0.01},
+        "effect": {"value": -0.38, "ci_low": -0.66, "ci_high": -0.30,
+                   "selection": "cross-fitted halves"},
+    }  # fmt: skip
+    d = decide("site", task, Thresholds(), 600)
+    assert d.verdict == "inconclusive"
+    # signed (a binary head and variable): the same numbers are a large effect
+    del task["effect"]["selection"]
+    assert decide("site", task, Thresholds(), 600).verdict == "uses"
+
+
+def test_samples_needed_of_a_multiclass_head_skips_the_usage_route():
+    """A bug (review): usage above 0.25 cannot decide `uses` for a head of 3+ classes, but
+    the audit size that would decide was computed from it."""
+    from wsca_audit.correlation import Thresholds
+    from wsca_audit.decision import decide
+
+    task = {
+        "encoding": {"metric": "auc", "value": 0.9, "ci_low": 0.85, "ci_high": 0.95},
+        "usage": {"value": 0.5, "ci_low": 0.2, "ci_high": 0.8, "p_value": 0.01},
+        "effect": {"value": 0.2, "ci_low": 0.05, "ci_high": 0.35,
+                   "selection": "cross-fitted halves"},
+    }  # fmt: skip
+    with_usage = decide("site", task, Thresholds(), 600).samples_needed
+    task["usage"]["n_contrasts"] = 3
+    effect_only = decide("site", task, Thresholds(), 600).samples_needed
+    assert effect_only > with_usage  # the effect route alone needs more samples
+
+
+def test_the_halves_split_every_level_even_one_seen_once_per_class():
+    """A bug (review): every first sample of a label-by-level cell went to half 0, so a
+    level seen once per class lay wholly in one half."""
+    from wsca_audit import analysis
+
+    rng = np.random.default_rng(0)
+    n = 606
+    y = np.r_[np.arange(6), rng.integers(0, 6, n - 6)]
+    site = np.r_[np.full(6, 4), rng.integers(0, 4, n - 6)]
+    grabbed = {}
+    compute = analysis.TaskData.__init__
+
+    def keep(self, *a, **k):
+        compute(self, *a, **k)
+        grabbed["task"] = self
+
+    analysis.TaskData.__init__ = keep
+    try:
+        wa.analyze(rng.normal(size=(n, 8)), y, {"site": site}, primary_weight=rng.normal(size=(6, 8)),
+                   **{**FAST, "n_bootstrap": 5, "n_permutations": 5})  # fmt: skip
+    finally:
+        analysis.TaskData.__init__ = compute
+    task = grabbed["task"]
+    halves, codes = task.halves.cpu().numpy(), task.codes.cpu().numpy()
+    for level in range(5):
+        counts = np.bincount(halves[codes == level], minlength=2)
+        assert abs(counts[0] - counts[1]) <= 1, (level, counts)

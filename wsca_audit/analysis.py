@@ -644,17 +644,26 @@ class TaskData:
 
     @cached_property
     def halves(self) -> Tensor:
-        """Two halves of the valid samples, stratified by label and level (N,): 0 or 1,
-        and -1 where the value is missing. Drawn from a generator of their own (seeded
-        by ``seed``), so that they change no other random draw of the audit."""
+        """Two halves of the valid samples (N,): 0 or 1, and -1 where the value is
+        missing. Samples are ordered by level, then label, then at random, and alternate
+        between the halves along that order from a random start per level: each level,
+        and each label within it, splits as evenly as it can (a level seen once per
+        class still lands in both halves). Drawn from a generator of its own (seeded by
+        ``seed``), so that it changes no other random draw of the audit."""
         gen = torch.Generator().manual_seed(self.cfg.seed)
-        out = torch.full((self.n,), -1, dtype=torch.long)
         valid, codes = self.valid.cpu(), self.codes.cpu()
-        cell = self.strata * self.k + codes
-        order = torch.randperm(self.n, generator=gen)
-        for c in torch.unique(cell[valid]).tolist():
-            idx = order[(cell[order] == c) & valid[order]]
-            out[idx] = torch.arange(idx.numel()) % 2
+        n_strata = int(self.strata.max()) + 1 if self.strata.numel() else 1
+        rank = torch.empty(self.n, dtype=torch.long)
+        rank[torch.randperm(self.n, generator=gen)] = torch.arange(self.n)
+        key = (codes * n_strata + self.strata) * self.n + rank
+        idx = torch.nonzero(valid).flatten()
+        idx = idx[torch.argsort(key[idx])]
+        level = codes[idx]
+        first = torch.searchsorted(level, torch.arange(self.k))  # where each level starts
+        pos = torch.arange(idx.numel()) - first[level]  # place within the level
+        start = torch.randint(0, 2, (self.k,), generator=gen)
+        out = torch.full((self.n,), -1, dtype=torch.long)
+        out[idx] = (pos + start[level]) % 2
         return out.to(self.device)
 
     @cached_property

@@ -94,7 +94,10 @@ def decide(name: str, task: dict, thresholds: Thresholds, n_samples: int) -> Dec
     e_lo, e_hi, e_v = eff.get("ci_low"), eff.get("ci_high"), eff.get("value")
     has_effect = _ok(e_lo, e_hi, e_v)
     negligible = has_effect and -delta < e_lo and e_hi < delta
-    large = has_effect and (e_lo >= delta or e_hi <= -delta)
+    # a cross-fitted size is oriented by the half that chose it: below 0 the halves
+    # disagree, which is noise, not a large effect the other way
+    oriented = bool(eff.get("selection"))
+    large = has_effect and (e_lo >= delta or (e_hi <= -delta and not oriented))
     u_lo, u_hi, p = use.get("ci_low"), use.get("ci_high"), use.get("p_value")
     has_usage = _ok(u_lo, u_hi)
     significant = _ok(p) and p <= thresholds.alpha
@@ -192,11 +195,12 @@ def _samples_needed(task, thresholds, n, encoded, enc_thr) -> int | None:
     routes = []
     v = eff.get("value")
     if _ok(v):
-        boundary = delta if v >= 0 else -delta
+        boundary = delta if (v >= 0 or eff.get("selection")) else -delta
         routes.append(_size_for(v, eff.get("ci_low"), eff.get("ci_high"), boundary, n))
-    routes.append(
-        _size_for(use.get("value"), use.get("ci_low"), use.get("ci_high"), thresholds.usage, n)
-    )
+    u = use.get("value")
+    # several contrasts: usage decides only "not used" (below the threshold)
+    if not use.get("n_contrasts") or (_ok(u) and u < thresholds.usage):
+        routes.append(_size_for(u, use.get("ci_low"), use.get("ci_high"), thresholds.usage, n))
     sizes.append(min(routes))
     need = max(sizes)
     if not math.isfinite(need) or need > _MAX_SAMPLES:

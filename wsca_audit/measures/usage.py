@@ -90,12 +90,14 @@ class Usage(Measure):
             )
         if npm:
             stat = self._numerator(task)
-            ok = float(stat[0]) > 0 and math.isfinite(block["value"])
+            reported = math.isfinite(block["value"])
+            ok = float(stat[0]) > 0 and reported
             ratio = float(block["value"] / stat[0]) if ok else 1.0
             null = stat[1:] * ratio
             block["p_value"] = corr.permutation_p(float(stat[0]), stat[1:])
-            block["null_mean"] = float(null.double().mean())
-            block["null_q95"] = float(torch.quantile(null.double(), 0.95))
+            if reported:  # on usage's scale (none when usage is not reported)
+                block["null_mean"] = float(null.double().mean())
+                block["null_q95"] = float(torch.quantile(null.double(), 0.95))
         else:
             block["p_value"] = math.nan
         return block
