@@ -148,8 +148,22 @@ class Effect(Measure):
             j = int(size.abs().argmax())
             up = torch.tensor(bool(size[j] >= 0))
             return j, up, ~up
+        if task.k == 2 and bool(task.level_components[0] == task.level_components[1]):
+            # two levels: the groups are the two levels, the same standard error for
+            # every contrast (one vectorised step: heads may have a thousand classes)
+            size = coef[:, 0] / sd
+            j = int(size.abs().argmax())
+            up = bool(size[j] >= 0)
+            ones = torch.arange(2, device=coef.device) == 1
+            return j, ones if up else ~ones, ~ones if up else ones
+        candidates = range(coef.shape[0])
+        if coef.shape[0] > _MAX_CONTRASTS:
+            # many classes: the contrasts with the widest spread of level effects
+            b = self._level_effects(coef) / sd[:, None]
+            spread = b.amax(-1) - b.amin(-1)
+            candidates = torch.topk(spread, _MAX_CONTRASTS).indices.tolist()
         best = (-math.inf, 0, None, None)
-        for j in range(coef.shape[0]):
+        for j in candidates:
             t, high, low = _best_groups(
                 self._level_effects(coef[j]) / sd[j], task.level_counts, task.level_components
             )
@@ -170,6 +184,11 @@ class Effect(Measure):
 
     def cells(self, block: dict | None) -> tuple[str, ...]:
         return (ci_text(block, 2) if block else "-",)
+
+
+# with more class contrasts than this, the groups are searched in the ones whose level
+# effects spread most (each search is over every pair of group sizes)
+_MAX_CONTRASTS = 8
 
 
 def _best_groups(b: Tensor, counts: Tensor, components: Tensor) -> tuple[float, Tensor, Tensor]:
