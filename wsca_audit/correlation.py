@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .metrics import weighted_corr
+from .metrics import psd_power, weighted_corr
 
 VERDICTS = ("uses", "encoded_not_used", "not_encoded", "inconclusive")
 
@@ -219,13 +219,10 @@ def noise_share(real: Tensor, noise: Tensor, rtol: float = 1e-7) -> float:
     >>> noise_share(torch.eye(2) * 4, torch.eye(2)[None].expand(3, 2, 2))
     0.25
     """
-    evals, evecs = torch.linalg.eigh(real.double())
-    keep = evals > rtol * evals.amax().clamp_min(1e-300)
-    if not bool(keep.any()) or noise.shape[0] == 0:
+    pinv, rank = psd_power(real.double(), -1.0, rtol)
+    if int(rank) == 0 or noise.shape[0] == 0:
         return 0.0
-    inv = torch.where(keep, 1.0 / evals.clamp_min(1e-300), torch.zeros_like(evals))
-    pinv = evecs @ (inv[:, None] * evecs.T)
-    per_fit = torch.einsum("ij,pji->p", pinv, noise.double()) / int(keep.sum())
+    per_fit = torch.einsum("ij,pji->p", pinv, noise.double()) / int(rank)
     return float(per_fit.mean().clamp(0.0, 1.0))
 
 

@@ -197,21 +197,28 @@ def canonical_corr(a: Tensor, b: Tensor, weights: Tensor, rtol: float = 1e-7) ->
     >>> round(float(canonical_corr(x, y, torch.ones(1, 4))[0]), 4)  # x = y1 + 2 y2
     1.0
     """
-    out_dtype = b.dtype
-    # float64: covariances of nearly collinear columns (logits that sum to zero)
-    a, b = a.to(torch.float64), b.to(torch.float64)
-    w = weights.to(torch.float64)
-    w = w / w.sum(1, keepdim=True).clamp_min(1e-300)
     if a.dim() == 2:
-        a = a.unsqueeze(0).expand(w.shape[0], -1, -1)
-    a = a - torch.einsum("pn,pnk->pk", w, a)[:, None, :]
-    b = b - torch.einsum("pn,pnk->pk", w, b)[:, None, :]
-    wa = w[..., None] * a
-    s_aa = wa.transpose(1, 2) @ a
-    s_bb = (w[..., None] * b).transpose(1, 2) @ b
-    s_ab = wa.transpose(1, 2) @ b
-    m = _inv_sqrt(s_aa, rtol) @ s_ab @ _inv_sqrt(s_bb, rtol)
-    return torch.linalg.matrix_norm(m, ord=2).clamp(0.0, 1.0).to(out_dtype)
+        a = a.unsqueeze(0).expand(weights.shape[0], -1, -1)
+    cov = weighted_cov(torch.cat([a.to(b.dtype), b], -1), weights)
+    return canonical_corr_of_cov(cov, a.shape[-1], rtol).to(b.dtype)
+
+
+def canonical_corr_of_cov(cov: Tensor, p: int, rtol: float = 1e-7) -> Tensor:
+    """:func:`canonical_corr` from the joint covariance (P, p + q, p + q) of the two sets,
+    the first ``p`` columns one set: for a caller that needs the covariance too.
+
+    Examples
+    --------
+    >>> import torch
+    >>> cov = torch.tensor([[[1.0, 0.5], [0.5, 1.0]]], dtype=torch.float64)
+    >>> canonical_corr_of_cov(cov, 1)
+    tensor([0.5000], dtype=torch.float64)
+    """
+    cov = cov.to(torch.float64)  # nearly collinear columns (logits that sum to zero)
+    a_half = psd_power(cov[:, :p, :p], -0.5, rtol)[0]
+    b_half = psd_power(cov[:, p:, p:], -0.5, rtol)[0]
+    m = a_half @ cov[:, :p, p:] @ b_half
+    return torch.linalg.matrix_norm(m, ord=2).clamp(0.0, 1.0)
 
 
 def weighted_cov(x: Tensor, weights: Tensor) -> Tensor:
@@ -230,9 +237,20 @@ def weighted_cov(x: Tensor, weights: Tensor) -> Tensor:
     return (w[..., None] * x).transpose(1, 2) @ x
 
 
-def _inv_sqrt(cov: Tensor, rtol: float) -> Tensor:
-    """Pseudo-inverse square root of symmetric PSD matrices (P, k, k)."""
+def psd_power(cov: Tensor, power: float, rtol: float = 1e-7) -> tuple[Tensor, Tensor]:
+    """``cov ** power`` of symmetric PSD matrices (..., k, k) on the directions they span
+    (eigenvalues above ``rtol`` times the largest; the others get 0: a pseudo-inverse for
+    a negative power), and the number of those directions (...,).
+
+    Examples
+    --------
+    >>> import torch
+    >>> m, rank = psd_power(torch.diag(torch.tensor([4.0, 0.0])), -0.5)
+    >>> m, rank
+    (tensor([[0.5000, 0.0000],
+            [0.0000, 0.0000]]), tensor(1))
+    """
     evals, evecs = torch.linalg.eigh(cov)
     keep = evals > rtol * evals.amax(-1, keepdim=True).clamp_min(1e-300)
-    inv = torch.where(keep, evals.clamp_min(1e-300).rsqrt(), torch.zeros_like(evals))
-    return evecs @ (inv[..., None] * evecs.transpose(1, 2))
+    scaled = torch.where(keep, evals.clamp_min(1e-300).pow(power), torch.zeros_like(evals))
+    return evecs @ (scaled[..., None] * evecs.transpose(-1, -2)), keep.sum(-1)

@@ -13,12 +13,12 @@ bootstrap CIs, overall, per label and per marker state:
   the head reads, so it is class-discriminative: it tells the models apart on the
   marker. At 4x4 cells of 32x32 pixels it cannot delineate the head.
 - **Input x gradient** (``captum.attr.InputXGradient``, Integrated Gradients with one
-  step; IG with 8 or 50 steps and GradientShap give the same shares here at 11-75x the
+  step; IG with 8 or 50 steps and GradientShap give the same shares here at 11-71x the
   cost): pixel-level, so it shows whether the mass lies in the head. It cannot tell the
   models apart on the marker: it multiplies by the input, and the marker is the
   brightest block in the image, credited under any gradient.
 
-Both take one forward and one backward pass per image (5 and 13 ms on 2 cores; the whole
+Both take one forward and one backward pass per image (4 and 12 ms on 2 cores; the whole
 step, figures included, about 3 s per model): ``benchmarks/attribution_time.py`` times
 every method tried and scans the Grad-CAM layer. On the last blocks (17, 18) the map of a
 healthy image has almost no positive mass (nothing there speaks for a tumour), so its

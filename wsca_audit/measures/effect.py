@@ -17,8 +17,9 @@ the contrast the variable moves most is taken) the choice is made on one half of
 samples and measured on the other, and the other way round, averaged: the largest of
 many noisy differences would otherwise be an inflated size. Each bootstrap resample makes
 its own choices, so that the interval carries the choosing too. A negative size means the
-halves disagree (noise), never a large effect the other way. The report names the groups (``split``), the extreme levels
-(``levels``) and the contrast, as the whole sample shows them.
+halves disagree (noise), never a large effect the other way. The report names the groups
+(``split``), the extreme levels (``levels``) and the contrast, as the whole sample shows
+them.
 
 The unit is the standard deviation of the contrast with the metadata's part removed
 (``s - b_{m}``), the observational stand-in for the score's sd on unaltered inputs, which

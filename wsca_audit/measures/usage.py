@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from .. import correlation as corr
-from ..metrics import canonical_corr, weighted_cov
+from ..metrics import canonical_corr, canonical_corr_of_cov, weighted_cov
 from .base import TESTED_SCHEMA, Measure
 
 # Above this (squared) correlation of heads fitted to the permuted variable, usage is
@@ -128,12 +128,16 @@ class Usage(Measure):
         n_problems = weights.shape[0]
         k = head.coef_.shape[1]
         step = max(1, 2**22 // (task.n * (k + task.contrasts.shape[0])))
+        p = task.contrasts.shape[0]
         rho, covs = [], []
         for i in range(0, n_problems, step):
             j = min(i + step, n_problems)
             primary, aux = self._logits(task, head, weights, i, j)
-            rho.append(canonical_corr(primary, aux, weights[i:j]))
-            covs.append(weighted_cov(aux, weights[i:j]))
+            # one joint covariance: the canonical correlation and the noise share's
+            # auxiliary block both come from it
+            cov = weighted_cov(torch.cat([primary, aux], -1), weights[i:j])
+            rho.append(canonical_corr_of_cov(cov, p).to(aux.dtype))
+            covs.append(cov[:, p:, p:])
         rho, covs = torch.cat(rho), torch.cat(covs)
         raw, null = rho[: 1 + nb], rho[1 + nb :]
         if not npm:
