@@ -202,7 +202,7 @@ def test_layer_alignment_is_the_diagonal_metric_cosine(n_out, k, d, n, seed):
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(2, 9), st.integers(2, 9), st.sampled_from(wa.masking.FILLS), st.data())
+@given(st.integers(2, 9), st.integers(2, 9), st.sampled_from(wa.evidence.masking.FILLS), st.data())
 def test_fill_changes_only_the_region(h, w, fill, data):
     x = torch.rand(3, 2, h, w)
     region = torch.tensor(
@@ -325,7 +325,7 @@ def test_iterables_boxes_subsampling_and_groups(tiny):
 def test_masking_verdict_names_reliance_on_both_the_roi_and_outside():
     """The demo's shortcut model kept AUC 0.64 [0.54, 0.72] without the head region:
     above chance, but under the retained threshold. That is not 'relies_on_roi'."""
-    from wsca_audit.masking import _verdict
+    from wsca_audit.evidence.masking import _verdict
 
     def removed(auc, lo, retained, r_hi):
         return {"value": auc, "ci_low": lo, "retained": {"value": retained, "ci_high": r_hi}}

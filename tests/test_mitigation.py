@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 import wsca_audit as wa
 from wsca_audit.demo.shortcut import counterfactual_effect
-from wsca_audit.erasure import concept_matrix, fit_eraser
+from wsca_audit.fix.erasure import concept_matrix, fit_eraser
 
 FAST = dict(n_bootstrap=60, n_permutations=60, progress=False)
 

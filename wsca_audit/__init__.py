@@ -6,18 +6,27 @@ map of the code and docs/method.md for the science.
 """
 
 from .analysis import AuditSettings, analyze
-from .attribution import AttributionResult, InputAttribution, attribution_mass
 from .card import write_model_card
 from .collect import Auditor
 from .correlation import Thresholds
 from .embeddings import EmbeddingSet
 from .errors import AuditError, AuditWarning
-from .evidence import Evidence, boxes_to_roi, register_evidence
+from .evidence import (
+    AttributionResult,
+    Evidence,
+    InputAttribution,
+    InterventionResult,
+    MaskingResult,
+    attribution_mass,
+    boxes_to_roi,
+    fill_region,
+    intervention_effect,
+    register_evidence,
+    roi_masking,
+)
+from .fix import Mitigation, load_head, mitigate
 from .heads import BatchedLinearHead, PrimaryHead
-from .intervention import InterventionResult, intervention_effect
-from .masking import MaskingResult, fill_region, roi_masking
 from .measures import Measure, register_measure
-from .mitigation import Mitigation, load_head, mitigate
 from .report import SCHEMA_VERSION, AuditResult, report_schema, validate_report
 from .tracking import load_from_mlflow, log_to_mlflow, mlflow_payload
 from .version import __version__

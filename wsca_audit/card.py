@@ -15,8 +15,8 @@ from typing import Any
 
 from .decision import next_step, verdict_guide
 from .errors import AuditError
+from .fix import Mitigation
 from .formatting import ci_text, fmt, html_page, img_tag, png_bytes
-from .mitigation import Mitigation
 from .naming import sanitize_name
 from .report import AuditResult
 

@@ -45,8 +45,8 @@ from typing import Any
 from .card import write_model_card
 from .errors import AuditError, AuditWarning
 from .evidence import evidence_type_for_section
+from .fix import Mitigation
 from .formatting import fmt as fmt_value
-from .mitigation import Mitigation
 from .naming import interval_metrics, sanitize_name, task_keys
 from .report import REPORT_JSON, AuditResult
 from .version import __version__
@@ -348,7 +348,7 @@ def log_to_mlflow(
     Parameters
     ----------
     result : AuditResult or Mitigation
-        A :class:`~wsca_audit.mitigation.Mitigation` is logged into a new *child* run of
+        A :class:`~wsca_audit.fix.mitigation.Mitigation` is logged into a new *child* run of
         the audit's run (``parent_run_id``, else ``run_id``, else the active run): the
         patched head's audit as the run's ``wsca.*`` names, the before/after metrics
         ``wsca.mitigation.*``, and the new head under ``wsca/mitigation/``.

@@ -7,7 +7,7 @@ is the cosine, pooled over samples and embedding units, between these attributio
 those of the task's usage head. It is ``usage`` with the embedding covariance replaced
 by its diagonal: do the prediction and the metadata rest on the same units?
 
-(Input attributions, the evidence type, are :mod:`wsca_audit.attribution`.)
+(Input attributions, the evidence type, are :mod:`wsca_audit.evidence.attribution`.)
 """
 
 from __future__ import annotations

@@ -20,8 +20,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .errors import AuditError
-from .evidence import (
+from ..errors import AuditError
+from ..formatting import ci_text, fmt
+from ..naming import interval_metrics, sanitize_name
+from .base import (
     Evidence,
     iter_image_batches,
     logits_of,
@@ -31,8 +33,6 @@ from .evidence import (
     register_evidence,
     warn_if_training,
 )
-from .formatting import ci_text, fmt
-from .naming import interval_metrics, sanitize_name
 
 
 @register_evidence

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .errors import AuditError, AuditWarning
-from .formatting import json_safe
-from .naming import sanitize_name
+from ..errors import AuditError, AuditWarning
+from ..formatting import json_safe
+from ..naming import sanitize_name
 
 
 class Evidence(Mapping):

@@ -25,9 +25,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .correlation import bootstrap_counts, ci_block
-from .errors import AuditError
-from .evidence import (
+from ..correlation import bootstrap_counts, ci_block
+from ..errors import AuditError
+from ..formatting import ci_text
+from ..metrics import macro_ovr_auc, weighted_auc
+from ..naming import interval_metrics, sanitize_name
+from ..validation import check_consistent_length, column_or_1d
+from .base import (
     Evidence,
     RoiMasks,
     boxes_to_roi,
@@ -39,10 +43,6 @@ from .evidence import (
     register_evidence,
     warn_if_training,
 )
-from .formatting import ci_text
-from .metrics import macro_ovr_auc, weighted_auc
-from .naming import interval_metrics, sanitize_name
-from .validation import check_consistent_length, column_or_1d
 
 FILLS = ("zero", "mean", "blur", "noise")
 SETTINGS = ("full", "roi_removed", "roi_only")

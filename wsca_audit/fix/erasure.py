@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import AuditError
-from .validation import as_array
+from ..errors import AuditError
+from ..validation import as_array
 
 
 @dataclass(frozen=True)

@@ -34,16 +34,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .analysis import analyze_embeddings
-from .collect import Auditor
-from .correlation import bootstrap_counts, ci_block
-from .embeddings import EmbeddingSet, missing_mask
+from ..analysis import analyze_embeddings
+from ..collect import Auditor
+from ..correlation import bootstrap_counts, ci_block
+from ..embeddings import EmbeddingSet, missing_mask
+from ..errors import AuditError, AuditWarning
+from ..formatting import ci_text, json_safe
+from ..heads import PrimaryHead
+from ..performance import group_codes, primary_metrics, rankable
+from ..report import AuditResult
 from .erasure import LinearEraser, concept_matrix, fit_eraser
-from .errors import AuditError, AuditWarning
-from .formatting import ci_text, json_safe
-from .heads import PrimaryHead
-from .performance import group_codes, primary_metrics, rankable
-from .report import AuditResult
 from .reweighting import fit_balanced_head
 
 METHODS = ("erase", "dfr", "both")
@@ -138,7 +138,7 @@ class Mitigation:
 
     def summary(self) -> str:
         """A fixed-width before/after table."""
-        from .formatting import text_table
+        from ..formatting import text_table
 
         head = (
             f"Mitigation of '{self.variable}' ({self.method}), audited on "

@@ -26,8 +26,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .errors import AuditError
-from .evidence import (
+from ..errors import AuditError
+from ..formatting import ci_text, fmt
+from ..naming import interval_metrics, sanitize_name
+from ..validation import check_consistent_length, column_or_1d
+from .base import (
     Evidence,
     RoiMasks,
     ScoreModel,
@@ -42,9 +45,6 @@ from .evidence import (
     register_evidence,
     warn_if_training,
 )
-from .formatting import ci_text, fmt
-from .naming import interval_metrics, sanitize_name
-from .validation import check_consistent_length, column_or_1d
 
 _MAX_GROUP_LEVELS = 20
 

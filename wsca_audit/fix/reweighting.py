@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import AuditError
-from .heads import BatchedLinearHead
+from ..errors import AuditError
+from ..heads import BatchedLinearHead
 
 DEFAULT_CS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 MIN_GROUP = 5

@@ -1,0 +1,34 @@
+"""Input-side evidence: one module per evidence type, each registered with the base's
+registry (``Evidence``, :func:`register_evidence`); the report, tracking and the card
+loop over the registry and never name a type."""
+
+from .attribution import AttributionResult, InputAttribution, attribution_mass
+from .base import (
+    Evidence,
+    boxes_to_roi,
+    evidence_type,
+    evidence_type_for_section,
+    evidence_types,
+    register_evidence,
+    unregister_evidence,
+)
+from .intervention import InterventionResult, intervention_effect
+from .masking import MaskingResult, fill_region, roi_masking
+
+__all__ = [
+    "AttributionResult",
+    "Evidence",
+    "InputAttribution",
+    "InterventionResult",
+    "MaskingResult",
+    "attribution_mass",
+    "boxes_to_roi",
+    "evidence_type",
+    "evidence_type_for_section",
+    "evidence_types",
+    "fill_region",
+    "intervention_effect",
+    "register_evidence",
+    "roi_masking",
+    "unregister_evidence",
+]
