@@ -42,7 +42,7 @@ from captum.attr import (
 
 import wsca_audit as wa
 from wsca_audit.demo import maps, mri
-from wsca_audit.evidence.base import bootstrap_mean_ci
+from wsca_audit.stats import bootstrap_mean_ci
 
 
 def methods(n_images: int) -> list[tuple[str, str, dict, bool]]:

@@ -66,7 +66,7 @@ def test_tested_measures_are_bh_adjusted_across_tasks(data):
         raw = [t[key]["p_value_raw"] for t in res.tasks.values()]
         adj = [t[key]["p_value"] for t in res.tasks.values()]
         assert all(a >= r - 1e-12 for a, r in zip(adj, raw))
-        assert adj == pytest.approx(wa.correlation.benjamini_hochberg(raw))
+        assert adj == pytest.approx(wa.stats.benjamini_hochberg(raw))
     assert "p_value_raw" not in res.tasks["site"]["encoding"]
 
 

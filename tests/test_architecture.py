@@ -21,7 +21,8 @@ INTEGRATIONS = ROOT.parent / "integrations"
 LAYERS = [
     {"errors", "version"},
     {"formatting", "naming", "validation", "metrics", "store", "distributed", "schema"},
-    {"heads", "embeddings", "correlation"},
+    {"stats", "verdict"},
+    {"primary", "heads", "embeddings", "correlation"},
     {"measures", "decision", "performance"},
     {"evidence"},
     {"report"},

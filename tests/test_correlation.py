@@ -9,6 +9,9 @@ from hypothesis import strategies as st
 
 import wsca_audit as wa
 from wsca_audit import correlation as corr
+from wsca_audit import primary, stats
+from wsca_audit.decision import decide
+from wsca_audit.verdict import Thresholds
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +79,7 @@ def test_wsc_of_two_logit_head_is_cosine_of_the_difference():
     rng = np.random.default_rng(0)
     W = torch.tensor(rng.normal(size=(2, 10)))
     v = torch.tensor(rng.normal(size=(1, 1, 10)))
-    m = corr.cosine_matrix(corr.primary_class_vectors(W), corr.aux_class_vectors(v))
+    m = corr.cosine_matrix(primary.class_vectors(W), corr.aux_class_vectors(v))
     assert m.shape == (1, 2, 2)
     expected = cosine((W[1] - W[0]).numpy(), v.numpy())
     assert float(corr.max_abs(m)[0]) == pytest.approx(abs(expected))
@@ -101,7 +104,7 @@ def test_benjamini_hochberg_matches_reference():
     from scipy.stats import false_discovery_control
 
     p = [0.01, 0.02, 0.03, 0.5, 0.04, float("nan")]
-    got = corr.benjamini_hochberg(p)
+    got = stats.benjamini_hochberg(p)
     ref = false_discovery_control(p[:5], method="bh")
     np.testing.assert_allclose(got[:5], ref)
     assert np.isnan(got[5])
@@ -111,7 +114,7 @@ def test_stratified_permutations_stay_within_strata_and_valid():
     g = torch.Generator().manual_seed(0)
     strata = torch.tensor([0, 0, 0, 1, 1, 1, 1, 0])
     valid = torch.tensor([True, True, False, True, True, True, True, True])
-    idx = corr.stratified_permutations(strata, valid, 50, g)
+    idx = stats.stratified_permutations(strata, valid, 50, g)
     assert (idx[:, 2] == 2).all()
     assert (strata[idx] == strata).all()
     assert all(sorted(row.tolist()) == list(range(8)) for row in idx)
@@ -128,4 +131,8 @@ def test_stratified_permutations_stay_within_strata_and_valid():
     ],
 )
 def test_verdict_rules(enc, use, p, expected):
-    assert corr.verdict(enc, "auc", use, p, corr.Thresholds()) == expected
+    task = {
+        "encoding": {"metric": "auc", "value": sum(enc) / 2, "ci_low": enc[0], "ci_high": enc[1]},
+        "usage": {"value": sum(use) / 2, "ci_low": use[0], "ci_high": use[1], "p_value": p},
+    }
+    assert decide("site", task, Thresholds(), 800).verdict == expected

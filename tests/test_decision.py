@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import wsca_audit as wa
-from wsca_audit.correlation import Thresholds, abs_entry_ci
 from wsca_audit.decision import decide
+from wsca_audit.stats import abs_entry_ci
+from wsca_audit.verdict import Thresholds
 
 
 def _task(enc=(0.9, 0.85, 0.95), use=(0.1, 0.0, 0.2), p=0.3, eff=(0.0, -0.1, 0.1), n_inf=50):

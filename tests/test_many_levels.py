@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import wsca_audit as wa
-from wsca_audit import correlation as corr
+from wsca_audit import stats
 from wsca_audit.demo.sites import synthetic_sites
 from wsca_audit.metrics import canonical_corr
 
@@ -72,9 +72,9 @@ def test_usage_intervals_contain_their_estimate():
             assert u["ci_low"] <= u["value"] <= u["ci_high"], (seed, u)
     # the plain percentile interval does miss it here (so the test above can fail)
     plain = torch.tensor([0.69, 0.55, 0.6, 0.62, 0.64, 0.66, 0.67])
-    lo, hi = corr.percentile_ci(plain[1:])
+    lo, hi = stats.percentile_ci(plain[1:])
     assert not lo <= 0.69 <= hi
-    lo, hi = corr.centred_percentile_ci(plain, 6)
+    lo, hi = stats.centred_percentile_ci(plain, 6)
     assert lo <= 0.69 <= hi and hi - lo == pytest.approx(float(plain[1:].max() - plain[1:].min()),
                                                           rel=0.1)  # fmt: skip
 
@@ -152,19 +152,19 @@ def test_canonical_correlation_matches_the_reference(seed, p, q, redundant):
 
 def test_chance_correction_is_adjusted_r2():
     rho = torch.tensor([0.0, 0.3, 0.6, 1.0])
-    out = corr.chance_corrected(rho, 0.2)
+    out = stats.chance_corrected(rho, 0.2)
     expected = np.sqrt(np.clip((rho.numpy() ** 2 - 0.2) / 0.8, 0, None))
     assert np.allclose(out.numpy(), expected)
     real = torch.diag(torch.tensor([4.0, 1.0, 0.0]))  # rank 2
     noise = torch.diag(torch.tensor([1.0, 1.0, 5.0]))[None]
-    assert corr.noise_share(real, noise) == pytest.approx((1 / 4 + 1) / 2)
+    assert stats.noise_share(real, noise) == pytest.approx((1 / 4 + 1) / 2)
 
 
 def test_a_negative_cross_fitted_effect_is_not_a_large_effect():
     """A bug (review): halves that disagree gave -0.38 [-0.66, -0.30] on noise, which the
     decision read as a large effect the other way and called `uses`."""
-    from wsca_audit.correlation import Thresholds
     from wsca_audit.decision import decide
+    from wsca_audit.verdict import Thresholds
 
     task = {
         "encoding": {"metric": "auc", "value": 0.9, "ci_low": 0.85, "ci_high": 0.95},
@@ -182,8 +182,8 @@ def test_a_negative_cross_fitted_effect_is_not_a_large_effect():
 def test_samples_needed_of_a_multiclass_head_skips_the_usage_route():
     """A bug (review): usage above 0.25 cannot decide `uses` for a head of 3+ classes, but
     the audit size that would decide was computed from it."""
-    from wsca_audit.correlation import Thresholds
     from wsca_audit.decision import decide
+    from wsca_audit.verdict import Thresholds
 
     task = {
         "encoding": {"metric": "auc", "value": 0.9, "ci_low": 0.85, "ci_high": 0.95},

@@ -8,7 +8,6 @@ map of the code and docs/method.md for the science.
 from .analysis import AuditSettings, analyze
 from .card import write_model_card
 from .collect import Auditor
-from .correlation import Thresholds
 from .embeddings import EmbeddingSet
 from .errors import AuditError, AuditWarning
 from .evidence import (
@@ -25,10 +24,12 @@ from .evidence import (
     roi_masking,
 )
 from .fix import Mitigation, load_head, mitigate
-from .heads import BatchedLinearHead, PrimaryHead
+from .heads import BatchedLinearHead
 from .measures import Measure, register_measure
+from .primary import PrimaryHead
 from .report import SCHEMA_VERSION, AuditResult, report_schema, validate_report
 from .tracking import load_from_mlflow, log_to_mlflow, mlflow_payload
+from .verdict import Thresholds
 from .version import __version__
 
 __all__ = [

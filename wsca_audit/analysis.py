@@ -28,15 +28,17 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import correlation as corr
+from . import primary, stats
 from .decision import decide
 from .embeddings import EmbeddingSet, inferred_kind_note, missing_mask
 from .errors import AuditError, AuditWarning
-from .heads import BatchedLinearHead, PrimaryHead
+from .heads import BatchedLinearHead
 from .measures import get_measures
-from .metrics import weighted_accuracy, weighted_auc
 from .performance import subgroup_performance
+from .primary import PrimaryHead
 from .report import SCHEMA_VERSION, AuditResult
 from .store import SPILL_PREFIX
+from .verdict import Thresholds
 
 _MIN_LEVEL_COUNT = 5
 
@@ -56,7 +58,7 @@ class AuditSettings:
     pca_min_components: int = 50
     center_classes: bool = True
     ci_level: float = 0.95
-    thresholds: corr.Thresholds = field(default_factory=corr.Thresholds)
+    thresholds: Thresholds = field(default_factory=Thresholds)
     device: str | None = None
     dtype: str = "float32"
     max_batch_mb: float = 1024.0
@@ -172,7 +174,7 @@ def analyze_embeddings(es: EmbeddingSet, model_info: dict | None = None, **setti
     """Audit a validated :class:`EmbeddingSet` (see :func:`analyze` for the settings)."""
     thresholds = settings.pop("thresholds", None)
     if isinstance(thresholds, dict):
-        thresholds = corr.Thresholds(**thresholds)
+        thresholds = Thresholds(**thresholds)
     unknown = set(settings) - set(AuditSettings.__dataclass_fields__)
     if unknown:
         raise AuditError(
@@ -225,9 +227,8 @@ class _Analysis:
         # primary labels: class indices for the metric, strata for centring and permutations
         self.labels = None
         if es.targets is not None:
-            _, codes = np.unique(es.targets, return_inverse=True)
+            codes, self.label_values = primary.label_codes(es.targets)
             self.labels = torch.as_tensor(codes, device=self.device)
-            self.label_values = np.unique(es.targets)
             if len(self.label_values) < 2:
                 self._warn(
                     "the targets hold a single class: the primary metric is undefined and "
@@ -253,17 +254,17 @@ class _Analysis:
             Zw[sl] = Z[sl] - means[strata[sl]]
         self.sd_w = _safe_std(Zw)
 
-        self.contrasts = corr.primary_contrasts(self.W)
+        self.contrasts = primary.contrasts(self.W)
         self.primary_logits_w = Zw @ self.contrasts.T  # (N, C') usage's primary side
         # the contrasts themselves (the effect's outcome), by chunks of Z
         self.primary_logits = torch.cat([self._t(Z[sl]) @ self.contrasts.T for sl in _chunks(n)])
         for sl in _chunks(n):  # Zw becomes Zws in place: one copy fewer
             Zw[sl] /= self.sd_w
         self.Zws = Zw
-        self.primary_vectors = corr.primary_class_vectors(self.W, cfg.center_classes)
+        self.primary_vectors = primary.class_vectors(self.W, cfg.center_classes)
         self.basis, self.pca_share = corr.pca_basis(Z, cfg.pca_variance, cfg.pca_min_components)
 
-        self.boot = corr.bootstrap_counts(n, cfg.n_bootstrap, self.gen).to(
+        self.boot = stats.bootstrap_counts(n, cfg.n_bootstrap, self.gen).to(
             device=self.device, dtype=self.dtype
         )
         if 0 < cfg.n_bootstrap < 50:
@@ -312,24 +313,15 @@ class _Analysis:
     def _primary_metric(self) -> dict:
         if self.labels is None:
             return {"name": None, "value": None}
-        logits = self._logits
-        n_out = self.W.shape[0]
-        n_labels = len(self.label_values)
         ones = torch.ones(1, self.es.n_samples, dtype=self.dtype, device=self.device)
         weights = torch.cat([ones, self.boot]) if self.cfg.n_bootstrap else ones
-        if n_out <= 2 and n_labels == 2:
-            score = logits[:, 0] if n_out == 1 else logits[:, 1] - logits[:, 0]
-            vals = weighted_auc(score, self.labels == 1, weights)
-            name = "auc"
-        else:
-            if n_out != 1 and int(self.labels.max()) >= n_out:
-                self._warn(
-                    f"targets have {n_labels} classes but the head has {n_out} outputs; "
-                    "the primary metric compares argmax indices with sorted target values"
-                )
-            vals = weighted_accuracy(logits.argmax(1), self.labels, weights)
-            name = "accuracy"
-        return {"name": name, **corr.ci_block(vals, self.cfg.n_bootstrap, self.cfg.ci_level)}
+        block, note = primary.headline(
+            self._logits, self.labels, len(self.label_values), weights,
+            self.cfg.n_bootstrap, self.cfg.ci_level,
+        )  # fmt: skip
+        if note:
+            self._warn(note)
+        return block
 
     @cached_property
     def _logits(self) -> Tensor:
@@ -520,7 +512,7 @@ class _Analysis:
             blocks = [t[key] for t in tasks.values() if key in t]
             if not measure.tested or not blocks:
                 continue
-            adj = corr.benjamini_hochberg([b["p_value"] for b in blocks])
+            adj = stats.benjamini_hochberg([b["p_value"] for b in blocks])
             for block, p in zip(blocks, adj):
                 block["p_value_raw"] = block["p_value"]
                 block["p_value"] = p
@@ -599,7 +591,7 @@ class TaskData:
         self.per_class: dict[str, dict] = {}
         # the resampling plan, drawn in this order from the audit's generator
         self.folds = self._folds()
-        perm = corr.stratified_permutations(
+        perm = stats.stratified_permutations(
             self.strata, self.valid.cpu(), self.cfg.n_permutations, run.gen
         )
         self.perm_idx = perm.to(self.device)  # one set of permutations serves every null
@@ -629,10 +621,10 @@ class TaskData:
         return [[round(float(x), 6) for x in row] for row in m]
 
     def ci_block(self, values: Tensor) -> dict:
-        return corr.ci_block(values, self.cfg.n_bootstrap, self.cfg.ci_level)
+        return stats.ci_block(values, self.cfg.n_bootstrap, self.cfg.ci_level)
 
     def ci_block_with_p(self, values: Tensor, null: Tensor, p: float) -> dict:
-        return corr.ci_block_with_p(values, self.cfg.n_bootstrap, null, p, self.cfg.ci_level)
+        return stats.ci_block_with_p(values, self.cfg.n_bootstrap, null, p, self.cfg.ci_level)
 
     @property
     def selects(self) -> bool:

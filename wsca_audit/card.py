@@ -13,19 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .decision import next_step, verdict_guide
 from .errors import AuditError
 from .fix import Mitigation
 from .formatting import ci_text, fmt, html_page, img_tag, png_bytes
 from .naming import sanitize_name
 from .report import AuditResult
-
-_VERDICT_TEXT = {
-    "uses": "the model's head USES this variable (beyond what the label explains)",
-    "encoded_not_used": "encoded in the embedding, but the head does not use it",
-    "not_encoded": "not readable from the embedding",
-    "inconclusive": "not decided at this sample size (see the intervals)",
-}
+from .verdict import MEANING, next_step, verdict_guide
 
 
 @dataclass
@@ -131,7 +124,7 @@ def _sections(result: AuditResult, model_name: str, meta: dict, figures: dict) -
                 "site should not drive a clinical prediction)."
             ],
             bullets=[
-                f"`{n}` ({t['kind']}): {_VERDICT_TEXT.get(t['verdict'], t['verdict'])}"
+                f"`{n}` ({t['kind']}): {MEANING.get(t['verdict'], t['verdict'])}"
                 + (f". Why: {t['reason']}" if t.get("reason") else "")
                 + f". Next: {next_step(n, t, bool(result.evidence))}"
                 for n, t in result.tasks.items()

@@ -20,7 +20,7 @@ from torch import nn
 from .distributed import gather_to_rank0, rank_and_world
 from .embeddings import KINDS, EmbeddingSet
 from .errors import AuditError, AuditWarning
-from .heads import PrimaryHead
+from .primary import PrimaryHead
 from .store import EmbeddingStore
 from .validation import check_consistent_length, column_or_1d
 

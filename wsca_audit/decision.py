@@ -25,8 +25,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .correlation import Thresholds
 from .formatting import ci_text, fmt
+from .verdict import ENCODED_NOT_USED, INCONCLUSIVE, NOT_ENCODED, USES, Thresholds
 
 # the z of 95% intervals, and of 80% power on top of them
 _Z_CI, _Z_POWER = 1.959964, 0.841621
@@ -80,12 +80,12 @@ def decide(name: str, task: dict, thresholds: Thresholds, n_samples: int) -> Dec
     enc_lo, enc_hi = enc.get("ci_low"), enc.get("ci_high")
     if not _ok(enc_lo, enc_hi):
         return Decision(
-            "inconclusive",
+            INCONCLUSIVE,
             f"the encoding of {name} has no interval ({enc_text}): run with n_bootstrap > 0",
         )
     if enc_hi < enc_thr:
         return Decision(
-            "not_encoded",
+            NOT_ENCODED,
             f"{name} is not readable from the embedding: encoding {enc_text} is below "
             f"{fmt(enc_thr, 2)}",
         )
@@ -107,7 +107,7 @@ def decide(name: str, task: dict, thresholds: Thresholds, n_samples: int) -> Dec
 
     if encoded and negligible:
         return Decision(
-            "encoded_not_used",
+            ENCODED_NOT_USED,
             f"{name} is encoded ({enc_text}) but moves the score by {eff_text}, "
             f"within ±{fmt(delta, 2)} sd",
         )
@@ -115,18 +115,18 @@ def decide(name: str, task: dict, thresholds: Thresholds, n_samples: int) -> Dec
     if encoded and significant and has_usage and one_contrast and u_lo >= thresholds.usage:
         extra = f"; it moves the score by {eff_text}" if has_effect else ""
         return Decision(
-            "uses",
+            USES,
             f"{use_text} is above {fmt(thresholds.usage, 2)} and {p_text}{extra}",
         )
     if encoded and significant and large:
         return Decision(
-            "uses",
+            USES,
             f"{name} moves the score by {eff_text}, beyond ±{fmt(delta, 2)} sd, and {p_text} "
             f"({use_text})",
         )
     if encoded and has_usage and u_hi < thresholds.usage:
         return Decision(
-            "encoded_not_used",
+            ENCODED_NOT_USED,
             f"{name} is encoded ({enc_text}) but {use_text} is below {fmt(thresholds.usage, 2)}",
         )
 
@@ -156,7 +156,7 @@ def decide(name: str, task: dict, thresholds: Thresholds, n_samples: int) -> Dec
                 f"in their class; {informative:,} now)"
             )
         reason += " would decide it"
-    return Decision("inconclusive", reason, n_needed, inf_needed)
+    return Decision(INCONCLUSIVE, reason, n_needed, inf_needed)
 
 
 def _groups(eff: dict, shown: int = 4) -> str:
@@ -206,82 +206,3 @@ def _samples_needed(task, thresholds, n, encoded, enc_thr) -> int | None:
     if not math.isfinite(need) or need > _MAX_SAMPLES:
         return None
     return int(math.ceil(max(need, n + 1) / 10.0) * 10)
-
-
-def next_step(name: str, task: dict, evidence: bool = False) -> str:
-    """What to do about one task, given its verdict (for the report's and card's *why*).
-
-    Examples
-    --------
-    >>> next_step("scanner", {"verdict": "inconclusive", "samples_needed": 2400})
-    'audit about 2,400 samples (above all samples whose scanner level is rare in their class)'
-    """
-    verdict = task.get("verdict")
-    if verdict == "uses":
-        check = (
-            "the input-side evidence"
-            if evidence
-            else "the input side (wa.intervention_effect, wa.roi_masking)"
-        )
-        return (
-            f"confirm it on {check}, then remove {name} from the head and audit again: "
-            f"wa.mitigate(model, auditor, {name!r}) (docs/mitigation.md)"
-        )
-    if verdict == "inconclusive":
-        n = task.get("samples_needed")
-        if n:
-            return (
-                f"audit about {int(n):,} samples (above all samples whose {name} level is "
-                "rare in their class)"
-            )
-        return "more samples will not decide it at these estimates: check the input side"
-    if verdict == "encoded_not_used":
-        return "none for the head; audit again when the model or the data change"
-    if verdict == "not_encoded":
-        return "none: no linear shortcut through this layer"
-    return "none"
-
-
-def verdict_guide(thresholds: Thresholds | dict | None = None) -> list[tuple[str, str, str]]:
-    """(verdict, what it means with the thresholds in force, what to do), for reports and cards.
-
-    Examples
-    --------
-    >>> [v for v, _, _ in verdict_guide()]
-    ['uses', 'encoded_not_used', 'not_encoded', 'inconclusive']
-    """
-    if isinstance(thresholds, dict):
-        known = {k: v for k, v in thresholds.items() if isinstance(v, (int, float))}
-        thresholds = Thresholds(
-            **{k: v for k, v in known.items() if k in Thresholds.__dataclass_fields__}
-        )
-    t = thresholds or Thresholds()
-    d, u, a = fmt(t.effect, 2), fmt(t.usage, 2), fmt(t.alpha, 2)
-    return [
-        (
-            "uses",
-            f"the head relies on the variable beyond the label: usage at or above {u} or an "
-            f"effect beyond ±{d} sd, with a permutation test at p ≤ {a}",
-            "treat it as a shortcut: check the input side (interventions, ROI masking), "
-            "then remove it from the head with wa.mitigate (erasure or a group-balanced refit) "
-            "and audit again",
-        ),
-        (
-            "encoded_not_used",
-            f"the embedding holds the variable, but the head does not use it: its effect "
-            f"lies within ±{d} sd, or usage stays below {u}",
-            "nothing to fix in the head; keep auditing when the model or the data change",
-        ),
-        (
-            "not_encoded",
-            f"a linear head cannot read the variable from the embedding (AUC below "
-            f"{fmt(t.auc, 2)} or R² below {fmt(t.r2, 2)})",
-            "no linear shortcut through this layer is possible",
-        ),
-        (
-            "inconclusive",
-            "the intervals straddle the thresholds at this audit size",
-            "audit more samples (samples_needed says how many), above all samples whose "
-            "level is rare in their class",
-        ),
-    ]

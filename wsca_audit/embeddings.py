@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import AuditError, AuditWarning
-from .heads import PrimaryHead
+from .primary import PrimaryHead
 from .validation import as_array, check_consistent_length
 
 KINDS = ("categorical", "continuous")

@@ -13,7 +13,6 @@ import math
 from typing import Any
 
 __all__ = [
-    "VERDICT_COLOURS",
     "ci_text",
     "fmt",
     "html_page",
@@ -22,13 +21,6 @@ __all__ = [
     "png_bytes",
     "text_table",
 ]
-
-VERDICT_COLOURS = {
-    "uses": "#c0392b",
-    "encoded_not_used": "#2e86c1",
-    "not_encoded": "#7f8c8d",
-    "inconclusive": "#e67e22",
-}
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}

@@ -1,4 +1,4 @@
-"""Primary-head extraction and batched auxiliary-head fitting.
+"""Batched auxiliary-head fitting (the model's own head is :mod:`wsca_audit.primary`).
 
 Every auxiliary head is an L2-regularised linear model on one shared design matrix.
 A bootstrap resample is a vector of sample weights, a permutation refit is a permuted
@@ -22,66 +22,12 @@ Intercepts are never penalised.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import torch
 from torch import Tensor
 
 from .errors import AuditError
-from .validation import as_array
 
 LOSSES = ("squared", "binary", "multinomial")
-
-
-# --------------------------------------------------------------------------- primary head
-@dataclass(frozen=True)
-class PrimaryHead:
-    """The model's own classification head: ``logits = embedding @ weight.T + bias``.
-
-    Attributes
-    ----------
-    weight : numpy.ndarray of shape (n_outputs, embedding_dim)
-    bias : numpy.ndarray of shape (n_outputs,)
-    source : str
-        Where the head came from (a module name, or ``"user"``).
-    """
-
-    weight: np.ndarray
-    bias: np.ndarray
-    source: str = "user"
-
-    @property
-    def n_outputs(self) -> int:
-        return int(self.weight.shape[0])
-
-    @classmethod
-    def from_arrays(cls, weight, bias=None, source: str = "user") -> PrimaryHead:
-        """Validate user-given head weights (array-like or tensor)."""
-        w = as_array(weight, "primary_weight").astype(np.float64)
-        if w.ndim == 1:
-            w = w[None, :]
-        if w.ndim != 2:
-            raise AuditError(
-                f"primary_weight must have shape (n_outputs, embedding_dim); got {w.shape}"
-            )
-        if bias is None:
-            b = np.zeros(w.shape[0])
-        else:
-            b = as_array(bias, "primary_bias").astype(np.float64).reshape(-1)
-            if b.shape[0] != w.shape[0]:
-                raise AuditError(
-                    f"primary_bias has {b.shape[0]} entries but primary_weight has "
-                    f"{w.shape[0]} outputs"
-                )
-        if not (np.isfinite(w).all() and np.isfinite(b).all()):
-            raise AuditError("primary_weight / primary_bias contain NaN or inf")
-        return cls(weight=w, bias=b, source=source)
-
-    @classmethod
-    def from_linear(cls, module: torch.nn.Linear, source: str) -> PrimaryHead:
-        bias = None if module.bias is None else module.bias.detach()
-        return cls.from_arrays(module.weight.detach(), bias, source=source)
 
 
 # --------------------------------------------------------------------------- batched GLM

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .correlation import ci_block
 from .embeddings import missing_mask
-from .metrics import weighted_auc
+from .primary import metric_values
+from .stats import ci_block
 
-__all__ = ["MIN_GROUP_SIZE", "group_codes", "primary_metrics", "rankable", "subgroup_performance"]
+__all__ = ["MIN_GROUP_SIZE", "group_codes", "rankable", "subgroup_performance"]
 
 MIN_GROUP_SIZE = 10  # smaller groups are listed (with n) but not ranked as worst
 
@@ -64,28 +64,6 @@ def group_codes(values: np.ndarray, kind: str) -> tuple[np.ndarray, list[str]]:
         return codes, names
     levels, codes[~miss] = np.unique(values[~miss].astype(str), return_inverse=True)
     return codes, [str(v) for v in levels]
-
-
-def primary_metrics(logits: Tensor, labels: Tensor, weights: Tensor) -> dict[str, Tensor]:
-    """Each metric for each weight row (point and bootstrap resamples)."""
-    n_out = logits.shape[1]
-    pred = logits.argmax(1) if n_out > 1 else (logits[:, 0] > 0).long()
-    hit = (pred == labels).to(weights.dtype)
-    total = weights.sum(1)
-    out = {"accuracy": (weights * hit).sum(1) / total.clamp_min(1e-30)}
-    binary_labels = not labels.numel() or int(labels.max()) <= 1
-    if n_out <= 2 and binary_labels:
-        score = logits[:, 0] if n_out == 1 else logits[:, 1] - logits[:, 0]
-        pos = labels == 1
-        out["auc"] = weighted_auc(score, pos, weights)
-        p, n = pos.to(weights.dtype), (~pos).to(weights.dtype)
-        out["sensitivity"] = (weights * hit * p).sum(1) / (weights * p).sum(1).clamp_min(1e-30)
-        out["specificity"] = (weights * hit * n).sum(1) / (weights * n).sum(1).clamp_min(1e-30)
-        for k in ("sensitivity", "specificity"):  # undefined without that class
-            has = (weights * (p if k == "sensitivity" else n)).sum(1) > 0
-            out[k] = torch.where(has, out[k], torch.full_like(out[k], float("nan")))
-    empty = total <= 0
-    return {k: torch.where(empty, torch.full_like(v, float("nan")), v) for k, v in out.items()}
 
 
 def subgroup_performance(
@@ -136,7 +114,7 @@ def subgroup_performance(
     weights = torch.cat([ones, boot.to(ones)]) if boot.shape[0] else ones
     nb = boot.shape[0]
     overall = {
-        k: ci_block(v, nb, level) for k, v in primary_metrics(logits, labels, weights).items()
+        k: ci_block(v, nb, level) for k, v in metric_values(logits, labels, weights).items()
     }
     metric = "auc" if "auc" in overall else "accuracy"
 
@@ -162,7 +140,7 @@ def subgroup_performance(
         entry = {}
         for g, level_name in enumerate(names):
             mask = (codes_t == g).to(weights.dtype)
-            m = primary_metrics(logits, labels, weights * mask)
+            m = metric_values(logits, labels, weights * mask)
             size = int(mask.sum())
             entry[level_name] = {"n": size, **{k: ci_block(v, nb, level) for k, v in m.items()}}
         ranked += [(value, name, level_name) for value, level_name in rankable(entry, metric)]

@@ -12,11 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .decision import next_step, verdict_guide
 from .errors import AuditError
 from .evidence import evidence_type, evidence_type_for_section, evidence_types
 from .formatting import (
-    VERDICT_COLOURS,
     ci_text,
     fmt,
     html_page,
@@ -27,6 +25,7 @@ from .formatting import (
 )
 from .measures import get_measures
 from .naming import sanitize_name
+from .verdict import COLOURS, next_step, verdict_guide
 
 SCHEMA_VERSION = 1
 REPORT_JSON = "report.json"
@@ -434,7 +433,7 @@ class AuditResult:
         fig = Figure(figsize=(max(6.0, 1.6 * len(names) + 4), 3.8), layout="constrained")
         ax, ax2 = fig.subplots(1, 2, width_ratios=[2, 1])
         thr = self._thresholds()
-        colours = [VERDICT_COLOURS.get(self.tasks[n].get("verdict"), "#999") for n in names]
+        colours = [COLOURS.get(self.tasks[n].get("verdict"), "#999") for n in names]
         measures = self.measures()
         bars = [m for m in measures if m.panel == "alignment"]
         # filled bars first: the measure the verdict rests on leads
@@ -535,7 +534,7 @@ class AuditResult:
             + "</tr>"
         )
         for name, cells, verdict in rows:
-            colour = VERDICT_COLOURS.get(verdict, "#999")
+            colour = COLOURS.get(verdict, "#999")
             table += (
                 f"<tr><td>{esc(name)}</td>"
                 + "".join(f"<td>{esc(c)}</td>" for c in cells)
@@ -580,13 +579,13 @@ class AuditResult:
         thr = self._thresholds()
         thr_effect, thr_usage = thr.get("effect", 0.25), thr.get("usage", 0.25)
         flagged = any(t.get("verdict") == "uses" for t in self.tasks.values())
-        colour = VERDICT_COLOURS["uses" if flagged else "encoded_not_used"]
+        colour = COLOURS["uses" if flagged else "encoded_not_used"]
         headline = (
             f"<p style='font-size:1.2em;border-left:6px solid {colour};padding:0.4em 0.8em'>"
             f"<b>{esc(self.headline())}</b></p>"
         )
         guide = "".join(
-            f"<li><b style='color:{VERDICT_COLOURS[v]}'>{v}</b>: {esc(meaning)}. "
+            f"<li><b style='color:{COLOURS[v]}'>{v}</b>: {esc(meaning)}. "
             f"<i>What to do:</i> {esc(action)}.</li>"
             for v, meaning, action in verdict_guide(thr)
         )

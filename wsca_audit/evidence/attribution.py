@@ -29,17 +29,16 @@ from tqdm.auto import tqdm
 from ..errors import AuditError
 from ..formatting import ci_text, fmt
 from ..naming import interval_metrics, sanitize_name
+from ..primary import ScoreModel, logits_of
+from ..stats import bootstrap_mean_ci
 from ..validation import check_consistent_length, column_or_1d
 from .base import (
     Evidence,
     RoiMasks,
-    ScoreModel,
     as_image_batch,
-    bootstrap_mean_ci,
     boxes_to_roi,
     display_image,
     iter_image_batches,
-    logits_of,
     model_device,
     n_images,
     register_evidence,

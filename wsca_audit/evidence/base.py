@@ -170,57 +170,6 @@ def warn_if_training(model: nn.Module, what: str) -> None:
         )
 
 
-def logits_of(output: Any) -> Tensor:
-    """The logits tensor of a model output (a tensor, a tuple's first item, or ``.logits``)."""
-    if isinstance(output, Tensor):
-        out = output
-    elif isinstance(output, Mapping) and "logits" in output:
-        out = output["logits"]
-    elif hasattr(output, "logits"):
-        out = output.logits
-    elif isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
-        out = output[0]
-    else:
-        raise AuditError(f"cannot find logits in a model output of type {type(output).__name__}")
-    if out.ndim == 1:
-        out = out[:, None]
-    if out.ndim != 2:
-        raise AuditError(f"expected logits of shape (batch, classes); got {tuple(out.shape)}")
-    return out
-
-
-def primary_score(logits: Tensor, target: int | None = None) -> Tensor:
-    """The score the prediction rests on, one per sample.
-
-    One output: that logit; two outputs: ``z1 - z0`` (the log-odds of class 1);
-    more: the logit of ``target`` (required).
-    """
-    k = logits.shape[1]
-    if target is not None:
-        if not 0 <= int(target) < k:
-            raise AuditError(f"target={target} is not a class of a model with {k} outputs")
-        return logits[:, int(target)]
-    if k == 1:
-        return logits[:, 0]
-    if k == 2:
-        return logits[:, 1] - logits[:, 0]
-    raise AuditError(
-        f"the model has {k} outputs: say which class's logit to follow with target=<index>"
-    )
-
-
-class ScoreModel(nn.Module):
-    """``model`` followed by :func:`primary_score`: one scalar per sample, for Captum."""
-
-    def __init__(self, model: nn.Module, target: int | None = None) -> None:
-        super().__init__()
-        self.model = model
-        self.target = target
-
-    def forward(self, x: Tensor) -> Tensor:
-        return primary_score(logits_of(self.model(x)), self.target)
-
-
 # --------------------------------------------------------------------------- images
 def as_image_batch(x: Any, what: str = "inputs") -> Tensor:
     """A float tensor of shape (N, C, H, W); a clear error for anything else."""
@@ -387,20 +336,6 @@ class RoiMasks:
                 )
             m = self.masks[start : start + n]
         return m.to(x.device)
-
-
-def bootstrap_mean_ci(
-    values: np.ndarray, n_bootstrap: int, level: float, seed: int
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of a mean (NaN entries ignored)."""
-    v = values[np.isfinite(values)]
-    if v.size < 2 or n_bootstrap < 1:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, v.size, size=(n_bootstrap, v.size))
-    means = v[idx].mean(1)
-    a = (1 - level) / 2
-    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
 def display_image(img: Tensor) -> np.ndarray:

@@ -23,13 +23,13 @@ from tqdm.auto import tqdm
 from ..errors import AuditError
 from ..formatting import ci_text, fmt
 from ..naming import interval_metrics, sanitize_name
+from ..primary import logits_of, primary_score
+from ..stats import bootstrap_ratio_ci
 from .base import (
     Evidence,
     iter_image_batches,
-    logits_of,
     model_device,
     n_images,
-    primary_score,
     register_evidence,
     warn_if_training,
 )
@@ -198,17 +198,12 @@ def intervention_effect(
             "the primary score is constant over the inputs at the reference value: an effect "
             "in standard-deviation units is undefined"
         )
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_bootstrap, n)) if n_bootstrap else None
-    a = (1 - ci_level) / 2
     per_value: dict[str, dict] = {}
     for j in range(1, len(values)):
         d = s[:, j] - ref
         effect = float(d.mean() / sd)
-        lo = hi = math.nan
-        if idx is not None:
-            boot = d[idx].mean(1) / ref[idx].std(1, ddof=1).clip(1e-12)
-            lo, hi = float(np.quantile(boot, a)), float(np.quantile(boot, 1 - a))
+        # the same resamples for every value (one seed): paired with the reference
+        lo, hi = bootstrap_ratio_ci(d, ref, n_bootstrap, ci_level, seed)
         per_value[str(values[j])] = {
             "value": effect,
             "ci_low": lo,

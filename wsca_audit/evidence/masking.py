@@ -25,11 +25,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..correlation import bootstrap_counts, ci_block
 from ..errors import AuditError
 from ..formatting import ci_text
-from ..metrics import macro_ovr_auc, weighted_auc
 from ..naming import interval_metrics, sanitize_name
+from ..primary import label_codes, logits_of, outputs_auc
+from ..stats import bootstrap_counts, ci_block
 from ..validation import check_consistent_length, column_or_1d
 from .base import (
     Evidence,
@@ -37,7 +37,6 @@ from .base import (
     boxes_to_roi,
     display_image,
     iter_image_batches,
-    logits_of,
     model_device,
     n_images,
     register_evidence,
@@ -332,25 +331,15 @@ def roi_masking(
         raise AuditError(f"example={example} but the inputs hold {start} images")
     logits = torch.cat(scores)  # (N, 3, K)
 
-    levels, codes = np.unique(y, return_inverse=True)
+    codes, levels = label_codes(y)
     if len(levels) < 2:
         raise AuditError("targets hold a single class: AUC is undefined")
     codes_t = torch.as_tensor(codes)
-    k = logits.shape[-1]
     weights = torch.cat([torch.ones(1, start), bootstrap_counts(start, n_bootstrap, gen)])
-
-    def metric(lg: Tensor) -> Tensor:
-        if len(levels) == 2:
-            s = lg[:, 0] if k == 1 else lg[:, 1] - lg[:, 0] if k == 2 else lg[:, 1]
-            return weighted_auc(s, codes_t == 1, weights)
-        if k != len(levels):
-            raise AuditError(
-                f"targets have {len(levels)} classes but the model has {k} outputs; for "
-                "multi-class AUC the labels must be the class indices 0..K-1"
-            )
-        return macro_ovr_auc(torch.softmax(lg, 1), codes_t, weights)
-
-    vals = {name: metric(logits[:, i]).double() for i, name in enumerate(SETTINGS)}
+    vals = {
+        name: outputs_auc(logits[:, i], codes_t, len(levels), weights).double()
+        for i, name in enumerate(SETTINGS)
+    }
     out: dict[str, Any] = {
         "metric": "auc",
         "fill": fill,

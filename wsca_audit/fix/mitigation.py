@@ -36,13 +36,13 @@ from torch import Tensor, nn
 
 from ..analysis import analyze_embeddings
 from ..collect import Auditor
-from ..correlation import bootstrap_counts, ci_block
 from ..embeddings import EmbeddingSet, missing_mask
 from ..errors import AuditError, AuditWarning
 from ..formatting import ci_text, json_safe
-from ..heads import PrimaryHead
-from ..performance import group_codes, primary_metrics, rankable
+from ..performance import group_codes, rankable
+from ..primary import PrimaryHead, metric_values
 from ..report import AuditResult
+from ..stats import bootstrap_counts, ci_block
 from .erasure import LinearEraser, concept_matrix, fit_eraser
 from .reweighting import fit_balanced_head
 
@@ -312,7 +312,7 @@ def _cost(
     gen = torch.Generator().manual_seed(seed)
     w = torch.cat([torch.ones(1, len(labels)), bootstrap_counts(len(labels), n_bootstrap, gen)])
     w = w.to(torch.float64)
-    mb, ma = primary_metrics(before, labels, w), primary_metrics(after, labels, w)
+    mb, ma = metric_values(before, labels, w), metric_values(after, labels, w)
     metric = "auc" if "auc" in mb else "accuracy"
     return {"metric": metric, **ci_block(ma[metric] - mb[metric], n_bootstrap, level)}
 

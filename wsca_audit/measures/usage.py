@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from .. import correlation as corr
+from .. import stats
 from ..metrics import canonical_corr, canonical_corr_of_cov, weighted_cov
 from .base import TESTED_SCHEMA, Measure
 
@@ -85,7 +86,7 @@ class Usage(Measure):
             values = corr.max_abs(matrix)
             block = task.ci_block(values)
             # the interval of the signed entry, centred on the estimate (see abs_entry_ci)
-            block["ci_low"], block["ci_high"] = corr.abs_entry_ci(
+            block["ci_low"], block["ci_high"] = stats.abs_entry_ci(
                 matrix, nb, task.cfg.ci_level, centred=True
             )
         if npm:
@@ -94,7 +95,7 @@ class Usage(Measure):
             ok = float(stat[0]) > 0 and reported
             ratio = float(block["value"] / stat[0]) if ok else 1.0
             null = stat[1:] * ratio
-            block["p_value"] = corr.permutation_p(float(stat[0]), stat[1:])
+            block["p_value"] = stats.permutation_p(float(stat[0]), stat[1:])
             if reported:  # on usage's scale (none when usage is not reported)
                 block["null_mean"] = float(null.double().mean())
                 block["null_q95"] = float(torch.quantile(null.double(), 0.95))
@@ -112,8 +113,8 @@ class Usage(Measure):
         if aux.shape[-1] > 1:  # a softmax head: its logits relative to their mean
             aux = aux - aux.mean(-1, keepdim=True)
         w, onehot = weights[start:stop], task.strata_onehot
-        primary = corr.within_class_centered(task.primary_logits_w, w, onehot)
-        return primary, corr.within_class_centered(aux, w, onehot)
+        primary = stats.within_class_centered(task.primary_logits_w, w, onehot)
+        return primary, stats.within_class_centered(aux, w, onehot)
 
     def _canonical(self, task, head, weights) -> dict:
         """Several levels or contrasts: the canonical correlation of the two logit sets,
@@ -146,8 +147,8 @@ class Usage(Measure):
                 "without its chance level removed (it grows with the number of levels and "
                 "classes)"
             )
-        share = corr.noise_share(covs[0], covs[1 + nb :]) if npm else 0.0
-        noise = corr.chance_r2(null) if npm else 0.0
+        share = stats.noise_share(covs[0], covs[1 + nb :]) if npm else 0.0
+        noise = stats.chance_r2(null) if npm else 0.0
         chance = noise * share
         extra = {"canonical": float(raw[0]), "chance": math.sqrt(chance), "noise_share": share}
         if noise > MAX_CHANCE_R2:
@@ -159,8 +160,8 @@ class Usage(Measure):
                 "makes it measurable."
             )
             return {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan, **extra}
-        values = corr.chance_corrected(raw, chance)
-        lo, hi = corr.centred_percentile_ci(values, nb, task.cfg.ci_level)
+        values = stats.chance_corrected(raw, chance)
+        lo, hi = stats.centred_percentile_ci(values, nb, task.cfg.ci_level)
         # a correlation's size: the moved interval stays within [0, 1]
         lo, hi = min(max(lo, 0.0), 1.0), min(max(hi, 0.0), 1.0)
         if task.contrasts.shape[0] >= 2:

@@ -13,6 +13,7 @@ import math
 import torch
 
 from .. import correlation as corr
+from .. import stats
 from .base import TESTED_SCHEMA, Measure
 
 
@@ -37,7 +38,7 @@ class WSC(Measure):
         matrix = matrix[keep.to(matrix.device)]
         values = corr.max_abs(matrix)
         null = values[1 + nb :]
-        p = corr.permutation_p(float(values[0]), null) if npm else math.nan
+        p = stats.permutation_p(float(values[0]), null) if npm else math.nan
         task.per_class["wsc"] = {
             "rows": [str(c) for c in range(task.primary_vectors.shape[0])],
             "cols": task.levels,
