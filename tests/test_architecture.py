@@ -21,10 +21,10 @@ INTEGRATIONS = ROOT.parent / "integrations"
 LAYERS = [
     {"errors", "version"},
     {"formatting", "naming", "validation", "metrics", "store", "distributed", "schema"},
-    {"stats", "verdict"},
+    {"stats", "verdict", "render"},
     {"primary", "heads", "embeddings", "correlation"},
-    {"measures", "decision", "performance"},
-    {"evidence"},
+    {"levels", "taskdata", "measures", "decision", "performance"},
+    {"evidence", "figures"},
     {"report"},
     {"analysis"},
     {"collect"},

@@ -37,11 +37,15 @@ class Evidence(Mapping):
     implement :meth:`lines` and :meth:`mlflow` (both read the JSON, so a report loaded
     from disk is shown like a fresh one), may override :meth:`figure` and
     :meth:`_extra_figures`, and are registered with :func:`register_evidence`.
+    ``title`` heads its section and ``explanation`` (one sentence) says what it measures,
+    once, for the summary, the HTML report and the card.
     """
 
     kind: ClassVar[str] = "evidence"
     section: ClassVar[str] = "evidence"
     schema: ClassVar[dict] = {"type": "object"}
+    title: ClassVar[str] = ""
+    explanation: ClassVar[str] = ""
 
     @property
     def default_key(self) -> str:

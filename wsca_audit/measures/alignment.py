@@ -25,6 +25,10 @@ class Alignment(Measure):
     name = "alignment"
     key = "attribution"  # the report key of schema_version 1
     label = "attribution alignment"
+    explanation = (
+        "the Captum counterpart of usage: the same comparison with the covariance's "
+        "diagonal only (do the prediction and the metadata rest on the same embedding units)"
+    )
 
     def enabled(self, settings) -> bool:
         return bool(settings.layer_attribution)

@@ -47,6 +47,9 @@ class Measure:
         JSON Schema fragment of the block.
     card_metric : bool
         List its value in a model card's ``model-index`` metrics.
+    explanation : str
+        One sentence on what the measure says, for every reader of a report (summary,
+        HTML, card); ``{usage}`` and ``{effect}`` stand for the thresholds in force.
 
     Examples
     --------
@@ -69,6 +72,7 @@ class Measure:
     schema: ClassVar[dict] = INTERVAL_SCHEMA
     card_metric: ClassVar[bool] = False
     show_p: ClassVar[bool] = True
+    explanation: ClassVar[str] = ""
 
     @property
     def report_key(self) -> str:
@@ -87,9 +91,10 @@ class Measure:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ how it is shown
-    def headers(self) -> tuple[str, ...]:
-        """Column headers (one per cell)."""
-        return (f"{self.label} [95% CI]",) + ((f"p ({self.name}, BH)",) if self._p else ())
+    def headers(self, level: float = 0.95) -> tuple[str, ...]:
+        """Column headers (one per cell), the interval's level in the first."""
+        first = f"{self.label} [{level * 100:.4g}% CI]"
+        return (first,) + ((f"p ({self.name}, BH)",) if self._p else ())
 
     @property
     def _p(self) -> bool:

@@ -48,6 +48,11 @@ class Effect(Measure):
 
     name = "effect"
     label = "effect (logit sd)"
+    explanation = (
+        "how far the variable moves the model's score with the label held fixed "
+        "(within-class regression), in standard deviations of the score: what an "
+        "intervention on the input would show; an interval inside ±{effect} sd means not used"
+    )
     schema: ClassVar[dict] = {
         "allOf": [{"$ref": "#/$defs/interval"}],
         "required": ["unit"],

@@ -52,6 +52,12 @@ class Usage(Measure):
 
     name = "usage"
     label = "usage (deconfounded)"
+    explanation = (
+        "the correlation of the model's head with the metadata head after the primary label "
+        "is removed (within-class centring), in the metric of the embedding covariance; "
+        "usage above {usage} or an effect beyond ±{effect} sd, with a significant "
+        "permutation test, means used"
+    )
     tested = True
     panel = "alignment"
     # several levels or contrasts add the canonical correlation, its chance level and the

@@ -22,6 +22,7 @@ class WSC(Measure):
 
     name = "wsc"
     label = "wsc (paper)"
+    explanation = "the weight-space cosine of Wong et al. (MIDL 2026), reported as published"
     tested = True
     show_p = False  # the verdict does not rest on it: its p-value stays in the JSON
     panel = "alignment"
