@@ -89,7 +89,10 @@ def _task_data(data, **settings):
     run = _Analysis(es, cfg, {})
     run._prepare()
     levels = run._levels("three", "categorical", es.metadata["three"])
-    return TaskData(run, "three", "categorical", es.metadata["three"], levels)
+    return TaskData.for_task(
+        run.shared, name="three", kind="categorical", values=es.metadata["three"],
+        coded=levels, fitter=run.fitter, gen=run.gen, warn_to=run._warn,
+    )  # fmt: skip
 
 
 def test_each_valid_sample_is_held_out_by_exactly_one_fold(data):

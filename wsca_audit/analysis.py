@@ -30,14 +30,15 @@ from tqdm.auto import tqdm
 from . import correlation as corr
 from . import primary, stats
 from .decision import decide
-from .embeddings import EmbeddingSet, inferred_kind_note, missing_mask
+from .embeddings import EmbeddingSet, inferred_kind_note
 from .errors import AuditError, AuditWarning
-from .heads import BatchedLinearHead
+from .levels import Levels, code_levels
 from .measures import get_measures
 from .performance import subgroup_performance
 from .primary import PrimaryHead
 from .report import SCHEMA_VERSION, AuditResult
 from .store import SPILL_PREFIX
+from .taskdata import AuditTensors, Fitter, TaskData
 from .verdict import Thresholds
 
 _MIN_LEVEL_COUNT = 5
@@ -63,7 +64,6 @@ class AuditSettings:
     dtype: str = "float32"
     max_batch_mb: float = 1024.0
     progress: bool = True
-    deconfounding: str = "within_class_centering"
     layer_attribution: bool = True
     max_memory_mb: float | None = None
     max_levels: int = 50
@@ -223,11 +223,39 @@ class _Analysis:
         self.Z = Z
         self.W = self._t(es.primary.weight)
         self.b = self._t(es.primary.bias)
+        # rows of Z per chunk: a handful of (rows x D) temporaries within the budget
+        self.rows = stats.chunk_rows(4 * Z.shape[1], cfg.max_batch_mb, Z.element_size())
+        self._labels()
+        Zs, Zws, sd, sd_w, scores_w = self._designs(Z)
+        contrasts = primary.contrasts(self.W)
+        basis, self.pca_share = corr.pca_basis(
+            Z, cfg.pca_variance, cfg.pca_min_components, self.rows
+        )
+        self.boot = stats.bootstrap_counts(n, cfg.n_bootstrap, self.gen).to(
+            device=self.device, dtype=self.dtype
+        )
+        if 0 < cfg.n_bootstrap < 50:
+            self._warn(f"n_bootstrap={cfg.n_bootstrap} gives rough confidence intervals")
+        self.shared = AuditTensors(
+            Zs=Zs, Zws=Zws, sd=sd, sd_w=sd_w, W=self.W, b=self.b, basis=basis,
+            primary_vectors=primary.class_vectors(self.W, cfg.center_classes),
+            contrasts=contrasts,
+            # the contrasts' scores (the effect's outcome), by chunks of Z
+            contrast_scores=torch.cat(
+                [self._t(Z[sl]) @ contrasts.T for sl in stats.chunks(n, self.rows)]
+            ),
+            contrast_scores_w=scores_w, boot=self.boot, strata=self.strata, cfg=cfg,
+            dtype=self.dtype, device=self.device,
+        )  # fmt: skip
+        self.fitter = Fitter(cfg, self.boot, self.dtype, self.device)
 
-        # primary labels: class indices for the metric, strata for centring and permutations
+    def _labels(self) -> None:
+        """Primary labels: class indices for the metric, strata for centring and
+        permutations (see :func:`wsca_audit.primary.label_codes`)."""
+        n = self.es.n_samples
         self.labels = None
-        if es.targets is not None:
-            codes, self.label_values = primary.label_codes(es.targets)
+        if self.es.targets is not None:
+            codes, self.label_values = primary.label_codes(self.es.targets)
             self.labels = torch.as_tensor(codes, device=self.device)
             if len(self.label_values) < 2:
                 self._warn(
@@ -242,33 +270,27 @@ class _Analysis:
         strata = self.labels if self.labels is not None else torch.zeros(n, dtype=torch.long)
         self.strata = strata.cpu()
 
-        # standardised embeddings (probe design) and within-class centred ones (usage design)
-        self.mu = Z.mean(0)
-        self.sd = _safe_std(Z)
-        means = self._class_means_of(Z)  # (n_classes, D)
+    def _designs(self, Z: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Standardised embeddings (the probe's design) and within-class centred,
+        standardised ones (usage's), their scales, and the within-class centred scores
+        of the contrasts; the working copies are filled chunk by chunk (memory-mapped
+        when spilling)."""
+        chunks = stats.chunks(Z.shape[0], self.rows)
+        mu, sd = Z.mean(0), _safe_std(Z, self.rows)
+        k = int(self.strata.max()) + 1 if self.strata.numel() else 1
+        sums = stats.stratum_sums(Z, self.strata, k, self.dtype, self.device, self.rows)
+        counts = torch.bincount(self.strata.to(self.device), minlength=k)
+        means = sums / counts.clamp_min(1).to(self.dtype)[:, None]  # (n_classes, D)
         strata = self.strata.to(self.device)
-        # the two working copies of Z, filled chunk by chunk (memory-mapped when spilling)
-        self.Zs, Zw = self._big(Z.shape), self._big(Z.shape)
-        for sl in _chunks(n):
-            self.Zs[sl] = (Z[sl] - self.mu) / self.sd
+        Zs, Zw = self._big(Z.shape), self._big(Z.shape)
+        for sl in chunks:
+            Zs[sl] = (Z[sl] - mu) / sd
             Zw[sl] = Z[sl] - means[strata[sl]]
-        self.sd_w = _safe_std(Zw)
-
-        self.contrasts = primary.contrasts(self.W)
-        self.primary_logits_w = Zw @ self.contrasts.T  # (N, C') usage's primary side
-        # the contrasts themselves (the effect's outcome), by chunks of Z
-        self.primary_logits = torch.cat([self._t(Z[sl]) @ self.contrasts.T for sl in _chunks(n)])
-        for sl in _chunks(n):  # Zw becomes Zws in place: one copy fewer
-            Zw[sl] /= self.sd_w
-        self.Zws = Zw
-        self.primary_vectors = primary.class_vectors(self.W, cfg.center_classes)
-        self.basis, self.pca_share = corr.pca_basis(Z, cfg.pca_variance, cfg.pca_min_components)
-
-        self.boot = stats.bootstrap_counts(n, cfg.n_bootstrap, self.gen).to(
-            device=self.device, dtype=self.dtype
-        )
-        if 0 < cfg.n_bootstrap < 50:
-            self._warn(f"n_bootstrap={cfg.n_bootstrap} gives rough confidence intervals")
+        sd_w = _safe_std(Zw, self.rows)
+        scores_w = Zw @ primary.contrasts(self.W).T  # (N, C') usage's primary side
+        for sl in chunks:  # Zw becomes Zws in place: one copy fewer
+            Zw[sl] /= sd_w
+        return Zs, Zw, sd, sd_w, scores_w
 
     def _embeddings_tensor(self) -> Tensor:
         """Z on the device; a memory-mapped Z stays mapped on the CPU (no copy)."""
@@ -297,18 +319,6 @@ class _Analysis:
         np_dtype = np.float32 if self.dtype == torch.float32 else np.float64
         return torch.from_numpy(np.memmap(path, dtype=np_dtype, mode="w+", shape=tuple(shape)))
 
-    def _class_means_of(self, Z: Tensor) -> Tensor:
-        """Mean embedding of each label stratum, (n_strata, D), by chunks."""
-        strata = self.strata.to(self.device)
-        k = int(strata.max()) + 1 if strata.numel() else 1
-        sums = torch.zeros(k, Z.shape[1], dtype=self.dtype, device=self.device)
-        for sl in _chunks(Z.shape[0]):
-            # a one-hot product, not index_add_ (atomics: nondeterministic on CUDA)
-            onehot = torch.nn.functional.one_hot(strata[sl], k).to(self.dtype)
-            sums += onehot.T @ Z[sl].to(device=self.device, dtype=self.dtype)
-        counts = torch.bincount(strata, minlength=k).clamp_min(1).to(self.dtype)
-        return sums / counts[:, None]
-
     # ------------------------------------------------------------------ primary metric
     def _primary_metric(self) -> dict:
         if self.labels is None:
@@ -327,7 +337,10 @@ class _Analysis:
     def _logits(self) -> Tensor:
         """The primary head's logits (N x n_outputs), by chunks of Z (computed once)."""
         return torch.cat(
-            [self._t(self.Z[sl]) @ self.W.T + self.b for sl in _chunks(self.es.n_samples)]
+            [
+                self._t(self.Z[sl]) @ self.W.T + self.b
+                for sl in stats.chunks(self.es.n_samples, self.rows)
+            ]
         )
 
     def _performance(self) -> dict | None:
@@ -351,100 +364,29 @@ class _Analysis:
         )
 
     # ------------------------------------------------------------------ head fitting
-    def _fit(self, loss, X, k, targets, weights, groups, init=None):
-        """Fit a batch of heads, split into chunks that fit the memory budget."""
-        n = X.shape[0]
-        per_problem = n * max(k, 1) * X.element_size() * 12
-        chunk = max(1, int(self.cfg.max_batch_mb * 2**20 // per_problem))
-        reg = 1.0 / self.cfg.C if loss != "squared" else self.cfg.alpha
-        coefs, icpts = [], []
-        for start in range(0, targets.shape[0], chunk):
-            sl = slice(start, start + chunk)
-            head = BatchedLinearHead(loss, reg=reg, n_classes=k if loss == "multinomial" else None)
-            head.fit(
-                X,
-                targets[sl],
-                weights[sl],
-                groups=groups[sl],
-                init=None if init is None else (init[0][sl], init[1][sl]),
-            )
-            coefs.append(head.coef_)
-            icpts.append(head.intercept_)
-        head.coef_, head.intercept_ = torch.cat(coefs), torch.cat(icpts)
-        return head
-
-    def _family(self, loss, X, k, target, valid, folds=None, perm_targets=None):
-        """Point fit and folds from zero, then bootstrap refits (warm-started from the
-        point fit) and permutation refits (from zero), each group one batched solve.
-
-        Returns the head, with problems ordered [point, folds, bootstraps, permutations],
-        and the sample weights of each problem.
-        """
-        n = X.shape[0]
-        v = valid.to(self.dtype)
-        ttype = torch.long if loss != "squared" else self.dtype
-        t = target.to(ttype)
-        n_f = 0 if folds is None else folds.shape[0]
-        w1 = torch.cat([v[None], folds * v]) if n_f else v[None]
-        first = self._fit(
-            loss, X, k, t[None].expand(1 + n_f, n), w1, torch.zeros(1 + n_f, dtype=torch.long)
-        )
-
-        nb = self.cfg.n_bootstrap
-        npm = 0 if perm_targets is None else perm_targets.shape[0]
-        if nb + npm == 0:
-            return first, w1
-        w2 = torch.cat([self.boot * v, v[None].expand(npm, n)])
-        t2 = t[None].expand(nb, n)
-        if npm:
-            t2 = torch.cat([t2, perm_targets.to(device=self.device, dtype=ttype)])
-        groups = torch.cat([torch.zeros(nb, dtype=torch.long), torch.ones(npm, dtype=torch.long)])
-        zeros_c, zeros_i = torch.zeros_like(first.coef_[:1]), torch.zeros_like(first.intercept_[:1])
-        init = (
-            torch.cat([first.coef_[:1].expand(nb, -1, -1), zeros_c.expand(npm, -1, -1)]),
-            torch.cat([first.intercept_[:1].expand(nb, -1), zeros_i.expand(npm, -1)]),
-        )
-        second = self._fit(loss, X, k, t2, w2, groups, init=init)
-        first.coef_ = torch.cat([first.coef_, second.coef_])
-        first.intercept_ = torch.cat([first.intercept_, second.intercept_])
-        return first, torch.cat([w1, w2])
-
     # ------------------------------------------------------------------ one task
-    def _levels(self, name: str, kind: str, values: np.ndarray) -> _Levels | None:
+    def _levels(self, name: str, kind: str, values: np.ndarray) -> Levels | None:
         """Code a column as class indices (continuous: the paper's equal-width bins of
         its range), with the warnings a reader needs; None when the task is skipped."""
-        cfg, n = self.cfg, self.es.n_samples
-        miss = missing_mask(values)
-        n_valid = int((~miss).sum())
-        if miss.any():
-            self._warn(f"{name}: {int(miss.sum())} missing values were masked")
-        codes = np.zeros(n, dtype=np.int64)
-        if kind == "categorical":
-            distinct, codes[~miss] = np.unique(values[~miss].astype(str), return_inverse=True)
-            labels = [str(v) for v in distinct]
-        else:
-            x = values.astype(np.float64)
-            distinct = np.unique(x[~miss])
-            lo, hi = (float(distinct.min()), float(distinct.max())) if len(distinct) else (0, 0)
-            edges = np.linspace(lo, hi, cfg.n_bins + 1)
-            bins = np.clip(
-                np.searchsorted(edges, np.nan_to_num(x), side="right") - 1, 0, cfg.n_bins - 1
-            )
-            used, codes[~miss] = np.unique(bins[~miss], return_inverse=True)
-            labels = [f"[{edges[b]:.4g}, {edges[b + 1]:.4g}]" for b in used]
-        if len(distinct) < 2:
+        cfg = self.cfg
+        coded = code_levels(values, kind, n_bins=cfg.n_bins, binning="width")
+        n_missing = int((~coded.valid).sum())
+        n_valid = len(values) - n_missing
+        if n_missing:
+            self._warn(f"{name}: {n_missing} missing values were masked")
+        if coded.n_distinct < 2:
             self._warn(f"{name}: only one distinct value among {n_valid} samples; task skipped")
             return None
-        if kind == "categorical" and len(distinct) > cfg.max_levels:
+        if kind == "categorical" and coded.n_distinct > cfg.max_levels:
             self._warn(
-                f"{name}: {len(distinct)} distinct values among {n_valid} samples (more than "
-                f"max_levels={cfg.max_levels}): an identifier or a continuous variable? "
+                f"{name}: {coded.n_distinct} distinct values among {n_valid} samples (more "
+                f"than max_levels={cfg.max_levels}): an identifier or a continuous variable? "
                 "Declare it continuous (kinds=...) or group its values; task skipped"
             )
             return None
-        counts = np.bincount(codes[~miss], minlength=len(labels))
+        counts = coded.counts
         if kind == "categorical" and counts.min() < _MIN_LEVEL_COUNT:
-            rare = [labels[i] for i in np.flatnonzero(counts < _MIN_LEVEL_COUNT)]
+            rare = [coded.labels[i] for i in np.flatnonzero(counts < _MIN_LEVEL_COUNT)]
             shown = ", ".join(repr(r) for r in rare[:5]) + (
                 f" and {len(rare) - 5} more" if len(rare) > 5 else ""
             )
@@ -452,22 +394,28 @@ class _Analysis:
                 f"{name}: level(s) {shown} have fewer than {_MIN_LEVEL_COUNT} samples; "
                 "estimates for them are unstable"
             )
-        return _Levels(codes, ~miss, labels)
+        return coded
 
     def _task(self, name: str, kind: str, values: np.ndarray) -> dict | None:
         """Every registered measure of one task, in report order (the verdict comes later)."""
-        levels = self._levels(name, kind, values)
-        if levels is None:
+        coded = self._levels(name, kind, values)
+        if coded is None:
             return None
-        task = TaskData(self, name, kind, values, levels)
-        out: dict = {"kind": kind, "n_valid": task.n_valid, "levels": levels.labels}
+        task = TaskData.for_task(
+            self.shared, name=name, kind=kind, values=values, coded=coded,
+            fitter=self.fitter, gen=self.gen, warn_to=self._warn,
+        )  # fmt: skip
+        out: dict = {"kind": kind, "n_valid": task.n_valid, "levels": coded.labels}
+        per_class: dict[str, dict] = {}
         for measure in get_measures():
             if measure.enabled(self.cfg):
-                block = measure.compute(task)
-                if block is not None:
-                    out[measure.report_key] = block
+                result = measure.run(task)
+                if result.block is not None:
+                    out[measure.report_key] = result.block
+                if result.per_class is not None:
+                    per_class[measure.report_key] = result.per_class
         out.update(verdict=None, reason=None, samples_needed=None)
-        out["per_class"] = task.per_class
+        out["per_class"] = per_class
         return out
 
     # ------------------------------------------------------------------ run
@@ -479,7 +427,7 @@ class _Analysis:
                 return self._run()
         finally:
             # memory-mapped working copies go, also on errors and KeyboardInterrupt
-            self.Z = self.Zs = self.Zws = None
+            self.Z = self.shared = None
             if self._tmp is not None:
                 self._tmp.cleanup()
 
@@ -487,7 +435,7 @@ class _Analysis:
         t0 = time.perf_counter()
         self._prepare()
         es = self.es
-        for name in getattr(es, "inferred_kinds", []):  # say what was guessed
+        for name in es.inferred_kinds:  # say what was guessed
             note, warn = inferred_kind_note(
                 name, es.metadata[name], es.kinds[name], self.cfg.max_levels
             )
@@ -523,7 +471,7 @@ class _Analysis:
                 t["informative_needed"] = d.informative_needed
         settings = self.cfg.to_dict()
         settings["device"] = str(self.device)
-        settings["pca_components"] = int(self.basis.shape[0])
+        settings["pca_components"] = int(self.shared.basis.shape[0])
         settings["pca_variance_explained"] = round(min(self.pca_share, 1.0), 6)
         settings["runtime_s"] = round(time.perf_counter() - t0, 3)
         settings["memory_mapped"] = self._tmp is not None
@@ -547,250 +495,16 @@ class _Analysis:
         return AuditResult(report)
 
 
-@dataclass
-class _Levels:
-    codes: np.ndarray  # class index per sample (0 where missing)
-    valid: np.ndarray  # bool: value present
-    labels: list[str]  # level names (continuous: bin intervals)
-
-
-class TaskData:
-    """What the measures of one metadata task share: the coded variable, its resampling
-    plan (folds, bootstrap weights, within-label permutations) and the fitted heads.
-
-    Measures read it and nothing else (see :mod:`wsca_audit.measures`). Heads are fitted
-    on first use and shared: ``probe`` (the paper's softmax probe on standardised
-    embeddings: point, folds, bootstraps, permutations) and ``usage_heads`` (on
-    within-class centred embeddings: point, bootstraps, and permutations when a measure
-    selects among several columns). The audit-wide tensors are
-    available as attributes: ``Zs`` (standardised embeddings), ``Zws`` (within-class
-    centred, standardised), ``sd``, ``sd_w``, ``W``, ``b`` (primary head), ``basis``
-    (PCA), ``primary_vectors``, ``contrasts``, ``primary_logits`` (the primary logit
-    contrasts, N x C'), ``primary_logits_w`` (the same within-class centred), ``boot``
-    (bootstrap weights), ``strata`` (label codes), ``cfg``, ``dtype``, ``device``.
-    """
-
-    _SHARED = (
-        "Zs", "Zws", "sd", "sd_w", "W", "b", "basis", "primary_vectors", "contrasts",
-        "primary_logits_w", "primary_logits", "boot", "strata", "cfg", "dtype", "device",
-    )  # fmt: skip
-
-    def __init__(self, run: _Analysis, name: str, kind: str, values: np.ndarray, levels) -> None:
-        for attr in self._SHARED:
-            setattr(self, attr, getattr(run, attr))
-        self._run = run
-        self.name, self.kind, self.values = name, kind, values
-        self.levels: list[str] = levels.labels
-        self.k = len(levels.labels)
-        self.loss = "binary" if self.k == 2 else "multinomial"
-        self.n = int(levels.codes.shape[0])
-        self.codes = torch.as_tensor(levels.codes, device=self.device)
-        self.valid = torch.as_tensor(levels.valid, device=self.device)
-        self.n_valid = int(levels.valid.sum())
-        self.v = self.valid.to(self.dtype)
-        self.per_class: dict[str, dict] = {}
-        # the resampling plan, drawn in this order from the audit's generator
-        self.folds = self._folds()
-        perm = stats.stratified_permutations(
-            self.strata, self.valid.cpu(), self.cfg.n_permutations, run.gen
-        )
-        self.perm_idx = perm.to(self.device)  # one set of permutations serves every null
-        self.perm_codes = self.codes[self.perm_idx]
-
-    # ------------------------------------------------------------------ layout of blocks
-    @property
-    def contrast_rows(self) -> list[str]:
-        """Row names of per-class matrices over the primary contrasts."""
-        if self.W.shape[0] == 2:
-            return ["1-0"]
-        return [str(c) for c in range(self.contrasts.shape[0])]
-
-    @property
-    def level_cols(self) -> list[str]:
-        """Column names of per-class matrices over the usage head's outputs."""
-        if self.kind == "continuous":
-            return ["value"]
-        return self.levels[1:] if self.k == 2 else self.levels
-
-    def warn(self, message: str) -> None:
-        """A warning that changes a result: raised, and kept in the report's warnings."""
-        self._run._warn(message)
-
-    @staticmethod
-    def rows(m: Tensor) -> list[list[float]]:
-        return [[round(float(x), 6) for x in row] for row in m]
-
-    def ci_block(self, values: Tensor) -> dict:
-        return stats.ci_block(values, self.cfg.n_bootstrap, self.cfg.ci_level)
-
-    def ci_block_with_p(self, values: Tensor, null: Tensor, p: float) -> dict:
-        return stats.ci_block_with_p(values, self.cfg.n_bootstrap, null, p, self.cfg.ci_level)
-
-    @property
-    def selects(self) -> bool:
-        """Whether a measure picks the largest of several contrasts or level columns (a
-        categorical variable with three or more levels, or a head with three or more
-        classes): such a choice is made on one half of the samples and measured on the
-        other, or calibrated by the permutation null (see docs/method.md)."""
-        return (self.kind == "categorical" and self.k >= 3) or self.contrasts.shape[0] >= 2
-
-    @cached_property
-    def halves(self) -> Tensor:
-        """Two halves of the valid samples (N,): 0 or 1, and -1 where the value is
-        missing. Samples are ordered by level, then label, then at random, and alternate
-        between the halves along that order from a random start per level: each level,
-        and each label within it, splits as evenly as it can (a level seen once per
-        class still lands in both halves). Drawn from a generator of its own (seeded by
-        ``seed``), so that it changes no other random draw of the audit."""
-        gen = torch.Generator().manual_seed(self.cfg.seed)
-        valid, codes = self.valid.cpu(), self.codes.cpu()
-        n_strata = int(self.strata.max()) + 1 if self.strata.numel() else 1
-        rank = torch.empty(self.n, dtype=torch.long)
-        rank[torch.randperm(self.n, generator=gen)] = torch.arange(self.n)
-        key = (codes * n_strata + self.strata) * self.n + rank
-        idx = torch.nonzero(valid).flatten()
-        idx = idx[torch.argsort(key[idx])]
-        level = codes[idx]
-        first = torch.searchsorted(level, torch.arange(self.k))  # where each level starts
-        pos = torch.arange(idx.numel()) - first[level]  # place within the level
-        start = torch.randint(0, 2, (self.k,), generator=gen)
-        out = torch.full((self.n,), -1, dtype=torch.long)
-        out[idx] = (pos + start[level]) % 2
-        return out.to(self.device)
-
-    @cached_property
-    def level_counts(self) -> Tensor:
-        """Valid samples per level (K,)."""
-        return torch.bincount(self.codes[self.valid], minlength=self.k)
-
-    @cached_property
-    def level_components(self) -> Tensor:
-        """Component of each level (K,) in the graph "the two levels meet in some class":
-        level effects are identified within class only, so they are compared within a
-        component (levels nested in the classes fall into separate ones)."""
-        present = torch.zeros(int(self.strata.max()) + 1, self.k, dtype=torch.bool)
-        present[self.strata[self.valid.cpu()], self.codes.cpu()[self.valid.cpu()]] = True
-        linked = (present.T.float() @ present.float()) > 0
-        comp = torch.arange(self.k)
-        for _ in range(self.k):  # label propagation: the smallest index in each component
-            comp = torch.where(linked, comp[None, :], self.k).amin(1)
-        return comp.to(self.device)
-
-    @cached_property
-    def strata_onehot(self) -> Tensor:
-        """The label strata as one-hot columns (N x n_strata), for within-class sums."""
-        return torch.nn.functional.one_hot(self.strata.to(self.device)).to(self.dtype)
-
-    @cached_property
-    def n_informative(self) -> int:
-        """Valid samples whose level is not the most common one of their class: the
-        samples that tell the variable's effect apart from the label's."""
-        codes, strata = self.codes.cpu()[self.valid.cpu()], self.strata[self.valid.cpu()]
-        counts = torch.zeros(int(strata.max()) + 1 if strata.numel() else 1, self.k)
-        counts.index_put_((strata, codes), torch.ones(len(codes)), accumulate=True)
-        return int(counts.sum() - counts.max(1).values.sum())
-
-    # ------------------------------------------------------------------ targets
-    @cached_property
-    def target_std(self) -> Tensor:
-        """A continuous variable standardised over its valid samples (0 where missing)."""
-        x = torch.as_tensor(np.nan_to_num(self.values.astype(np.float64)), device=self.device)
-        valid = self.valid
-        t = torch.where(valid, (x - x[valid].mean()) / x[valid].std().clamp_min(1e-12), 0.0)
-        return t.to(self.dtype)
-
-    @cached_property
-    def target_matrix(self) -> Tensor:
-        """The variable as usage reads it: one-hot levels (binary: the second level's
-        column), or the standardised value, (N, K)."""
-        if self.kind == "continuous":
-            return self.target_std[:, None]
-        onehot = torch.nn.functional.one_hot(self.codes, self.k).to(self.dtype)
-        return onehot[:, 1:] if self.k == 2 else onehot
-
-    # ------------------------------------------------------------------ heads
-    @cached_property
-    def probe(self) -> BatchedLinearHead:
-        """The paper's probe on standardised embeddings: [point, folds, boots, perms]."""
-        head, _ = self._run._family(
-            self.loss, self.Zs, self.k, self.codes, self.valid, self.folds, self.perm_codes
-        )
-        return head
-
-    @cached_property
-    def usage_heads(self) -> tuple[BatchedLinearHead, Tensor]:
-        """Heads on within-class centred embeddings, [point, boots] and, when a measure
-        selects (see :attr:`selects`), permutation refits for its chance level; and the
-        weights of each problem."""
-        npm = self.cfg.n_permutations if self.selects else 0
-        if self.kind == "categorical":
-            perm = self.perm_codes if npm else None
-            return self._run._family(
-                self.loss, self.Zws, self.k, self.codes, self.valid, perm_targets=perm
-            )
-        target = self.center(self.target_std[:, None])[:, 0]
-        # permuted within label strata, whose means it keeps: the centred value moves along
-        perm = target[self.perm_idx] if npm else None
-        return self._run._family("squared", self.Zws, 1, target, self.valid, perm_targets=perm)
-
-    def fit(self, loss, X, k, targets, weights, groups, init=None) -> BatchedLinearHead:
-        """A batch of heads (see :class:`~wsca_audit.BatchedLinearHead`), memory-chunked."""
-        return self._run._fit(loss, X, k, targets, weights, groups, init)
-
-    # ------------------------------------------------------------------ cross-fitting
-    def _folds(self) -> Tensor:
-        """Stratified fold train-masks (n_folds x n) over the valid samples."""
-        n, nf = self.n, self.cfg.n_folds
-        fold_of = torch.full((n,), -1, dtype=torch.long)
-        order = torch.randperm(n, generator=self._run.gen)
-        c = self.codes.cpu()[order]
-        ok = self.valid.cpu()[order]
-        for level in torch.unique(c[ok]).tolist():
-            idx = order[ok & (c == level)]
-            fold_of[idx] = torch.arange(idx.numel()) % nf
-        train = torch.stack([(fold_of != f) & (fold_of >= 0) for f in range(nf)])
-        self._fold_of = fold_of.to(self.device)
-        return train.to(device=self.device, dtype=self.dtype)
-
-    def held_out(self, head: BatchedLinearHead, first_fold: int, X: Tensor) -> Tensor:
-        """Held-out scores (N x K): each sample scored by the fold head that did not see it
-        (the fold heads are problems ``first_fold .. first_fold + n_folds`` of ``head``)."""
-        sl = slice(first_fold, first_fold + self.cfg.n_folds)
-        # score only the fold heads, not every bootstrap/permutation refit
-        scores = torch.einsum("nd,fkd->fnk", X, head.coef_[sl]) + head.intercept_[sl, None, :]
-        idx = self._fold_of.clamp_min(0)
-        return scores[idx, torch.arange(X.shape[0], device=self.device)]
-
-    # ------------------------------------------------------------------ strata
-    def class_means(self, M: Tensor) -> Tensor:
-        """Per-sample mean of M's rows over the valid samples of the sample's label."""
-        out = torch.zeros_like(M)
-        for s in torch.unique(self.strata).tolist():
-            in_s = (self.strata == s).to(self.device)
-            m = in_s & self.valid
-            if m.any():
-                out[in_s] = M[m].mean(0)
-        return out
-
-    def center(self, M: Tensor) -> Tensor:
-        """M centred within each label over valid samples (zero where invalid)."""
-        return torch.where(self.valid[:, None], M - self.class_means(M), 0.0)
-
-
-def _chunks(n: int, size: int = 65536):
-    return [slice(i, i + size) for i in range(0, n, size)]
-
-
-def _safe_std(Z: Tensor) -> Tensor:
+def _safe_std(Z: Tensor, size: int) -> Tensor:
     """Column standard deviation (unbiased), by chunks, 1 where a column is constant."""
     n = Z.shape[0]
     mean = torch.zeros(Z.shape[1], dtype=torch.float64, device=Z.device)
-    for sl in _chunks(n):
+    for sl in stats.chunks(n, size):
         mean += Z[sl].to(torch.float64).sum(0)
     mean /= max(n, 1)
     ss = torch.zeros_like(mean)
     amax = torch.zeros_like(mean)
-    for sl in _chunks(n):
+    for sl in stats.chunks(n, size):
         c = Z[sl].to(torch.float64)
         ss += ((c - mean) ** 2).sum(0)
         amax = torch.maximum(amax, c.abs().amax(0))

@@ -27,10 +27,13 @@ import torch
 from torch import Tensor
 
 from .metrics import weighted_corr
+from .stats import DEFAULT_BUDGET_MB, chunk_rows, chunks
 
 
 # --------------------------------------------------------------------------- geometry
-def pca_basis(Z: Tensor, variance: float = 0.99, min_components: int = 50) -> tuple[Tensor, float]:
+def pca_basis(
+    Z: Tensor, variance: float = 0.99, min_components: int = 50, rows: int | None = None
+) -> tuple[Tensor, float]:
     """Orthonormal basis of the principal subspace of the centred embeddings.
 
     Returns the basis (k x d) with ``k`` the number of components that explain
@@ -39,8 +42,9 @@ def pca_basis(Z: Tensor, variance: float = 0.99, min_components: int = 50) -> tu
     """
     mean = Z.mean(0, keepdim=True)
     cov = torch.zeros(Z.shape[1], Z.shape[1], dtype=Z.dtype, device=Z.device)
-    for start in range(0, Z.shape[0], 65536):  # chunks: no centred copy of Z
-        Zc = Z[start : start + 65536] - mean
+    rows = rows or chunk_rows(2 * Z.shape[1], DEFAULT_BUDGET_MB, Z.element_size())
+    for sl in chunks(Z.shape[0], rows):  # no centred copy of Z
+        Zc = Z[sl] - mean
         cov += Zc.T @ Zc
     cov = cov.to(torch.float64) / max(Z.shape[0] - 1, 1)
     evals, evecs = torch.linalg.eigh(cov)

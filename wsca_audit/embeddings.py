@@ -16,16 +16,16 @@ import numpy as np
 
 from .errors import AuditError, AuditWarning
 from .primary import PrimaryHead
+from .stats import DEFAULT_BUDGET_MB, chunk_rows, chunks
 from .validation import as_array, check_consistent_length
 
 KINDS = ("categorical", "continuous")
 
 
-def _nonfinite_rows(Z: np.ndarray, chunk: int = 65536) -> np.ndarray:
+def _nonfinite_rows(Z: np.ndarray, chunk: int | None = None) -> np.ndarray:
     """Rows holding NaN or inf, checked in chunks (Z may be a memory-mapped file)."""
-    return np.concatenate(
-        [~np.isfinite(Z[i : i + chunk]).all(1) for i in range(0, Z.shape[0], chunk)]
-    )
+    chunk = chunk or chunk_rows(Z.shape[1], DEFAULT_BUDGET_MB, Z.itemsize)
+    return np.concatenate([~np.isfinite(Z[sl]).all(1) for sl in chunks(Z.shape[0], chunk)])
 
 
 def missing_mask(values: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .embeddings import missing_mask
+from .levels import code_levels
 from .primary import metric_values
 from .stats import ci_block
 
@@ -50,20 +50,10 @@ def rankable(levels: dict, metric: str) -> list[tuple[float, str]]:
 
 
 def group_codes(values: np.ndarray, kind: str) -> tuple[np.ndarray, list[str]]:
-    """Group index per sample (-1: missing) and group names."""
-    miss = missing_mask(values)
-    codes = np.full(len(values), -1, dtype=np.int64)
-    if kind == "continuous":
-        x = values.astype(np.float64)
-        edges = np.unique(np.quantile(x[~miss], [0.0, 0.25, 0.5, 0.75, 1.0]))
-        if len(edges) < 2:
-            return codes, []
-        bins = np.clip(np.searchsorted(edges, x[~miss], side="right") - 1, 0, len(edges) - 2)
-        used, codes[~miss] = np.unique(bins, return_inverse=True)
-        names = [f"[{edges[b]:.4g}, {edges[b + 1]:.4g}]" for b in used]
-        return codes, names
-    levels, codes[~miss] = np.unique(values[~miss].astype(str), return_inverse=True)
-    return codes, [str(v) for v in levels]
+    """Group index per sample (-1: missing) and group names; continuous variables by
+    quartile (see :func:`wsca_audit.levels.code_levels`)."""
+    levels = code_levels(values, kind, n_bins=4, binning="quantile")
+    return levels.codes, levels.labels
 
 
 def subgroup_performance(

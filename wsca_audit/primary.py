@@ -39,6 +39,7 @@ __all__ = [
     "label_codes",
     "logits_of",
     "metric_values",
+    "output_contrasts",
     "outputs_auc",
     "predictions",
     "primary_score",
@@ -118,6 +119,19 @@ def contrasts(weight: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- scores
+def output_contrasts(n_outputs: int, dtype=torch.float32, device=None) -> Tensor:
+    """Rows map logits to the contrasts the prediction rests on (see :func:`contrasts`).
+
+    One output: itself; two: ``z1 - z0``; ``C >= 3``: each logit minus the mean logit.
+    """
+    if n_outputs == 1:
+        return torch.ones(1, 1, dtype=dtype, device=device)
+    if n_outputs == 2:
+        return torch.tensor([[-1.0, 1.0]], dtype=dtype, device=device)
+    eye = torch.eye(n_outputs, dtype=dtype, device=device)
+    return eye - 1.0 / n_outputs
+
+
 def logits_of(output: Any) -> Tensor:
     """The logits tensor of a model output (a tensor, a tuple's first item, or ``.logits``)."""
     if isinstance(output, Tensor):

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from .. import correlation as corr
-from .base import Measure
+from ..primary import output_contrasts
+from .base import Computed, Measure
 
 
 class Alignment(Measure):
@@ -45,29 +46,17 @@ class Alignment(Measure):
         head = linear_head(task.W * task.sd_w, task.b)
         contrasts = output_contrasts(task.W.shape[0], task.dtype, task.device)
         matrix = layer_alignment(head, contrasts, task.Zws, coef, weights)
-        task.per_class["attribution"] = {
+        per_class = {
             "rows": task.contrast_rows,
             "cols": task.level_cols,
             "matrix": task.rows(matrix[0]),
         }
-        return {
+        block = {
             "method": "captum.attr.LayerGradientXActivation",
             "reference": "class mean",
             **task.ci_block(corr.max_abs(matrix)),
         }
-
-
-def output_contrasts(n_outputs: int, dtype=torch.float32, device=None) -> Tensor:
-    """Rows map logits to the contrasts the prediction rests on (see ``primary_contrasts``).
-
-    One output: itself; two: ``z1 - z0``; ``C >= 3``: each logit minus the mean logit.
-    """
-    if n_outputs == 1:
-        return torch.ones(1, 1, dtype=dtype, device=device)
-    if n_outputs == 2:
-        return torch.tensor([[-1.0, 1.0]], dtype=dtype, device=device)
-    eye = torch.eye(n_outputs, dtype=dtype, device=device)
-    return eye - 1.0 / n_outputs
+        return Computed(block, per_class)
 
 
 def linear_head(weight: Tensor, bias: Tensor | None = None) -> nn.Linear:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from ..errors import AuditError
 from ..formatting import ci_text, fmt
@@ -20,6 +20,15 @@ INTERVAL_SCHEMA = {"$ref": "#/$defs/interval"}
 TESTED_SCHEMA = {"$ref": "#/$defs/tested"}
 
 _REGISTRY: dict[str, Measure] = {}
+
+
+class Computed(NamedTuple):
+    """What a measure returns for one task: its report block and, optionally, its
+    per-class matrix (``{"rows", "cols", "matrix"}``, filed under the task's
+    ``per_class[<report key>]``)."""
+
+    block: dict | None
+    per_class: dict | None = None
 
 
 class Measure:
@@ -86,9 +95,15 @@ class Measure:
         """Whether the measure runs with these :class:`~wsca_audit.AuditSettings`."""
         return True
 
-    def compute(self, task: Any) -> dict | None:
-        """The measure's block for one task (None: nothing to report)."""
+    def compute(self, task: Any) -> dict | Computed | None:
+        """The measure's block for one task (None: nothing to report), or a
+        :class:`Computed` with its per-class matrix too."""
         raise NotImplementedError
+
+    def run(self, task: Any) -> Computed:
+        """:meth:`compute`, always as a :class:`Computed`."""
+        out = self.compute(task)
+        return out if isinstance(out, Computed) else Computed(out)
 
     # ------------------------------------------------------------------ how it is shown
     def headers(self, level: float = 0.95) -> tuple[str, ...]:

@@ -38,7 +38,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .. import metrics
+from .. import metrics, stats
 from ..formatting import ci_text
 from .base import Measure
 
@@ -84,7 +84,9 @@ class Effect(Measure):
         if task.selects:
             return self._cross_fitted(task, x, weights)
         # one contrast and one level contrast (or a slope): nothing to choose
-        coef, sd = _within_class_fit(task.primary_logits, x, weights, task.strata_onehot)
+        coef, sd = _within_class_fit(
+            task.contrast_scores, x, weights, task.strata_onehot, _rows(task, weights, x)
+        )
         if task.kind == "categorical":  # binary: level 1 minus level 0, signed
             out = {**task.ci_block(coef[:, 0, 0] / sd[:, 0]), "unit": "logit_sd"}
             if task.contrast_rows != ["1-0"]:  # a single-logit head
@@ -104,10 +106,12 @@ class Effect(Measure):
         on the other (and the other way round, averaged), so that choosing the largest of
         many noisy differences does not inflate the size: a shortcut-free head stays near
         0 however many levels the variable has."""
-        onehot, s = task.strata_onehot, task.primary_logits
+        onehot, s = task.strata_onehot, task.contrast_scores
         halves = task.halves  # (N,) 0 / 1 over the valid samples, -1 elsewhere
         fits = [
-            _within_class_fit(s, x, weights * (halves == h).to(weights.dtype), onehot)
+            _within_class_fit(
+                s, x, weights * (halves == h).to(weights.dtype), onehot, _rows(task, weights, x)
+            )
             for h in (0, 1)
         ]
         # every resample makes its own choices (the whole procedure is bootstrapped: with
@@ -124,7 +128,7 @@ class Effect(Measure):
         out = {**task.ci_block(values), "unit": "logit_sd", "selection": "cross-fitted halves"}
         # what the whole sample points at (names only: the size is the cross-fitted one,
         # whose halves may each have chosen otherwise)
-        coef, sd = _within_class_fit(s, x, task.v[None], onehot)
+        coef, sd = _within_class_fit(s, x, task.v[None], onehot, _rows(task, task.v[None], x))
         j, high, low = self._choose(task, coef[0], sd[0])
         if task.contrast_rows != ["1-0"]:
             out["contrast"] = task.contrast_rows[j]
@@ -237,6 +241,13 @@ def _best_groups(b: Tensor, counts: Tensor, components: Tensor) -> tuple[float, 
     return best[0], best[1].to(device), best[2].to(device)
 
 
+def _rows(task, weights: Tensor, x: Tensor) -> int:
+    """Samples per chunk of :func:`_within_class_fit` under the audit's budget: two
+    float64 (B, rows, width) temporaries."""
+    width = max(x.shape[1], task.contrast_scores.shape[1], task.strata_onehot.shape[1])
+    return task.chunk_rows(weights.shape[0] * width * 2, 8)
+
+
 def _within_class_fit(
     s: Tensor, x: Tensor, weights: Tensor, onehot: Tensor, chunk: int | None = None
 ):
@@ -251,7 +262,8 @@ def _within_class_fit(
     out_dtype = x.dtype
     w, x, s, onehot = (t.to(torch.float64) for t in (weights, x, s, onehot))  # (B, N), ...
     n_b, n = w.shape
-    step = chunk or max(1, 2**24 // (n_b * max(x.shape[1], s.shape[1], onehot.shape[1])))
+    width = max(x.shape[1], s.shape[1], onehot.shape[1])
+    step = chunk or stats.chunk_rows(n_b * width * 2, stats.DEFAULT_BUDGET_MB, 8)
     n_c = w @ onehot  # (B, C) weighted class sizes
     sx_c = sum_sc = sxx = sxs = 0  # per-class sums of x and s; raw cross-products
     for i in range(0, n, step):

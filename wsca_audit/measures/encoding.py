@@ -22,9 +22,7 @@ class Encoding(Measure):
 
     name = "encoding"
     label = "encoding"
-    explanation = (
-        "whether the metadata can be read from the embedding at all (held-out AUC or R²)"
-    )
+    explanation = "whether the metadata can be read from the embedding at all (held-out AUC or R²)"
     panel = "encoding"
     schema: ClassVar[dict] = {
         "allOf": [{"$ref": "#/$defs/interval"}],

@@ -38,7 +38,7 @@ from torch import Tensor
 from .. import correlation as corr
 from .. import stats
 from ..metrics import canonical_corr, canonical_corr_of_cov, weighted_cov
-from .base import TESTED_SCHEMA, Measure
+from .base import TESTED_SCHEMA, Computed, Measure
 
 # Above this (squared) correlation of heads fitted to the permuted variable, usage is
 # not reported: noise heads would match more than half of the primary logits' variance,
@@ -79,7 +79,7 @@ class Usage(Measure):
         # which levels carry it: the per-level matrix of the point fit
         primary0, aux0 = self._logits(task, head, weights, 0, 1)
         matrix0 = corr.usage_matrix(primary0, aux0, weights[:1])
-        task.per_class["usage"] = {
+        per_class = {
             "rows": task.contrast_rows,
             "cols": task.level_cols,
             "matrix": task.rows(matrix0[0]),
@@ -104,10 +104,10 @@ class Usage(Measure):
             block["p_value"] = stats.permutation_p(float(stat[0]), stat[1:])
             if reported:  # on usage's scale (none when usage is not reported)
                 block["null_mean"] = float(null.double().mean())
-                block["null_q95"] = float(torch.quantile(null.double(), 0.95))
+                block["null_q95"] = stats.null_quantile(null)
         else:
             block["p_value"] = math.nan
-        return block
+        return Computed(block, per_class)
 
     @staticmethod
     def _logits(task, head, weights, start: int, stop: int) -> tuple[Tensor, Tensor]:
@@ -119,7 +119,7 @@ class Usage(Measure):
         if aux.shape[-1] > 1:  # a softmax head: its logits relative to their mean
             aux = aux - aux.mean(-1, keepdim=True)
         w, onehot = weights[start:stop], task.strata_onehot
-        primary = stats.within_class_centered(task.primary_logits_w, w, onehot)
+        primary = stats.within_class_centered(task.contrast_scores_w, w, onehot)
         return primary, stats.within_class_centered(aux, w, onehot)
 
     def _canonical(self, task, head, weights) -> dict:
@@ -134,7 +134,7 @@ class Usage(Measure):
         nb, npm = task.cfg.n_bootstrap, task.cfg.n_permutations
         n_problems = weights.shape[0]
         k = head.coef_.shape[1]
-        step = max(1, 2**22 // (task.n * (k + task.contrasts.shape[0])))
+        step = task.chunk_rows(task.n * (k + task.contrasts.shape[0]) * 4)
         p = task.contrasts.shape[0]
         rho, covs = [], []
         for i in range(0, n_problems, step):
@@ -188,13 +188,13 @@ class Usage(Measure):
         else:
             perm = task.target_std[task.perm_idx][..., None]
         means = task.class_means(target)[None]
-        logits = task.center(task.primary_logits_w)
+        logits = task.center(task.contrast_scores_w)
         if not task.selects:
             ms = torch.cat([target[None], perm]) - means
             weights = task.v[None].expand(1 + task.cfg.n_permutations, task.n)
             return corr.max_abs(corr.usage_matrix(logits, ms, weights))
         ms = torch.cat([target[None], perm])
-        step = max(1, 2**22 // (task.n * (ms.shape[-1] + logits.shape[-1])))
+        step = task.chunk_rows(task.n * (ms.shape[-1] + logits.shape[-1]) * 4)
         return torch.cat([
             canonical_corr(logits, ms[i : i + step] - means,
                                 task.v[None].expand(ms[i : i + step].shape[0], task.n))

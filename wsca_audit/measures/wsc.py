@@ -14,7 +14,7 @@ import torch
 
 from .. import correlation as corr
 from .. import stats
-from .base import TESTED_SCHEMA, Measure
+from .base import TESTED_SCHEMA, Computed, Measure
 
 
 class WSC(Measure):
@@ -40,9 +40,9 @@ class WSC(Measure):
         values = corr.max_abs(matrix)
         null = values[1 + nb :]
         p = stats.permutation_p(float(values[0]), null) if npm else math.nan
-        task.per_class["wsc"] = {
+        per_class = {
             "rows": [str(c) for c in range(task.primary_vectors.shape[0])],
             "cols": task.levels,
             "matrix": task.rows(matrix[0]),
         }
-        return task.ci_block_with_p(values, null, p)
+        return Computed(task.ci_block_with_p(values, null, p), per_class)
