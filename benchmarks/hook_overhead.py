@@ -58,7 +58,7 @@ def main() -> None:
         sync()
 
     def audited():
-        auditor = wa.Auditor(model, metadata={"scanner": "categorical", "age": "continuous"})
+        auditor = wa.Auditor(model, kinds={"scanner": "categorical", "age": "continuous"})
         with (
             auditor.collect(),
             torch.inference_mode(),

@@ -34,7 +34,7 @@ def marker(x, on):
 
 
 def audit(model, split, with_targets=True, **kw):
-    aud = wa.Auditor(model, metadata={"artefact": "categorical"})
+    aud = wa.Auditor(model, kinds={"artefact": "categorical"})
     with aud.collect(), torch.no_grad():
         model(torch.as_tensor(split.eval_x))
         aud.record(

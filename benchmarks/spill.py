@@ -54,7 +54,7 @@ def child(n: int, d: int, budget: float | None, refits: int) -> dict:
     mix = torch.randn(8, d, generator=g) / 3
     torch.manual_seed(0)  # the same head in every process
     head = torch.nn.Linear(d, 2).eval()
-    auditor = wa.Auditor(head, metadata={"site": "categorical"}, max_memory_mb=budget)
+    auditor = wa.Auditor(head, kinds={"site": "categorical"}, max_memory_mb=budget)
     t0 = time.perf_counter()
     with auditor.collect(), torch.no_grad():
         for _ in range(0, n, 4096):

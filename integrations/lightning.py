@@ -22,7 +22,7 @@ from typing import Any
 
 import wsca_audit as wa
 
-from .plain import default_batch_fn
+from .plain import default_batch_fn, renamed_keyword
 
 try:  # Lightning 2.x ships as `lightning` (and the older `pytorch_lightning`)
     from lightning.pytorch.callbacks import Callback
@@ -35,8 +35,10 @@ class WSCACallback(Callback):
 
     Parameters
     ----------
-    metadata_keys : mapping of str to {"categorical", "continuous"}, or sequence of str
-        Metadata to audit, read from each batch by key (kinds inferred from a sequence).
+    kinds : mapping of str to {"categorical", "continuous"}, or sequence of str
+        Metadata to audit, read from each batch by key (kinds inferred from a sequence of
+        names), as ``kinds=`` of :class:`wsca_audit.Auditor`. ``metadata_keys=`` is its
+        old name (deprecated).
     metadata_fn : callable, optional
         ``metadata_fn(batch) -> (targets, {name: values})`` when batches are not
         ``(x, y, meta)`` tuples or dicts holding the keys (see
@@ -72,8 +74,9 @@ class WSCACallback(Callback):
 
     def __init__(
         self,
-        metadata_keys: Mapping[str, str] | Sequence[str],
+        kinds: Mapping[str, str] | Sequence[str] | None = None,
         *,
+        metadata_keys: Mapping[str, str] | Sequence[str] | None = None,
         metadata_fn: Callable[[Any], tuple[Any, dict]] | None = None,
         every_n_epochs: int = 1,
         stage: str = "validation",
@@ -87,12 +90,15 @@ class WSCACallback(Callback):
             raise wa.AuditError(f"stage must be 'validation' or 'test'; got {stage!r}")
         if every_n_epochs < 1:
             raise wa.AuditError("every_n_epochs must be >= 1")
-        if isinstance(metadata_keys, Mapping):
-            self.metadata_kinds: dict[str, str] | None = dict(metadata_keys)
-            names = list(metadata_keys)
+        kinds = renamed_keyword("metadata_keys", "kinds", metadata_keys, kinds, "WSCACallback")
+        if kinds is None:
+            raise wa.AuditError("WSCACallback needs kinds= (the metadata names, or names -> kind)")
+        if isinstance(kinds, Mapping):
+            self.kinds: dict[str, str] | None = dict(kinds)
+            names = list(kinds)
         else:
-            self.metadata_kinds, names = None, list(metadata_keys)
-        self.metadata_keys = names
+            self.kinds, names = None, list(kinds)
+        self.names = names
         self.metadata_fn = metadata_fn or default_batch_fn(names)
         self.every_n_epochs = every_n_epochs
         self.stage = stage
@@ -112,9 +118,7 @@ class WSCACallback(Callback):
     @property
     def state_key(self) -> str:
         """Key of this callback's state in ``checkpoint["callbacks"]``."""
-        return self._generate_state_key(
-            stage=self.stage, module=self.module, metadata=self.metadata_keys
-        )
+        return self._generate_state_key(stage=self.stage, module=self.module, metadata=self.names)
 
     def state_dict(self) -> dict[str, Any]:
         """``results_`` as ``{"results": [{"epoch": int, "report": dict}, ...]}`` (JSON-safe)."""
@@ -145,7 +149,7 @@ class WSCACallback(Callback):
         if not self._active(trainer):
             return
         model = getattr(pl_module, self.module) if self.module else pl_module
-        self._auditor = wa.Auditor(model, layer=self.layer, metadata=self.metadata_kinds).attach()
+        self._auditor = wa.Auditor(model, layer=self.layer, kinds=self.kinds).attach()
 
     def _batch(self, batch) -> None:
         if self._auditor is None:

@@ -9,8 +9,9 @@ the evaluation run with :func:`wsca_audit.log_to_mlflow`.
 
 ``evaluator_config={"wsca": {...}}`` keys (MLflow wants one config per evaluator name):
 
-- ``metadata`` (required): ``{column: "categorical" | "continuous" | None}``; these
-  columns of ``data`` are audit variables, not model inputs.
+- ``kinds`` (required): ``{column: "categorical" | "continuous"}``, as ``kinds=`` of
+  :class:`wsca_audit.Auditor`; these columns of ``data`` are audit variables, not model
+  inputs (``metadata`` is its old name, deprecated).
 - ``feature_columns``: model input columns (default: every other column). A single column
   whose cells are arrays is stacked (images, sequences).
 - ``input_shape``: shape of one sample, e.g. ``[1, 28, 28]``; rows are reshaped to it.
@@ -20,7 +21,7 @@ the evaluation run with :func:`wsca_audit.log_to_mlflow`.
 Example
 -------
 >>> mlflow.models.evaluate(model_uri, data=df, targets="label", model_type="classifier",
-...     evaluators=["wsca"], evaluator_config={"wsca": {"metadata": {"site": "categorical"}}})
+...     evaluators=["wsca"], evaluator_config={"wsca": {"kinds": {"site": "categorical"}}})
 ... # doctest: +SKIP
 """
 
@@ -33,11 +34,22 @@ from mlflow.models.evaluation import EvaluationResult, ModelEvaluator
 
 import wsca_audit as wa
 
-_KNOWN = {"metadata", "feature_columns", "input_shape", "layer", "batch_size", "device", "settings"}
+from .plain import renamed_keyword
+
+_KNOWN = {
+    "kinds",
+    "metadata",
+    "feature_columns",
+    "input_shape",
+    "layer",
+    "batch_size",
+    "device",
+    "settings",
+}
 
 
 def _inputs(features, config: dict) -> np.ndarray:
-    meta_cols = set(config["metadata"])
+    meta_cols = set(config["kinds"])
     missing = meta_cols - set(features.columns)
     if missing:
         raise wa.AuditError(
@@ -64,7 +76,8 @@ class WSCAEvaluator(ModelEvaluator):
 
     @classmethod
     def can_evaluate(cls, *, model_type: str, evaluator_config: dict, **kwargs: Any) -> bool:
-        return model_type == "classifier" and "metadata" in (evaluator_config or {})
+        config = evaluator_config or {}
+        return model_type == "classifier" and ("kinds" in config or "metadata" in config)
 
     def evaluate(
         self,
@@ -84,6 +97,10 @@ class WSCAEvaluator(ModelEvaluator):
             raise wa.AuditError(
                 f"unknown wsca evaluator_config keys {sorted(unknown)}; known: {sorted(_KNOWN)}"
             )
+        config["kinds"] = renamed_keyword(
+            "metadata", "kinds", config.pop("metadata", None), config.get("kinds"),
+            "evaluator_config",
+        )  # fmt: skip
         if model is None:
             raise wa.AuditError("the wsca evaluator needs a model (not a static predictions table)")
         net = model.get_raw_model() if hasattr(model, "get_raw_model") else None
@@ -103,10 +120,10 @@ class WSCAEvaluator(ModelEvaluator):
         features = dataset.features_data
         x = _inputs(features, config)
         y = np.asarray(dataset.labels_data)
-        meta = {c: features[c].to_numpy() for c in config["metadata"]}
+        meta = {c: features[c].to_numpy() for c in config["kinds"]}
         device = torch.device(config.get("device") or next(net.parameters()).device)
         net = net.to(device).eval()
-        auditor = wa.Auditor(net, layer=config.get("layer", "auto"), metadata=config["metadata"])
+        auditor = wa.Auditor(net, layer=config.get("layer", "auto"), kinds=config["kinds"])
         bs = int(config.get("batch_size", 256))
         with auditor.collect(), torch.inference_mode():
             for i in range(0, len(x), bs):

@@ -12,12 +12,29 @@ A batch is read with ``batch_fn(batch) -> (targets, metadata)``; the default und
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import wsca_audit as wa
 
 _LABEL_KEYS = ("labels", "label", "targets", "target", "y")
+
+
+def renamed_keyword(old: str, new: str, old_value: Any, new_value: Any, where: str) -> Any:
+    """The value of a keyword renamed from ``old`` to ``new`` (the metadata's kinds are
+    ``kinds=`` everywhere, their values ``metadata=``): the old one still works, with a
+    ``DeprecationWarning``; both at once are an error."""
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise wa.AuditError(f"{where}: pass {new}= only ({old}= is its old name)")
+    warnings.warn(
+        f"{where}({old}=...) is now {where}({new}=...); the old keyword will be removed",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return old_value
 
 
 def default_batch_fn(metadata_names: Iterable[str]) -> Callable[[Any], tuple[Any, dict]]:
@@ -77,6 +94,7 @@ def audit_loop(
     model: Any,
     loader: Iterable,
     *args: Any,
+    kinds: Mapping[str, str] | None = None,
     metadata: Mapping[str, str] | None = None,
     batch_fn: Callable[[Any], tuple[Any, dict]] | None = None,
     ids_fn: Callable[[Any], Any] | None = None,
@@ -102,14 +120,15 @@ def audit_loop(
     >>> g = torch.Generator().manual_seed(0)
     >>> xs = [torch.randn(40, 4, generator=g) for _ in range(5)]
     >>> loader = [(x, (x[:, 0] > 0).long(), {"site": (x[:, 1] > 0).long()}) for x in xs]
-    >>> correct, result = audit_loop(evaluate, model, loader, metadata={"site": "categorical"},
+    >>> correct, result = audit_loop(evaluate, model, loader, kinds={"site": "categorical"},
     ...                              analyze_kwargs={"n_bootstrap": 20, "n_permutations": 20,
     ...                                              "progress": False})
     >>> result["n_samples"], sorted(result.tasks)
     (200, ['site'])
     """
-    auditor = wa.Auditor(model, layer=layer, metadata=metadata)
-    reader = batch_fn or default_batch_fn(metadata or {})
+    kinds = renamed_keyword("metadata", "kinds", metadata, kinds, "audit_loop")
+    auditor = wa.Auditor(model, layer=layer, kinds=kinds)
+    reader = batch_fn or default_batch_fn(kinds or {})
     wrapped = _RecordingLoader(loader, auditor, reader, ids_fn)
     with auditor.collect():
         out = evaluate(model, wrapped, *args, **kwargs)
@@ -118,8 +137,9 @@ def audit_loop(
 
 
 def audited(
-    metadata: Mapping[str, str] | None = None,
+    kinds: Mapping[str, str] | None = None,
     *,
+    metadata: Mapping[str, str] | None = None,
     batch_fn: Callable[[Any], tuple[Any, dict]] | None = None,
     ids_fn: Callable[[Any], Any] | None = None,
     layer: Any = "auto",
@@ -147,6 +167,8 @@ def audited(
     200
     """
 
+    kinds = renamed_keyword("metadata", "kinds", metadata, kinds, "audited")
+
     def wrap(evaluate: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(evaluate)
         def run(model: Any, loader: Iterable, *args: Any, **kwargs: Any) -> Any:
@@ -155,7 +177,7 @@ def audited(
                 model,
                 loader,
                 *args,
-                metadata=metadata,
+                kinds=kinds,
                 batch_fn=batch_fn,
                 ids_fn=ids_fn,
                 layer=layer,

@@ -26,6 +26,8 @@ import numpy as np
 
 import wsca_audit as wa
 
+from .plain import renamed_keyword
+
 try:
     from transformers import TrainerCallback
 except ImportError as exc:  # pragma: no cover - depends on what is installed
@@ -61,8 +63,9 @@ class WSCATrainerCallback(TrainerCallback):
 
     Parameters
     ----------
-    metadata_columns : mapping of str to {"categorical", "continuous"}
-        Columns of ``eval_dataset`` to audit.
+    kinds : mapping of str to {"categorical", "continuous"}
+        Columns of ``eval_dataset`` to audit, as ``kinds=`` of :class:`wsca_audit.Auditor`
+        (``metadata_columns=`` is its old name, deprecated).
     eval_dataset : datasets.Dataset, mapping of column -> values, or sequence of dict rows
         The evaluation data, in the order the Trainer evaluates it (its own
         ``eval_dataset``, or the columns that ``remove_unused_columns`` strips from it).
@@ -81,15 +84,21 @@ class WSCATrainerCallback(TrainerCallback):
 
     def __init__(
         self,
-        metadata_columns: Mapping[str, str],
-        eval_dataset: Any,
+        kinds: Mapping[str, str] | None = None,
+        eval_dataset: Any = None,
         *,
+        metadata_columns: Mapping[str, str] | None = None,
         label_column: str = "labels",
         layer: Any = "auto",
         log_to_mlflow: bool | None = None,
         **analyze_kwargs: Any,
     ) -> None:
-        self.metadata_columns = dict(metadata_columns)
+        kinds = renamed_keyword(
+            "metadata_columns", "kinds", metadata_columns, kinds, "WSCATrainerCallback"
+        )
+        if kinds is None or eval_dataset is None:
+            raise wa.AuditError("WSCATrainerCallback needs kinds= and eval_dataset=")
+        self.kinds = dict(kinds)
         self.eval_dataset = eval_dataset
         self.label_column = label_column
         self.layer = layer
@@ -111,7 +120,7 @@ class WSCATrainerCallback(TrainerCallback):
                 labels = _column(self.eval_dataset, label)
             except wa.AuditError:
                 labels = _column(self.eval_dataset, "label")
-            cols = {name: _column(self.eval_dataset, name) for name in self.metadata_columns}
+            cols = {name: _column(self.eval_dataset, name) for name in self.kinds}
             self._columns = {"__labels__": labels, **cols}
         return self._columns
 
@@ -119,7 +128,7 @@ class WSCATrainerCallback(TrainerCallback):
         if self._auditor is not None or model is None:
             return
         self._auditor = wa.Auditor(
-            model, layer=self.layer, metadata=self.metadata_columns, skip_train_mode=True
+            model, layer=self.layer, kinds=self.kinds, skip_train_mode=True
         ).attach()
 
     def _detach(self) -> None:
@@ -160,7 +169,7 @@ class WSCATrainerCallback(TrainerCallback):
         sl = slice(self._offset, end)
         self._auditor.record(
             targets=cols["__labels__"][sl],
-            metadata={name: cols[name][sl] for name in self.metadata_columns},
+            metadata={name: cols[name][sl] for name in self.kinds},
         )
         self._offset = end
 

@@ -44,7 +44,7 @@ def main(out: Path) -> None:
     ds = TensorDataset(torch.arange(len(x)))
     sampler = DistributedSampler(ds, shuffle=True, seed=1, drop_last=False)
     loader = DataLoader(ds, batch_size=64 if rank == 0 else 50, sampler=sampler)
-    auditor = wa.Auditor(net, metadata={"site": "categorical", "ink": "continuous"})
+    auditor = wa.Auditor(net, kinds={"site": "categorical", "ink": "continuous"})
     with auditor.collect(), torch.no_grad():
         for (idx,) in loader:
             net(x[idx])

@@ -75,7 +75,7 @@ def _loop(model, auditor, n_batches=3, bs=20, seed=0):
     ],
 )
 def test_auto_finds_the_last_linear_in_forward_order(model, layer_name, embed):
-    auditor = wa.Auditor(model, metadata={"site": "categorical"})
+    auditor = wa.Auditor(model, kinds={"site": "categorical"})
     x = _loop(model, auditor)
     es = auditor.embeddings()
     assert auditor.layer_name == layer_name
@@ -89,7 +89,7 @@ def test_auto_finds_the_last_linear_in_forward_order(model, layer_name, embed):
 def test_named_layer_and_module_object_and_next_linear_head():
     model = DictOut().eval()
     for layer in ("classifier", model.classifier):
-        auditor = wa.Auditor(model, layer=layer, metadata={"site": "categorical"})
+        auditor = wa.Auditor(model, layer=layer, kinds={"site": "categorical"})
         x = _loop(model, auditor)
         es = auditor.embeddings()
         assert auditor.layer_name == "classifier"
@@ -100,7 +100,7 @@ def test_named_layer_and_module_object_and_next_linear_head():
 
 def test_hooks_removed_on_exit_and_on_exception_and_data_kept():
     model = HeadFirst().eval()
-    auditor = wa.Auditor(model, metadata={"site": "categorical"})
+    auditor = wa.Auditor(model, kinds={"site": "categorical"})
 
     def n_hooks():
         return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
@@ -146,7 +146,7 @@ def test_model_without_linear_head():
 
 def test_record_errors():
     model = nn.Sequential(nn.Linear(4, 2)).eval()
-    auditor = wa.Auditor(model, metadata={"site": "categorical"})
+    auditor = wa.Auditor(model, kinds={"site": "categorical"})
     with pytest.raises(AuditError, match="no forward pass"):
         auditor.record(targets=[0, 1])
     with auditor.collect():
@@ -163,7 +163,7 @@ def test_record_errors():
 
 def test_train_mode_warns_and_lands_in_report():
     model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))  # train mode
-    auditor = wa.Auditor(model, metadata={"site": "categorical"})
+    auditor = wa.Auditor(model, kinds={"site": "categorical"})
     with pytest.warns(wa.AuditWarning, match="train mode"):
         _loop(model, auditor, n_batches=5)
     res = auditor.analyze(n_bootstrap=10, n_permutations=10, progress=False)
@@ -172,7 +172,7 @@ def test_train_mode_warns_and_lands_in_report():
 
 def test_attach_detach_lifecycle():
     model = HeadFirst().eval()
-    auditor = wa.Auditor(model, metadata={"site": "categorical"})
+    auditor = wa.Auditor(model, kinds={"site": "categorical"})
 
     def n_hooks():
         return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
@@ -246,7 +246,7 @@ def test_the_model_name_titles_the_report():
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
     titles = []
     for name in (None, "resnet-site-a"):
-        auditor = wa.Auditor(model, metadata={"site": "categorical"}, name=name)
+        auditor = wa.Auditor(model, kinds={"site": "categorical"}, name=name)
         with auditor.collect(), torch.no_grad():
             x = torch.randn(200, 4)
             model(x)
@@ -257,3 +257,46 @@ def test_the_model_name_titles_the_report():
     assert titles == ["WSCA audit: Sequential", "WSCA audit: resnet-site-a"]
     with pytest.raises(AuditError, match="name must be a string"):
         wa.Auditor(model, name=3)
+
+
+# --------------------------------------------------------------------------- names
+def test_kinds_is_the_word_for_kinds_and_the_old_keyword_still_works():
+    """One word for a variable's kind (``kinds=``) and one for its values (``metadata=``)
+    in Auditor, record and analyze; ``Auditor(metadata=...)`` warns and works."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    new = wa.Auditor(model, kinds={"site": "categorical"})
+    with pytest.warns(DeprecationWarning, match=r"Auditor\(kinds=\.\.\.\)"):
+        old = wa.Auditor(model, metadata={"site": "categorical"})
+    assert new.kinds == old.kinds == {"site": "categorical"}
+    with pytest.raises(wa.AuditError, match="kinds= only"):
+        wa.Auditor(model, kinds={"site": "categorical"}, metadata={"site": "categorical"})
+    assert wa.Auditor(model, "auto", {"site": "continuous"}).kinds == {"site": "continuous"}
+
+
+def test_the_integrations_take_kinds_and_warn_on_their_old_keywords():
+    from wsca_audit.integrations.lightning import WSCACallback
+    from wsca_audit.integrations.plain import audit_loop
+    from wsca_audit.integrations.transformers import WSCATrainerCallback
+
+    assert WSCACallback(kinds={"site": "categorical"}).kinds == {"site": "categorical"}
+    with pytest.warns(DeprecationWarning, match="metadata_keys"):
+        cb = WSCACallback(metadata_keys=["site"])
+    assert cb.names == ["site"] and cb.kinds is None
+    with pytest.warns(DeprecationWarning, match="metadata_columns"):
+        hf = WSCATrainerCallback(metadata_columns={"site": "categorical"}, eval_dataset={})
+    assert hf.kinds == {"site": "categorical"}
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(40, 4, generator=g) for _ in range(3)]
+    loader = [(x, (x[:, 0] > 0).long(), {"site": (x[:, 1] > 0).long()}) for x in xs]
+
+    def evaluate(model, loader):
+        with torch.no_grad():
+            for x, _, _ in loader:
+                model(x)
+
+    fast = {"n_bootstrap": 10, "n_permutations": 10, "progress": False}
+    with pytest.warns(DeprecationWarning, match=r"audit_loop\(kinds="):
+        _, res = audit_loop(evaluate, model, loader, metadata={"site": "categorical"},
+                            analyze_kwargs=fast)  # fmt: skip
+    assert sorted(res.tasks) == ["site"]

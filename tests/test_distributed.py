@@ -33,7 +33,7 @@ def test_torchrun_gathers_to_rank0_and_equals_the_single_process_audit(tmp_path)
     # the same data in one process, in sample-id order
     x, y, site, ink = worker.data()
     net = worker.model()
-    auditor = wa.Auditor(net, metadata={"site": "categorical", "ink": "continuous"})
+    auditor = wa.Auditor(net, kinds={"site": "categorical", "ink": "continuous"})
     with auditor.collect(), torch.no_grad():
         for idx in torch.arange(len(x)).split(128):
             net(x[idx])

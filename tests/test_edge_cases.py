@@ -76,7 +76,7 @@ def test_half_precision_embeddings(dtype):
 
 def test_model_in_train_mode_warns_and_the_report_says_so():
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 2))
-    auditor = wa.Auditor(model.train(), metadata={"s": "categorical"})
+    auditor = wa.Auditor(model.train(), kinds={"s": "categorical"})
     with pytest.warns(wa.AuditWarning, match="train mode"), auditor.collect(), torch.no_grad():
         for _ in range(4):
             x = torch.randn(50, 4)

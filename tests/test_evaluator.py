@@ -60,7 +60,7 @@ def test_evaluate_with_wsca_evaluator(logged_model):
                 evaluators=["wsca"],
                 evaluator_config={
                     "wsca": {
-                        "metadata": {"site": "categorical", "ink": "continuous"},
+                        "kinds": {"site": "categorical", "ink": "continuous"},
                         "settings": {"n_bootstrap": 30, "n_permutations": 30, "progress": False},
                     }
                 },
@@ -73,7 +73,7 @@ def test_evaluate_with_wsca_evaluator(logged_model):
         assert back["n_samples"] == len(df) and back["embedding_dim"] == 32
         # the same audit done by hand gives the same report
         net = mlflow.pytorch.load_model(model_uri)
-        auditor = wa.Auditor(net, metadata={"site": "categorical", "ink": "continuous"})
+        auditor = wa.Auditor(net, kinds={"site": "categorical", "ink": "continuous"})
         x = torch.as_tensor(df[[f"px{i}" for i in range(64)]].to_numpy())
         with auditor.collect(), torch.no_grad():
             net(x)

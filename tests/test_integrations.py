@@ -42,7 +42,7 @@ def test_audit_loop_equals_the_hand_written_loop(digits_shortcut, shortcut_model
         evaluate, model, loader, metadata={"artefact": "categorical"}, analyze_kwargs=settings
     )
     assert correct == evaluate(model, loader)
-    hand = wa.Auditor(model, metadata={"artefact": "categorical"})
+    hand = wa.Auditor(model, kinds={"artefact": "categorical"})
     with hand.collect(), torch.no_grad():
         for xb, yb, meta in loader:
             model(xb)

@@ -15,7 +15,7 @@ BIASES = (0.5, 0.8, 0.9, 1.0)
 
 
 def _audit(model, split, targets=True, **kw):
-    auditor = wa.Auditor(model, metadata={"artefact": "categorical", "ink": "continuous"})
+    auditor = wa.Auditor(model, kinds={"artefact": "categorical", "ink": "continuous"})
     ink = split.clean_x.reshape(len(split.clean_x), -1).sum(1)
     with auditor.collect(), torch.no_grad():
         for i in range(0, len(split.eval_x), 128):  # a real batched evaluation loop

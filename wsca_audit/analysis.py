@@ -465,7 +465,7 @@ class _Analysis:
                 block["p_value_raw"] = block["p_value"]
                 block["p_value"] = p
         for name, t in tasks.items():
-            d = decide(name, t, self.cfg.thresholds, t["n_valid"])
+            d = decide(name, t, self.cfg.thresholds, t["n_valid"], self.cfg.ci_level)
             t["verdict"], t["reason"], t["samples_needed"] = d.verdict, d.reason, d.samples_needed
             if d.informative_needed is not None:
                 t["informative_needed"] = d.informative_needed

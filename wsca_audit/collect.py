@@ -19,7 +19,7 @@ from torch import nn
 
 from .distributed import gather_to_rank0, rank_and_world
 from .embeddings import KINDS, EmbeddingSet
-from .errors import AuditError, AuditWarning
+from .errors import AuditError, AuditWarning, renamed
 from .primary import PrimaryHead
 from .store import EmbeddingStore
 from .validation import check_consistent_length, column_or_1d
@@ -64,9 +64,10 @@ class Auditor:
     layer : "auto", str or torch.nn.Module, default="auto"
         The embedding is this module's INPUT. ``"auto"`` is the last ``nn.Linear`` reached
         in forward order (its weight is then the primary head).
-    metadata : mapping of str to {"categorical", "continuous"}, optional
-        The metadata columns to audit. ``None`` accepts every recorded column and infers
-        its kind.
+    kinds : mapping of str to {"categorical", "continuous"}, optional
+        The metadata columns to audit and their kinds (their values are given to
+        :meth:`record` as ``metadata=``). ``None`` accepts every recorded column and
+        infers its kind. ``metadata=`` is its old name (deprecated).
     primary_weight, primary_bias : array-like, optional
         The primary head, when it is not the chosen layer (or the next ``nn.Linear``).
     keep_on_device : bool, default=False
@@ -92,7 +93,7 @@ class Auditor:
     --------
     >>> import torch, wsca_audit as wa
     >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-    >>> auditor = wa.Auditor(model.eval(), metadata={"site": "categorical"})
+    >>> auditor = wa.Auditor(model.eval(), kinds={"site": "categorical"})
     >>> with auditor.collect(), torch.no_grad():
     ...     for _ in range(4):
     ...         x = torch.randn(50, 4)
@@ -106,8 +107,9 @@ class Auditor:
         self,
         model: nn.Module,
         layer: str | nn.Module = "auto",
-        metadata: Mapping[str, str] | None = None,
+        kinds: Mapping[str, str] | None = None,
         *,
+        metadata: Mapping[str, str] | None = None,
         primary_weight=None,
         primary_bias=None,
         keep_on_device: bool = False,
@@ -122,8 +124,9 @@ class Auditor:
             raise AuditError(f"name must be a string; got {type(name).__name__}")
         self.name = name
         self.layer = layer
-        self.metadata_kinds = dict(metadata) if metadata is not None else None
-        for name, kind in (self.metadata_kinds or {}).items():
+        kinds = renamed("metadata", "kinds", metadata, kinds, "Auditor")
+        self.kinds = dict(kinds) if kinds is not None else None
+        for name, kind in (self.kinds or {}).items():
             if kind not in KINDS:
                 raise AuditError(f"metadata kind of {name!r} must be one of {KINDS}; got {kind!r}")
         self.keep_on_device = keep_on_device
@@ -375,13 +378,13 @@ class Auditor:
         if self._n_batches and (batch_targets is None) != (not self._targets):
             raise AuditError("give targets for every batch or for none")
         metadata = dict(metadata or {})
-        if self.metadata_kinds is not None:
-            missing = [c for c in self.metadata_kinds if c not in metadata]
+        if self.kinds is not None:
+            missing = [c for c in self.kinds if c not in metadata]
             if missing:
                 raise AuditError(
                     f"record() is missing metadata column(s) {missing}; got {sorted(metadata)}"
                 )
-            metadata = {c: metadata[c] for c in self.metadata_kinds}
+            metadata = {c: metadata[c] for c in self.kinds}
         if self._n_batches and set(metadata) != set(self._meta):
             raise AuditError(
                 f"metadata columns changed between batches: {sorted(self._meta)} then {sorted(metadata)}"
@@ -466,7 +469,7 @@ class Auditor:
             Z,
             columns["__targets__"],
             meta,
-            kinds=self.metadata_kinds,
+            kinds=self.kinds,
             primary=self._user_head or self._head,
             sample_ids=columns["__sample_ids__"],
             drop_nonfinite=drop_nonfinite,

@@ -1,7 +1,7 @@
 """The verdict of a task, the sentence that explains it, and the audit size that would
 decide it when the data at hand do not.
 
-Rules, in order (intervals are the report's 95% bootstrap intervals; thresholds are
+Rules, in order (intervals are the report's bootstrap intervals, at ``ci_level``; thresholds are
 :class:`~wsca_audit.Thresholds`):
 
 1. ``not_encoded``: the encoding interval lies below its threshold (AUC 0.6 or R² 0.05).
@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 from .formatting import ci_text, fmt
 from .verdict import ENCODED_NOT_USED, INCONCLUSIVE, NOT_ENCODED, USES, Thresholds
 
-# the z of 95% intervals, and of 80% power on top of them
-_Z_CI, _Z_POWER = 1.959964, 0.841621
+# the z of 80% power on top of an interval's own z (see _size_for)
+_Z_POWER = NormalDist().inv_cdf(0.8)
 _MAX_SAMPLES = 10_000_000
 
 
@@ -48,7 +49,9 @@ def _ok(*xs) -> bool:
     return all(x is not None and math.isfinite(x) for x in xs)
 
 
-def decide(name: str, task: dict, thresholds: Thresholds, n_samples: int) -> Decision:
+def decide(
+    name: str, task: dict, thresholds: Thresholds, n_samples: int, level: float = 0.95
+) -> Decision:
     """Apply the rules of this module to one task block of a report.
 
     Parameters
@@ -60,6 +63,8 @@ def decide(name: str, task: dict, thresholds: Thresholds, n_samples: int) -> Dec
     thresholds : Thresholds
     n_samples : int
         Valid samples of the task (the size ``samples_needed`` scales).
+    level : float, default=0.95
+        The level of the report's intervals (``ci_level``), for ``samples_needed``.
 
     Examples
     --------
@@ -140,7 +145,7 @@ def decide(name: str, task: dict, thresholds: Thresholds, n_samples: int) -> Dec
         parts.append(f"{use_text} straddles {fmt(thresholds.usage, 2)}")
     if large and not significant:
         parts.append(f"the permutation test is not significant ({p_text})")
-    n_needed = _samples_needed(task, thresholds, n_samples, encoded, enc_thr)
+    n_needed = _samples_needed(task, thresholds, n_samples, encoded, enc_thr, level)
     informative = eff.get("n_informative")
     inf_needed = None
     if n_needed is not None and informative:
@@ -172,7 +177,7 @@ def _groups(eff: dict, shown: int = 4) -> str:
     return f" (levels {names(split['high'])} above {names(split['low'])})"
 
 
-def _size_for(value, lo, hi, boundary: float, n: int) -> float:
+def _size_for(value, lo, hi, boundary: float, n: int, level: float = 0.95) -> float:
     """Audit size at which an interval around ``value`` clears ``boundary`` with 80% power."""
     if not _ok(value, lo, hi):
         return math.inf
@@ -182,25 +187,28 @@ def _size_for(value, lo, hi, boundary: float, n: int) -> float:
         return float(n)
     if gap <= 1e-12:
         return math.inf
-    return n * (half * (_Z_CI + _Z_POWER) / (_Z_CI * gap)) ** 2
+    z_ci = NormalDist().inv_cdf(0.5 + level / 2)
+    return n * (half * (z_ci + _Z_POWER) / (z_ci * gap)) ** 2
 
 
-def _samples_needed(task, thresholds, n, encoded, enc_thr) -> int | None:
+def _samples_needed(task, thresholds, n, encoded, enc_thr, level=0.95) -> int | None:
     enc, use, eff = task["encoding"], task.get("usage") or {}, task.get("effect") or {}
     sizes = [float(n)]
     if not encoded:
-        sizes.append(_size_for(enc["value"], enc["ci_low"], enc["ci_high"], enc_thr, n))
+        sizes.append(_size_for(enc["value"], enc["ci_low"], enc["ci_high"], enc_thr, n, level))
     # either route decides: the effect against ±delta, or usage against its threshold
     delta = thresholds.effect
     routes = []
     v = eff.get("value")
     if _ok(v):
         boundary = delta if (v >= 0 or eff.get("selection")) else -delta
-        routes.append(_size_for(v, eff.get("ci_low"), eff.get("ci_high"), boundary, n))
+        routes.append(_size_for(v, eff.get("ci_low"), eff.get("ci_high"), boundary, n, level))
     u = use.get("value")
     # several contrasts: usage decides only "not used" (below the threshold)
     if not use.get("n_contrasts") or (_ok(u) and u < thresholds.usage):
-        routes.append(_size_for(u, use.get("ci_low"), use.get("ci_high"), thresholds.usage, n))
+        routes.append(
+            _size_for(u, use.get("ci_low"), use.get("ci_high"), thresholds.usage, n, level)
+        )
     sizes.append(min(routes))
     need = max(sizes)
     if not math.isfinite(need) or need > _MAX_SAMPLES:

@@ -137,66 +137,13 @@ class EmbeddingSet:
     layer: str = "user"
     warnings: list[str] = field(default_factory=list)
 
+    inferred_kinds: list[str] = field(init=False, default_factory=list)
+
     def __post_init__(self) -> None:
-        Z = as_array(self.embeddings, "embeddings")
-        if Z.dtype == object or Z.dtype.kind not in "fiub":
-            raise AuditError(f"embeddings must be numeric; got dtype {Z.dtype}")
-        if Z.ndim == 1:
-            Z = Z[:, None]
-        if Z.ndim != 2:
-            raise AuditError(
-                f"embeddings must have shape (n_samples, embedding_dim); got {Z.shape}. "
-                "Pick a layer whose input is one vector per sample (e.g. after pooling)."
-            )
-        if Z.shape[1] == 0:
-            raise AuditError(f"embeddings have no features (shape {Z.shape}): pick another layer")
-        if Z.shape[0] == 0:
-            raise AuditError(
-                "no embeddings were recorded: run the model inside `auditor.collect()` "
-                "and call `auditor.record(...)` after each batch before analyze()"
-            )
-        Z = Z.astype(np.float32, copy=False)
+        Z = _check_embeddings(self.embeddings)
         n = Z.shape[0]
-
-        columns: dict[str, np.ndarray] = {}
-        if not isinstance(self.metadata, Mapping):
-            if hasattr(self.metadata, "columns"):  # a pandas DataFrame
-                self.metadata = {c: self.metadata[c] for c in self.metadata.columns}
-            else:
-                raise AuditError("metadata must be a mapping of column name -> values")
-        for name, col in self.metadata.items():
-            if not isinstance(name, str) or not name:
-                raise AuditError(f"metadata names must be non-empty strings; got {name!r}")
-            arr = as_array(col, f"metadata[{name!r}]")
-            if arr.ndim != 1:
-                arr = arr.reshape(len(arr), -1) if arr.ndim > 1 else arr.reshape(-1)
-                if arr.ndim != 1:
-                    raise AuditError(f"metadata[{name!r}] must be one value per sample")
-            check_consistent_length(n, "embeddings", **{f"metadata[{name!r}]": arr})
-            columns[name] = arr
-        kinds = dict(self.kinds or {})
-        for name in kinds:
-            if name not in columns:
-                raise AuditError(
-                    f"metadata column {name!r} was declared but no values were given; "
-                    f"got columns {sorted(columns)}"
-                )
-            if kinds[name] not in KINDS:
-                raise AuditError(f"kind of {name!r} must be one of {KINDS}; got {kinds[name]!r}")
-        self.inferred_kinds = [name for name in columns if name not in kinds]
-        for name, arr in columns.items():
-            if name not in kinds:
-                kinds[name] = infer_kind(arr)
-            if kinds[name] == "continuous":
-                valid = ~missing_mask(arr)
-                try:
-                    columns[name] = np.where(valid, arr, np.nan).astype(np.float64)
-                except (TypeError, ValueError) as exc:
-                    raise AuditError(
-                        f"metadata[{name!r}] is declared continuous but has non-numeric "
-                        f"values such as {arr[valid][:3].tolist()}"
-                    ) from exc
-
+        columns = _metadata_columns(self.metadata, n)
+        kinds, self.inferred_kinds = _declared_kinds(columns, self.kinds)
         targets = None
         if self.targets is not None:
             targets = as_array(self.targets, "targets").reshape(-1)
@@ -207,38 +154,23 @@ class EmbeddingSet:
         if self.sample_ids is not None:
             ids = as_array(self.sample_ids, "sample_ids").reshape(-1)
             check_consistent_length(n, "embeddings", sample_ids=ids)
-            try:
-                _, first = np.unique(ids, return_index=True)
-            except TypeError:  # ids of mixed types: compare their text
-                _, first = np.unique(ids.astype(str), return_index=True)
-            if len(first) < n:
+            keep = _first_of_each_id(ids)
+            if not keep.all():
                 # e.g. a DistributedSampler's padding, or a loader that repeats samples
-                keep = np.zeros(n, dtype=bool)
-                keep[first] = True
                 self._warn(
-                    f"{n - len(first)} duplicate sample_ids were dropped (the first occurrence "
-                    "of each id is kept)"
+                    f"{int((~keep).sum())} duplicate sample_ids were dropped (the first "
+                    "occurrence of each id is kept)"
                 )
-                Z = Z[keep]
-                columns = {k: v[keep] for k, v in columns.items()}
-                targets = None if targets is None else targets[keep]
-                ids = ids[keep]
-                n = int(keep.sum())
-
+                Z, columns, targets, ids = _keep_rows(keep, Z, columns, targets, ids)
         bad = _nonfinite_rows(Z)
         if bad.any():
-            msg = f"{int(bad.sum())} of {n} embeddings contain NaN or inf"
+            msg = f"{int(bad.sum())} of {Z.shape[0]} embeddings contain NaN or inf"
             if not self.drop_nonfinite:
                 raise AuditError(msg + "; pass drop_nonfinite=True to drop them")
-            keep = ~bad
-            Z = Z[keep]
-            columns = {k: v[keep] for k, v in columns.items()}
-            targets = None if targets is None else targets[keep]
-            ids = None if ids is None else ids[keep]
+            Z, columns, targets, ids = _keep_rows(~bad, Z, columns, targets, ids)
             self._warn(msg + "; they were dropped")
             if Z.shape[0] == 0:
                 raise AuditError("every embedding is NaN or inf")
-
         if self.primary is not None and self.primary.weight.shape[1] != Z.shape[1]:
             raise AuditError(
                 f"the primary head reads {self.primary.weight.shape[1]} features but the "
@@ -261,3 +193,94 @@ class EmbeddingSet:
     @property
     def embedding_dim(self) -> int:
         return int(self.embeddings.shape[1])
+
+
+def _check_embeddings(embeddings) -> np.ndarray:
+    """The embeddings as a float32 (n_samples, embedding_dim) array, or a clear error."""
+    Z = as_array(embeddings, "embeddings")
+    if Z.dtype == object or Z.dtype.kind not in "fiub":
+        raise AuditError(f"embeddings must be numeric; got dtype {Z.dtype}")
+    if Z.ndim == 1:
+        Z = Z[:, None]
+    if Z.ndim != 2:
+        raise AuditError(
+            f"embeddings must have shape (n_samples, embedding_dim); got {Z.shape}. "
+            "Pick a layer whose input is one vector per sample (e.g. after pooling)."
+        )
+    if Z.shape[1] == 0:
+        raise AuditError(f"embeddings have no features (shape {Z.shape}): pick another layer")
+    if Z.shape[0] == 0:
+        raise AuditError(
+            "no embeddings were recorded: run the model inside `auditor.collect()` "
+            "and call `auditor.record(...)` after each batch before analyze()"
+        )
+    return Z.astype(np.float32, copy=False)
+
+
+def _metadata_columns(metadata, n: int) -> dict[str, np.ndarray]:
+    """Each metadata column as a 1-d array of ``n`` values (a DataFrame is accepted)."""
+    if not isinstance(metadata, Mapping):
+        if not hasattr(metadata, "columns"):  # a pandas DataFrame has columns
+            raise AuditError("metadata must be a mapping of column name -> values")
+        metadata = {c: metadata[c] for c in metadata.columns}
+    columns: dict[str, np.ndarray] = {}
+    for name, col in metadata.items():
+        if not isinstance(name, str) or not name:
+            raise AuditError(f"metadata names must be non-empty strings; got {name!r}")
+        arr = as_array(col, f"metadata[{name!r}]")
+        if arr.ndim != 1:
+            arr = arr.reshape(len(arr), -1) if arr.ndim > 1 else arr.reshape(-1)
+            if arr.ndim != 1:
+                raise AuditError(f"metadata[{name!r}] must be one value per sample")
+        check_consistent_length(n, "embeddings", **{f"metadata[{name!r}]": arr})
+        columns[name] = arr
+    return columns
+
+
+def _declared_kinds(
+    columns: dict[str, np.ndarray], declared: Mapping[str, str] | None
+) -> tuple[dict[str, str], list[str]]:
+    """Every column's kind (declared, else inferred) and the names whose kind was
+    inferred; continuous columns become float64 in place (NaN where missing)."""
+    kinds = dict(declared or {})
+    for name in kinds:
+        if name not in columns:
+            raise AuditError(
+                f"metadata column {name!r} was declared but no values were given; "
+                f"got columns {sorted(columns)}"
+            )
+        if kinds[name] not in KINDS:
+            raise AuditError(f"kind of {name!r} must be one of {KINDS}; got {kinds[name]!r}")
+    inferred = [name for name in columns if name not in kinds]
+    for name, arr in columns.items():
+        if name not in kinds:
+            kinds[name] = infer_kind(arr)
+        if kinds[name] == "continuous":
+            valid = ~missing_mask(arr)
+            try:
+                columns[name] = np.where(valid, arr, np.nan).astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                raise AuditError(
+                    f"metadata[{name!r}] is declared continuous but has non-numeric "
+                    f"values such as {arr[valid][:3].tolist()}"
+                ) from exc
+    return kinds, inferred
+
+
+def _first_of_each_id(ids: np.ndarray) -> np.ndarray:
+    """True at the first occurrence of each sample id."""
+    try:
+        _, first = np.unique(ids, return_index=True)
+    except TypeError:  # ids of mixed types: compare their text
+        _, first = np.unique(ids.astype(str), return_index=True)
+    keep = np.zeros(len(ids), dtype=bool)
+    keep[first] = True
+    return keep
+
+
+def _keep_rows(keep: np.ndarray, Z, columns: dict, targets, ids):
+    """The rows of every per-sample array where ``keep`` is true."""
+    columns = {k: v[keep] for k, v in columns.items()}
+    targets = None if targets is None else targets[keep]
+    ids = None if ids is None else ids[keep]
+    return Z[keep], columns, targets, ids

@@ -9,7 +9,7 @@ The vocabulary is Fairlearn's ``MetricFrame`` (``overall``, ``by_group``,
 ``difference()``, ``ratio()``, ``group_min()``, ``group_max()``);
 :meth:`wsca_audit.AuditResult.metric_frame` gives that view of a report. The numbers are
 computed in torch with the audit's bootstrap weights, so every metric of every group has
-a 95% interval; Fairlearn's ``MetricFrame`` is the reference in the tests.
+an interval at the audit's ``ci_level``; Fairlearn's ``MetricFrame`` is the reference in the tests.
 
 Metrics (two classes): ``auc`` of the logit contrast, ``accuracy``, ``sensitivity`` and
 ``specificity`` at the model's own decision (``argmax``); more classes: ``accuracy``.

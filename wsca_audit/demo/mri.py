@@ -275,7 +275,7 @@ def collect(
     the evaluation flags say); returns the auditor, ready to analyze or mitigate."""
     d, idx = demo.data, demo.eval
     images = add_scanner_marker(d.images[idx], demo.eval_flags)
-    auditor = wa.Auditor(model, metadata=METADATA, name=name)
+    auditor = wa.Auditor(model, kinds=METADATA, name=name)
     with auditor.collect(), torch.inference_mode():
         for i in tqdm(range(0, len(idx), 64), desc="evaluate", disable=not progress, leave=False):
             sl = slice(i, i + 64)
