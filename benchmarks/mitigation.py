@@ -29,14 +29,15 @@ from sklearn.metrics import roc_auc_score
 
 import wsca_audit as wa
 from wsca_audit.demo.shortcut import add_artefact, counterfactual_effect, make_split, train_cnn
+from wsca_audit.primary import primary_score
 
 METHODS = ("erase", "dfr", "both")
 
 
 @torch.no_grad()
 def auc(model, x, y) -> float:
-    lg = model(torch.as_tensor(x))
-    return float(roc_auc_score(y, (lg[:, 1] - lg[:, 0]).numpy()))
+    score = primary_score(model(torch.as_tensor(x)))  # the score the audit's AUC ranks
+    return float(roc_auc_score(y, score.numpy()))
 
 
 def digits_rows(biases, seeds, n_resamples):
@@ -45,7 +46,7 @@ def digits_rows(biases, seeds, n_resamples):
         for seed in seeds:
             split = make_split(bias, seed=seed)
             model = train_cnn(split.train_x, split.train_y, seed=seed)
-            aud = wa.Auditor(model, metadata={"artefact": "categorical"})
+            aud = wa.Auditor(model, kinds={"artefact": "categorical"})
             with aud.collect(), torch.no_grad():
                 model(torch.as_tensor(split.eval_x))
                 aud.record(targets=split.eval_y, metadata={"artefact": split.eval_flags})

@@ -310,3 +310,49 @@ def test_shipped_schema_holds_the_builtin_declarations():
     sections = shipped["properties"]["evidence"]["properties"]
     for cls in evidence_types():
         assert sections[cls.section] == evidence_section_schema(cls), cls.kind
+
+
+# --------------------------------------------------------------------------- the map
+def test_every_module_appears_in_the_architecture_page():
+    """docs/architecture.md is the map of the code as it is: every library module (and
+    every integration and test file) is named on it."""
+    page = (ROOT.parent / "docs" / "architecture.md").read_text()
+    missing = []
+    for _path, rel in _library_modules():
+        if rel[-1] == "__init__":
+            continue
+        shown = "/".join(rel) + ".py"
+        if f"`{shown}`" not in page and f"`{rel[-1]}.py`" not in page:
+            missing.append(shown)
+    for path in sorted(INTEGRATIONS.glob("*.py")) + sorted((ROOT.parent / "tests").glob("*.py")):
+        if path.name not in ("__init__.py", "conftest.py") and path.stem not in page:
+            missing.append(f"{path.parent.name}/{path.name}")
+    assert not missing, f"add to docs/architecture.md: {missing}"
+
+
+def _code_lines(node: ast.AST, source: list[str]) -> int:
+    """Lines of code of a function: its body less docstring, comments and blank lines."""
+    body = node.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None),
+                                                              ast.Constant):  # fmt: skip
+        body = body[1:]
+    if not body:
+        return 0
+    lines = source[body[0].lineno - 1 : node.end_lineno]
+    return sum(1 for ln in lines if ln.strip() and not ln.strip().startswith("#"))
+
+
+def test_modules_and_functions_stay_small():
+    """The house rule (DESIGN.md): modules under ~650 lines, functions under 80 lines of
+    code; past that, split by job (the demo aside)."""
+    too_long = []
+    for path, rel in _library_modules():
+        source = path.read_text().splitlines()
+        if len(source) > 650:
+            too_long.append(f"{'/'.join(rel)}.py: {len(source)} lines")
+        for node in ast.walk(ast.parse("\n".join(source))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = _code_lines(node, source)
+                if n > 80:
+                    too_long.append(f"{'/'.join(rel)}.py:{node.lineno} {node.name}: {n} LOC")
+    assert not too_long, "\n".join(too_long)

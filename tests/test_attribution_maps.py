@@ -240,6 +240,48 @@ def test_regions_per_image_subsampled_and_without_an_roi(tiny_cnn):
         )
 
 
+def test_a_changed_setting_never_leaves_a_stale_method(tiny_cnn):
+    """Captum's habit: the method is built from the settings when they are set, never
+    cached by an earlier call; after each change a call gives what a fresh direct Captum
+    call with the new settings gives."""
+    from captum.attr import Saliency
+
+    model, x = tiny_cnn
+    att = wa.InputAttribution(model, Saliency, target=1, progress=False)
+    assert torch.allclose(att.attribute_batch(x), Saliency(model).attribute(x, target=1))
+    att.target = 0
+    assert torch.allclose(att.attribute_batch(x), Saliency(model).attribute(x, target=0))
+    att.method, att.target = InputXGradient, None  # the default target: the log-odds
+    log_odds = InputXGradient(_log_odds(model)).attribute(x)
+    assert torch.allclose(att.attribute_batch(x), log_odds, atol=1e-6)
+    assert att.attribute(x)["method"] == "InputXGradient"
+    # a layer method needs its layer: a half-change is refused and changes nothing ...
+    with pytest.raises(wa.AuditError, match="LayerGradCam attributes to a layer: pass layer="):
+        att.method = LayerGradCam
+    assert att.method is InputXGradient
+    assert torch.allclose(att.attribute_batch(x), log_odds, atol=1e-6)
+    # ... set_params changes both at once (and the per-call interpolate_mode with them)
+    att.set_params(method=LayerGradCam, layer="0", interpolate_mode="nearest")
+    cam = LayerGradCam(_log_odds(model), model[0]).attribute(x).detach()
+    assert torch.allclose(att.attribute_batch(x), LayerAttribution.interpolate(cam, (8, 8)))
+    res = att.attribute(x)
+    assert (res["method"], res["layer"]) == ("LayerGradCam", "0")
+    # another model, of three outputs: each image's predicted class, not the log-odds
+    three = torch.nn.Sequential(*list(model)[:-1], torch.nn.Linear(4, 3)).eval()
+    att.set_params(model=three, method=Saliency, layer=None)
+    pred = three(x).argmax(1)
+    assert torch.allclose(att.attribute_batch(x), Saliency(three).attribute(x, target=pred))
+    # settings that are only passed to Captum are read at each call
+    att.set_params(model=model, method=IntegratedGradients)
+    for n_steps in (3, 7):
+        att.n_steps = n_steps
+        want = IntegratedGradients(_log_odds(model)).attribute(x, n_steps=n_steps)
+        assert torch.allclose(att.attribute_batch(x), want, atol=1e-6)
+        assert att.attribute(x)["n_steps"] == n_steps
+    with pytest.raises(wa.AuditError, match="no setting"):
+        att.set_params(steps=3)
+
+
 def test_bad_layers_and_regions_are_clear_errors(tiny_cnn):
     model, x = tiny_cnn
     with pytest.raises(wa.AuditError, match="LayerGradCam attributes to a layer: pass layer="):

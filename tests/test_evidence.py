@@ -361,3 +361,26 @@ def test_masking_figure_shows_the_chosen_image_with_roi_and_marker_outlined(tiny
         wa.roi_masking(model, x, roi, y, example=10, progress=False)
     with pytest.raises(wa.AuditError, match="outline 'm' must be an"):
         wa.roi_masking(model, x, roi, y, outline={"m": np.ones((3, 3), bool)}, progress=False)
+
+
+def test_evidence_types_say_what_they_measure_and_figures_take_the_interval_level(tiny):
+    from wsca_audit.evidence import evidence_type
+    from wsca_audit.evidence.attribution_figures import shares_figure
+
+    for kind in ("attribution", "roi_masking", "intervention"):
+        cls = evidence_type(kind)
+        assert cls.title and cls.explanation, kind
+    model, x, y, roi = tiny
+    effect = wa.intervention_effect(
+        model, x, lambda t, v: t + v, ci_level=0.9, n_bootstrap=20, progress=False
+    )
+    labels = [t.get_text() for t in effect.figure().axes[0].get_legend().get_texts()]
+    assert "90% CI" in labels and "95% CI" not in labels
+    masking = wa.roi_masking(model, x, roi, y, ci_level=0.8, n_bootstrap=20, progress=False)
+    assert masking.figure().axes[-1].get_ylabel() == "AUC (80% CI)"
+    mass = wa.attribution_mass(
+        model, x, roi, n_steps=4, ci_level=0.9, n_bootstrap=20, progress=False
+    )
+    assert mass.ci_level == 0.9
+    title = shares_figure(mass.to_dict(), "IntegratedGradients", mass.ci_level).get_suptitle()
+    assert title.endswith("(90% CI)")

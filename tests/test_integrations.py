@@ -240,12 +240,28 @@ def test_lightning_results_survive_a_checkpoint(digits_shortcut, tmp_path):
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in module2.modules())
 
 
-def test_integrations_hold_no_exit_stack():
-    from pathlib import Path
+def test_a_lightning_validation_that_fails_midway_leaves_the_model_unhooked(digits_shortcut):
+    """The integrations hold their hooks through the public attach()/detach() lifecycle:
+    a validation that raises in its second batch leaves no hook on the model."""
+    import lightning as L
+    from wsca_audit.integrations.lightning import WSCACallback
 
-    root = Path(__file__).resolve().parents[1] / "integrations"
-    for name in ("lightning.py", "transformers.py"):
-        assert "ExitStack" not in (root / name).read_text(), name
+    _, val = _loaders(digits_shortcut)
+    module = LitCNN.make()
+
+    def failing_step(batch, batch_idx):
+        module(batch[0])
+        if batch_idx == 1:
+            raise RuntimeError("a failing batch")
+
+    module.validation_step = failing_step
+    cb = WSCACallback({"artefact": "categorical"}, metadata_fn=_lightning_batch)
+    trainer = L.Trainer(callbacks=[cb], logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False)  # fmt: skip
+    with pytest.raises(RuntimeError, match="a failing batch"):
+        trainer.validate(module, val)
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in module.modules())
+    assert cb.results_ == []
 
 
 def test_lightning_callback_bad_settings():

@@ -1,6 +1,7 @@
 """From finding to fix: `wa.mitigate` on a real shortcut CNN (digits), its bad inputs, the
 LEACE closed form against EleutherAI's concept-erasure, and the MLflow child run."""
 
+import copy
 import json
 import urllib.request
 import warnings
@@ -20,7 +21,7 @@ FAST = dict(n_bootstrap=60, n_permutations=60, progress=False)
 
 
 def _auditor(model, split):
-    aud = wa.Auditor(model, metadata={"artefact": "categorical"})
+    aud = wa.Auditor(model, kinds={"artefact": "categorical"})
     with aud.collect(), torch.no_grad():
         model(torch.as_tensor(split.eval_x))
         aud.record(
@@ -184,7 +185,7 @@ def test_a_head_that_cannot_be_patched_gives_the_new_head_alone(shortcut):
     model, split, _, _, _ = shortcut
     # the embedding is the input of the last ReLU: the head (the next Linear) is read, but
     # its own input is not the embedding, so the model cannot be patched
-    aud = wa.Auditor(model, layer="features.7", metadata={"artefact": "categorical"})
+    aud = wa.Auditor(model, layer="features.7", kinds={"artefact": "categorical"})
     with aud.collect(), torch.no_grad():
         model(torch.as_tensor(split.eval_x))
         aud.record(targets=split.eval_y, metadata={"artefact": split.eval_flags})
@@ -263,3 +264,165 @@ def test_the_card_gets_a_mitigation_section(shortcut, tmp_path):
     assert "Mitigation" in card.with_suffix(".html").read_text()
     with pytest.raises(wa.AuditError, match="mitigation must be a Mitigation"):
         wa.write_model_card(m.before, tmp_path / "c.md", mitigation={"x": 1})
+
+
+# --------------------------------------------------------------------------- the steps
+def _toy(n=2000, seed=0):
+    """A head that reads a scanner correlated with the label (80%)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    s = np.where(rng.random(n) < 0.8, y, 1 - y)
+    z = np.c_[y + 0.5 * rng.normal(size=n), s + 0.3 * rng.normal(size=n), rng.normal(size=n)]
+    head = wa.PrimaryHead.from_arrays([[-1.0, -1.0, 0.0], [1.0, 1.0, 0.0]], [1.0, -1.0])
+    return wa.EmbeddingSet(z, y, {"scanner": s}, primary=head)
+
+
+def test_mitigation_is_a_declared_record():
+    import dataclasses
+
+    from wsca_audit.fix.mitigation import Mitigation as FromModule
+
+    assert FromModule is wa.Mitigation is wa.fix.Mitigation
+    names = {f.name for f in dataclasses.fields(wa.Mitigation)}
+    assert names == {
+        "variable", "method", "model", "head_", "before", "after", "fit_index_",
+        "holdout_index_", "cost_", "head_source_", "settings_", "eraser_",
+        "not_patched_reason_", "_png",
+    }  # fmt: skip
+    with pytest.raises(TypeError):  # keyword-only, and nothing undeclared slips in
+        wa.Mitigation(variable="a", method="erase", unknown=1)
+    m = wa.mitigate(None, _toy(), "scanner", **FAST)
+    assert m.model is None and m.not_patched_reason_ == "no model was given"
+    assert repr(m).startswith("Mitigation(variable='scanner', method='erase', patched=False")
+
+
+def test_one_worst_group_and_its_deprecated_alias(shortcut):
+    from wsca_audit.performance import rankable
+
+    _, _, _, _, m = shortcut
+    d = m.to_dict()
+    for side, res in (("before", m.before), ("after", m.after)):
+        perf = d[side]["performance"]
+        assert perf["worst_group"] == perf["worst_level"]
+        levels = res.performance["by_group"]["artefact"]
+        value, level = min(rankable(levels, "auc"))
+        assert perf["worst_group"]["level"] == level and perf["worst_group"]["value"] == value
+        assert perf["worst_group"]["n"] == levels[level]["n"]
+    assert any(r[0] == "auc, worst artefact group" for r in m.rows())
+    assert "worst artefact group" in m.summary()
+
+
+def test_split_parts_hold_out_every_stratum_alike_and_all_missing_values():
+    from wsca_audit.fix.mitigation import split_parts
+    from wsca_audit.fix.sampling import stratified_split
+
+    groups = np.repeat([0, 1, 2], [100, 40, 3])
+    held = stratified_split(groups, 0.3, np.random.default_rng(0), at_least=1)
+    assert [int(held[groups == g].sum()) for g in (0, 1, 2)] == [30, 12, 1]
+    again = stratified_split(groups, 0.3, np.random.default_rng(0), at_least=1)
+    assert np.array_equal(held, again)  # one seed, one split
+    present = np.ones(len(groups), dtype=bool)
+    present[:7] = False
+    fit, out = split_parts(groups, present, 0.3, seed=0)
+    assert set(range(7)) <= set(out.tolist()) and not set(range(7)) & set(fit.tolist())
+    assert sorted([*fit, *out]) == list(range(len(groups)))
+    with pytest.raises(wa.AuditError, match="too few samples to fit and audit"):
+        split_parts(groups[:12], present[:12], 0.3, seed=0)
+
+
+def test_balanced_subsamples_keep_the_smallest_group_size():
+    from wsca_audit.fix.sampling import balanced_subsamples
+
+    groups = np.repeat([0, 2, 3], [50, 7, 20])  # group 1 is empty
+    w = balanced_subsamples(groups, 4, np.random.default_rng(0))
+    assert w.shape == (4, len(groups)) and set(np.unique(w)) == {0.0, 1.0}
+    assert all((w[:, groups == g].sum(1) == 7).all() for g in (0, 2, 3))
+
+
+@pytest.mark.parametrize("method", ["erase", "dfr", "both"])
+def test_fit_new_head_per_method(method):
+    from wsca_audit.fix.mitigation import FitData, fit_new_head
+    from wsca_audit.performance import group_codes
+    from wsca_audit.primary import label_codes
+
+    es = _toy()
+    idx = np.arange(1000)
+    levels = group_codes(es.metadata["scanner"], "categorical")
+    data = FitData.of(es, "scanner", idx, label_codes(es.targets), levels)
+    assert data.group_names == [f"label={a}, scanner={b}" for a in (0, 1) for b in (0, 1)]
+    new = fit_new_head(data, es.primary, method, variable="scanner")
+    assert new.weight.shape == (2, 3) and new.bias.shape == (2,) and not new.notes
+    assert (new.eraser is not None) == (method != "dfr")
+    assert ("C" in new.info) == (method != "erase")
+    if new.eraser is not None:  # the head no longer follows the scanner within a class
+        z, c = torch.as_tensor(data.embeddings), data.labels
+        s = data.values.astype(float)
+
+        def within(w, b):
+            score = ((z @ torch.as_tensor(w).T + torch.as_tensor(b)) @ torch.tensor([-1.0, 1.0],
+                     dtype=torch.float64)).numpy()  # fmt: skip
+            return max(abs(np.corrcoef(score[c == k], s[c == k])[0, 1]) for k in (0, 1))
+
+        assert within(es.primary.weight, es.primary.bias) > 0.5
+        assert within(new.weight, new.bias) < 0.1
+    if method == "erase":  # exactly the eraser folded into the original head
+        w0 = torch.as_tensor(es.primary.weight)
+        b0 = torch.as_tensor(es.primary.bias)
+        w, b = new.eraser.fold(w0, b0)
+        assert torch.equal(w, new.weight) and torch.equal(b, new.bias)
+
+
+def test_a_continuous_variable_is_balanced_over_quartiles_with_a_note():
+    from wsca_audit.fix.mitigation import FitData, fit_new_head
+    from wsca_audit.performance import group_codes
+    from wsca_audit.primary import label_codes
+
+    es = _toy()
+    ink = es.embeddings[:, 1] + 0.1
+    es = wa.EmbeddingSet(es.embeddings, es.targets, {"ink": ink}, kinds={"ink": "continuous"},
+                         primary=es.primary)  # fmt: skip
+    levels = group_codes(ink, "continuous")
+    data = FitData.of(es, "ink", np.arange(1500), label_codes(es.targets), levels)
+    new = fit_new_head(data, es.primary, "dfr", variable="ink")
+    assert new.notes == [
+        f"'ink' is continuous: DFR balances its quartile bins ({', '.join(levels[1])})"
+    ]
+
+
+def test_patch_model_says_why_not_and_never_touches_the_model():
+    from wsca_audit.fix.patching import linear_head, patch_model
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    w, b = torch.ones(2, 4, dtype=torch.float64), torch.full((2,), 0.5, dtype=torch.float64)
+    assert patch_model(None, "2", "2", w, b) == (None, "no model was given")
+    assert patch_model(model, "9", "9", w, b)[1] == "the model has no module '9'"
+    assert patch_model(model, "1", "1", w, b)[1] == "'1' is a ReLU, not an nn.Linear"
+    assert "the embedding is the input of '1'" in patch_model(model, "1", "2", w, b)[1]
+    assert "has weight (4, 3)" in patch_model(model, "0", "0", w, b)[1]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    patched, why = patch_model(model, "2", "2", w, b)
+    assert why is None and patched is not model
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    torch.testing.assert_close(patched[2].weight, torch.ones(2, 4))
+    # a head without a bias gains one where the new head has an offset
+    bare = torch.nn.Sequential(torch.nn.Linear(4, 2, bias=False))
+    patched, _ = patch_model(bare, "0", "0", w, b)
+    torch.testing.assert_close(patched[0].bias, torch.full((2,), 0.5))
+    assert bare[0].bias is None
+    head = linear_head(w, b)
+    assert head.weight.dtype == torch.float32 and torch.equal(head.bias, torch.full((2,), 0.5))
+
+
+def test_the_mitigation_figure_is_drawn_once_for_files_and_card(shortcut, tmp_path, monkeypatch):
+    from wsca_audit.fix.result import Mitigation
+
+    _, _, _, _, m = shortcut
+    m = copy.copy(m)  # a fresh cache: other tests share the fixture
+    m._png = None
+    calls = []
+    draw = Mitigation.figure
+    monkeypatch.setattr(Mitigation, "figure", lambda self: calls.append(1) or draw(self))
+    m.save(tmp_path / "m")
+    wa.write_model_card(m.after, tmp_path / "card" / "MODEL_CARD.md", mitigation=m)
+    assert len(calls) == 1
+    assert (tmp_path / "m" / "mitigation.png").read_bytes() == m.figure_png()

@@ -21,7 +21,7 @@ def _collect(max_memory_mb):
     model = torch.nn.Sequential(torch.nn.Linear(20, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
     auditor = wa.Auditor(
         model.eval(),
-        metadata={"site": "categorical", "age": "continuous"},
+        kinds={"site": "categorical", "age": "continuous"},
         max_memory_mb=max_memory_mb,
     )
     g = torch.Generator().manual_seed(1)

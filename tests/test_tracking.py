@@ -206,3 +206,42 @@ def test_a_run_half_made_by_a_failed_upload_is_removed(small_result, tmp_path, m
     client = MlflowClient(store)
     exp = client.get_experiment_by_name("e")
     assert client.search_runs([exp.experiment_id]) == []  # nothing RUNNING left behind
+
+
+def test_logging_draws_each_figure_once_for_report_and_card(small_result, tmp_path, monkeypatch):
+    """The card re-drew what the report had drawn: figures are drawn once per result."""
+    import wsca_audit.report as report
+
+    drawn = []
+    original = report.summary_figure
+    monkeypatch.setattr(
+        report, "summary_figure", lambda *a, **k: drawn.append(1) or original(*a, **k)
+    )
+    res = wa.AuditResult(small_result.to_dict())
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = wa.log_to_mlflow(res, tracking_uri=store)
+    arts = {a.path for a in MlflowClient(store).list_artifacts(run_id, "wsca/figures")}
+    assert "wsca/figures/wsca_summary.png" in arts
+    assert drawn == [1]
+
+
+def test_mitigation_payload_logs_worst_group_and_its_older_name():
+    from types import SimpleNamespace
+
+    from wsca_audit.tracking import mitigation_payload
+
+    worst = {"level": "1", "n": 40, "value": 0.7, "ci_low": 0.6, "ci_high": 0.8}
+    side = {"verdict": "x", "usage": None, "effect": {"value": 0.1}, "reason": "",
+            "performance": {"metric": "auc", "overall": {"value": 0.9}, "worst_level": worst}}  # fmt: skip
+    new_side = {**side, "performance": {**side["performance"], "worst_group": worst}}
+    for before in (side, new_side):  # a Mitigation of before and after the renaming
+        m = SimpleNamespace(
+            variable="site", method="erase", model=None, settings_={"n_holdout": 10},
+            to_dict=lambda b=before: {"before": b, "after": b, "cost": {"metric": "auc", "value": 0}},
+        )  # fmt: skip
+        metrics, tags = mitigation_payload(m)
+        ends = {"": "value", "_ci_low": "ci_low", "_ci_high": "ci_high"}
+        for word in ("worst_group", "worst_level"):
+            for suffix, field in ends.items():
+                assert metrics[f"wsca.mitigation.after.{word}.auc{suffix}"] == worst[field]
+        assert tags["wsca.mitigation.patched"] == "false"

@@ -172,6 +172,13 @@ def analyze(
 
 def analyze_embeddings(es: EmbeddingSet, model_info: dict | None = None, **settings) -> AuditResult:
     """Audit a validated :class:`EmbeddingSet` (see :func:`analyze` for the settings)."""
+    if settings.pop("deconfounding", None) is not None:  # never read: usage always centres
+        warnings.warn(
+            "the deconfounding setting is removed (usage is always deconfounded by "
+            "within-class centring); it has no effect",
+            DeprecationWarning,
+            stacklevel=2,
+        )
     thresholds = settings.pop("thresholds", None)
     if isinstance(thresholds, dict):
         thresholds = Thresholds(**thresholds)

@@ -2,71 +2,60 @@
 
 The Markdown card starts with YAML front matter in the Hugging Face Hub's ``model-index``
 format (each metric has ``type``, ``name`` and ``value``), so the Hub shows the primary
-metric and the WSCA usage values; an HTML rendering with the figure embedded is written
-next to it. Cards only read an :class:`AuditResult`.
+metric and the WSCA usage values; an HTML rendering with the figures embedded is written
+next to it. A card only reads an :class:`AuditResult`: it takes the report's own sections
+(:meth:`AuditResult.document`: the outcome, the measures table, each verdict's reason and
+next step, the subgroups, the evidence, the legend and what each measure says) under the
+card's headings, and adds its own (model details, intended use, evaluation data,
+mitigation, caveats).
 """
 
 from __future__ import annotations
 
-import html
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .errors import AuditError
 from .fix import Mitigation
-from .formatting import ci_text, fmt, html_page, img_tag, png_bytes
+from .formatting import ci_text, percent
 from .naming import sanitize_name
+from .render import Code, Document, Figure, Section, Table, render_html, render_markdown
 from .report import AuditResult
-from .verdict import MEANING, next_step, verdict_guide
+from .verdict import USES
+
+MITIGATION_FIGURE = "figures/mitigation.png"
 
 
-@dataclass
-class _Section:
-    title: str
-    paragraphs: list[str] = field(default_factory=list)
-    bullets: list[str] = field(default_factory=list)
-    table: tuple[list[str], list[list[str]]] | None = None
-    image: tuple[str, str, bytes] | None = None  # (relative path, alt text, PNG)
-
-
-def _front_matter(result: AuditResult, model_name: str, meta: dict) -> dict:
+def _index_metrics(result: AuditResult) -> list[dict]:
+    """The ``model-index`` metrics: the primary metric, each measure that declares
+    ``card_metric`` per variable, and the primary metric of each subgroup."""
     primary = (result.to_dict().get("primary") or {}).get("metric") or {}
-    metrics = []
+    out = []
     if primary.get("value") is not None:
-        metrics.append(
-            {
-                "type": primary["name"],
-                "name": f"primary {primary['name']}",
-                "value": primary["value"],
-            }
-        )
+        out.append({"type": primary["name"], "name": f"primary {primary['name']}",
+                    "value": primary["value"]})  # fmt: skip
     for measure in result.measures():
         if not measure.card_metric:
             continue
         for name, t in result.tasks.items():
             block = t.get(measure.report_key) or {}
             if block.get("value") is not None:
-                metrics.append(
-                    {
-                        "type": f"wsca_{measure.metric_stem}_{sanitize_name(name)}",
-                        "name": f"WSCA {measure.name} ({name})",
-                        "value": block["value"],
-                    }
-                )
+                out.append({"type": f"wsca_{measure.metric_stem}_{sanitize_name(name)}",
+                            "name": f"WSCA {measure.name} ({name})", "value": block["value"]})  # fmt: skip
     # subgroups: the model-index has no subgroup field; the Hub's habit is to name it
-    perf = result.performance
-    for var, levels in (perf.get("by_group") or {}).items():
+    performance = result.performance
+    for var, levels in (performance.get("by_group") or {}).items():
         for level, e in levels.items():
-            block = e.get(perf["metric"]) or {}
+            block = e.get(performance["metric"]) or {}
             if block.get("value") is not None:
-                metrics.append(
-                    {
-                        "type": perf["metric"],
-                        "name": f"{perf['metric'].upper()} ({var}={level})",
-                        "value": block["value"],
-                    }
-                )
+                out.append({"type": performance["metric"],
+                            "name": f"{performance['metric'].upper()} ({var}={level})",
+                            "value": block["value"]})  # fmt: skip
+    return out
+
+
+def _front_matter(result: AuditResult, model_name: str, meta: dict) -> dict:
     front: dict[str, Any] = {
         "library_name": meta.get("library_name") or "pytorch",
         "pipeline_tag": meta.get("task_type", "image-classification"),
@@ -74,21 +63,15 @@ def _front_matter(result: AuditResult, model_name: str, meta: dict) -> dict:
     if meta.get("license"):
         front["license"] = meta["license"]
     front["tags"] = ["wsca-audit", "shortcut-learning", *meta.get("tags", [])]
-    front["model-index"] = [
-        {
-            "name": model_name,
-            "results": [
-                {
-                    "task": {"type": meta.get("task_type", "image-classification")},
-                    "dataset": {
-                        "name": meta.get("dataset_name") or "evaluation data",
-                        "type": meta.get("dataset_type") or "custom",
-                    },
-                    "metrics": metrics,
-                }
-            ],
-        }
-    ]
+    dataset = {
+        "name": meta.get("dataset_name") or "evaluation data",
+        "type": meta.get("dataset_type") or "custom",
+    }
+    front["model-index"] = [{"name": model_name, "results": [{
+        "task": {"type": meta.get("task_type", "image-classification")},
+        "dataset": dataset,
+        "metrics": _index_metrics(result),
+    }]}]  # fmt: skip
     front["wsca"] = {
         "schema_version": result["schema_version"],
         "headline": result.headline(),
@@ -98,199 +81,112 @@ def _front_matter(result: AuditResult, model_name: str, meta: dict) -> dict:
     return front
 
 
-def _sections(result: AuditResult, model_name: str, meta: dict, figures: dict) -> list:
+def _retitled(doc: Document, key: str, title: str) -> Section | None:
+    """The report's section ``key`` under the card's heading (None when it has none)."""
+    sec = doc.get(key)
+    return replace(sec, title=title, key=key) if sec is not None else None
+
+
+def _sections(result: AuditResult, meta: dict, doc: Document) -> list[Section]:
+    """The card: the report's sections under Mitchell et al.'s headings, and its own."""
     rep = result.to_dict()
     primary = (rep.get("primary") or {}).get("metric") or {}
-    details = [
-        f"Audited layer: `{rep.get('layer')}` (embedding dimension {rep.get('embedding_dim')}).",
-    ]
+    details: list = [
+        ("Audited layer: ", Code(str(rep.get("layer"))),
+         f" (embedding dimension {rep.get('embedding_dim')})."),
+    ]  # fmt: skip
     if meta.get("model_details"):
         details.insert(0, meta["model_details"])
     if meta.get("run_id"):
-        details.append(f"Generated from MLflow run `{meta['run_id']}`.")
-    s = [
-        _Section("Audit outcome", paragraphs=[f"**{result.headline()}**"]),
-        _Section("Model details", paragraphs=details),
-        _Section(
+        details.append(("Generated from MLflow run ", Code(meta["run_id"]), "."))
+    why, reading = doc.get("why"), doc.get("reading")
+    factors = (
+        "The audit asks, for each metadata variable below, whether the model's own "
+        "classification head relies on it (acquisition factors such as scanner or site "
+        "should not drive a clinical prediction)."
+    )
+    level = percent(result.ci_level)
+    metrics = [
+        f"Primary metric on the evaluation data: {primary.get('name', '-')} "
+        f"{ci_text(primary)} ({level} bootstrap CI).",
+        *(reading.paragraphs if reading else []),
+    ]
+    evaluation = (
+        meta.get("evaluation_data") or f"{rep.get('n_samples')} samples (description not provided)."
+    )
+    sections = [
+        _retitled(doc, "outcome", "Audit outcome"),
+        Section("Model details", paragraphs=details),
+        Section(
             "Intended use",
             paragraphs=[meta.get("intended_use") or "Not stated by the model's authors."],
-            bullets=[f"Out of scope: {meta['out_of_scope']}"] if meta.get("out_of_scope") else [],
+            items=[f"Out of scope: {meta['out_of_scope']}"] if meta.get("out_of_scope") else [],
         ),
-        _Section(
-            "Factors",
-            paragraphs=[
-                "The audit asks, for each metadata variable below, whether the model's own "
-                "classification head relies on it (acquisition factors such as scanner or "
-                "site should not drive a clinical prediction)."
-            ],
-            bullets=[
-                f"`{n}` ({t['kind']}): {MEANING.get(t['verdict'], t['verdict'])}"
-                + (f". Why: {t['reason']}" if t.get("reason") else "")
-                + f". Next: {next_step(n, t, bool(result.evidence))}"
-                for n, t in result.tasks.items()
-            ],
-        ),
-        _Section(
-            "Metrics",
-            paragraphs=[
-                f"Primary metric on the evaluation data: {primary.get('name', '-')} "
-                f"{ci_text(primary)} (95% bootstrap CI).",
-                "WSCA `usage`: correlation of the model's head with an auxiliary head for the "
-                "variable, after removing the label (within-class centring), in the embedding's "
-                "covariance metric. `wsc`: the published weight-space cosine. `encoding`: "
-                "held-out AUC or R² of the variable from the embedding. p-values are "
-                "permutation tests within label strata, Benjamini-Hochberg adjusted.",
-            ],
-        ),
-        _Section(
-            "Evaluation data",
-            paragraphs=[
-                meta.get("evaluation_data")
-                or f"{rep.get('n_samples')} samples (description not provided)."
-            ],
-        ),
+        Section("Factors", paragraphs=[factors], items=list(why.items) if why else []),
+        Section("Metrics", paragraphs=metrics, items=list(reading.items) if reading else []),
+        Section("Evaluation data", paragraphs=[evaluation]),
+        _retitled(doc, "measures", "Quantitative analyses"),
+        _retitled(doc, "legend", "What the verdicts mean"),
+        _retitled(doc, "performance", "Quantitative analyses by subgroup"),
+        _retitled(doc, "evidence", "Input-side evidence"),
+        _caveats(result, meta),
     ]
-    head, table = result.table()
-    rows = [[f"`{n}`", *cells, f"**{v}**"] for n, cells, v in table]
-    quant = _Section("Quantitative analyses", table=(["variable", *head, "verdict"], rows))
-    if "wsca_summary.png" in figures:
-        quant.image = (
-            figures["wsca_summary.png"][0],
-            "WSCA summary: usage and wsc per variable with 95% CIs",
-            figures["wsca_summary.png"][1],
-        )
-    s.append(quant)
-    s.append(
-        _Section(
-            "What the verdicts mean",
-            bullets=[
-                f"**{v}**: {meaning}. What to do: {action}."
-                for v, meaning, action in verdict_guide(result.settings.get("thresholds"))
-            ],
-        )
-    )
-    if result.performance.get("by_group"):
-        p_head, p_rows = result.performance_rows()
-        worst = result.performance.get("worst_group") or {}
-        paras = ["The primary metric on each subgroup of the evaluation data, with 95% "
-                 "bootstrap intervals (unitary, and crossed where requested)."]  # fmt: skip
-        if worst:
-            paras.append(
-                f"Worst group: `{worst['variable']}` = {worst['level']}, {worst['metric']} "
-                f"{ci_text(worst)} (n = {worst.get('n')}), {fmt(worst.get('gap_to_best'))} "
-                "below the best group."
-            )
-        sub = _Section(
-            "Quantitative analyses by subgroup", paragraphs=paras, table=(p_head, p_rows)
-        )
-        if "performance.png" in figures:
-            path, png = figures["performance.png"]
-            sub.image = (path, "primary metric by subgroup with 95% CIs", png)
-        s.append(sub)
-    evidence = result.evidence_lines()
-    if evidence:
-        s.append(
-            _Section(
-                "Input-side evidence",
-                paragraphs=[
-                    "Where in the image the prediction comes from: Captum attributions (share "
-                    "of positive attribution mass inside the region of interest), the primary "
-                    'AUC with the region removed or kept alone (after Sourget et al., "Mask of '
-                    'truth"), and counterfactual interventions that set a variable in the input.'
-                ],
-                bullets=evidence,
-            )
-        )
-    caveats = list(meta.get("caveats") or [])
-    flagged = [n for n, v in result.verdicts.items() if v == "uses"]
+    return [s for s in sections if s is not None]
+
+
+def _caveats(result: AuditResult, meta: dict) -> Section:
+    caveats: list = list(meta.get("caveats") or [])
+    flagged = [n for n, v in result.verdicts.items() if v == USES]
     if flagged:
-        caveats.insert(
-            0,
-            "The head uses " + ", ".join(f"`{n}`" for n in flagged) + ": predictions may "
-            "change with acquisition conditions and not only with the clinical signal.",
-        )
+        names: list = []
+        for i, n in enumerate(flagged):
+            names += [", "] * bool(i) + [Code(n)]
+        caveats.insert(0, ("The head uses ", *names, ": predictions may change with "
+                           "acquisition conditions and not only with the clinical signal."))  # fmt: skip
     caveats += [f"Audit warning: {w}" for w in result.warnings]
     caveats.append(
         "WSCA measures linear alignment of the final head with each variable on this "
         "evaluation data; it does not prove the absence of non-linear or unlisted shortcuts."
     )
-    s.append(_Section("Caveats and recommendations", bullets=caveats))
-    return s
+    return Section("Caveats and recommendations", items=caveats)
 
 
-def _mitigation_section(m: Mitigation, figure: tuple[str, bytes]) -> _Section:
+def _mitigation_section(m: Mitigation, level: float) -> Section:
     st = m.settings_
-    where = (
-        f"the patched model (head `{m.head_source_}` replaced)"
+    where: tuple = (
+        ("the patched model (head ", Code(str(m.head_source_)), " replaced)")
         if m.model is not None
-        else f"a new head only ({m.not_patched_reason_})"
+        else (f"a new head only ({m.not_patched_reason_})",)
     )
-    paras = [
-        f"`{m.variable}` was removed from the head with `{m.method}` "
-        f"(`wsca_audit.mitigate`), giving {where}. The new head was fitted on "
+    paragraph = (
+        Code(m.variable), " was removed from the head with ", Code(m.method), " (",
+        Code("wsca_audit.mitigate"), "), giving ", *where, f". The new head was fitted on "
         f"{st['n_fit']} samples and both heads were audited on {st['n_holdout']} held-out "
-        "samples that the fit never saw."
-    ]
-    sec = _Section(
-        "Mitigation", paragraphs=paras, table=(["", "before", "after"], [list(r) for r in m.rows()])
+        "samples that the fit never saw.",
+    )  # fmt: skip
+    caption = f"{m.variable} before and after mitigation, with {percent(level)} CIs"
+    return Section(
+        "Mitigation",
+        key="mitigation",
+        paragraphs=[paragraph],
+        table=Table(("", "before", "after"), tuple(tuple(r) for r in m.rows())),
+        figures=[Figure(MITIGATION_FIGURE, caption, m.figure_png())],
     )
-    sec.image = (figure[0], f"{m.variable} before and after mitigation, with 95% CIs", figure[1])
-    return sec
 
 
-def _markdown(front: dict, title: str, sections: list[_Section]) -> str:
-    import yaml
-
-    out = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "", f"# {title}", ""]
+def _write_figures(sections: list[Section], fig_dir: Path) -> list[Section]:
+    """Write every figure under ``fig_dir`` (its path below ``figures/``) and link it
+    from the card, next to which ``fig_dir`` lies."""
+    out = []
     for sec in sections:
-        out += [f"## {sec.title}", ""]
-        for p in sec.paragraphs:
-            out += [p, ""]
-        if sec.bullets:
-            out += [f"- {b}" for b in sec.bullets] + [""]
-        if sec.table:
-            head, rows = sec.table
-            cell = lambda c: str(c).replace("|", "\\|")  # noqa: E731
-            out.append("| " + " | ".join(head) + " |")
-            out.append("|" + "---|" * len(head))
-            out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
-            out.append("")
-        if sec.image:
-            out += [f"![{sec.image[1]}]({sec.image[0]})", ""]
-    return "\n".join(out)
-
-
-def _inline(text: str) -> str:
-    """Escape, then render the two Markdown spans the card uses: `code` and **bold**."""
-    import re
-
-    t = html.escape(text)
-    t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", t)
-
-
-def _html(title: str, sections: list[_Section]) -> str:
-    body = [f"<h1>{html.escape(title)}</h1>"]
-    for sec in sections:
-        body.append(f"<h2>{html.escape(sec.title)}</h2>")
-        body += [f"<p>{_inline(p)}</p>" for p in sec.paragraphs]
-        if sec.bullets:
-            body.append("<ul>" + "".join(f"<li>{_inline(b)}</li>" for b in sec.bullets) + "</ul>")
-        if sec.table:
-            head, rows = sec.table
-            body.append(
-                "<table><tr>"
-                + "".join(f"<th>{html.escape(h)}</th>" for h in head)
-                + "</tr>"
-                + "".join(
-                    "<tr>" + "".join(f"<td>{_inline(str(c))}</td>" for c in r) + "</tr>"
-                    for r in rows
-                )
-                + "</table>"
-            )
-        if sec.image:
-            body.append(img_tag(sec.image[2], sec.image[1]))
-    return html_page(title, "\n".join(body))
+        linked = []
+        for fig in sec.figures:
+            rel = fig.path.removeprefix("figures/")
+            (fig_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            (fig_dir / rel).write_bytes(fig.png)
+            linked.append(replace(fig, path=f"{fig_dir.name}/{rel}"))
+        out.append(replace(sec, figures=linked))
+    return out
 
 
 def write_model_card(
@@ -312,8 +208,9 @@ def write_model_card(
 ) -> Path:
     """Write a Markdown model card (with HF ``model-index`` front matter) and its HTML.
 
-    The summary figure is written to ``<card stem>_figures/wsca_summary.png`` and linked
-    from the Markdown; the HTML (default: the card's path with ``.html``) embeds it.
+    The figures (the result's own, drawn once per result, e.g. the summary and the
+    subgroups) are written to ``<card stem>_figures/`` and linked from the Markdown; the
+    HTML (default: the card's path with ``.html``) embeds them.
 
     Parameters
     ----------
@@ -338,8 +235,14 @@ def write_model_card(
     >>> p.read_text().startswith("---")
     True
     """
+    import yaml
+
     if not isinstance(result, AuditResult):
         raise AuditError(f"write_model_card expects an AuditResult, got {type(result).__name__}")
+    if mitigation is not None and not isinstance(mitigation, Mitigation):
+        raise AuditError(
+            f"mitigation must be a Mitigation (wa.mitigate); got {type(mitigation).__name__}"
+        )
     path = Path(path)
     meta = {
         "intended_use": intended_use,
@@ -352,37 +255,19 @@ def write_model_card(
         "tags": tags or [],
         "run_id": run_id,
     }
+    sections = _sections(result, meta, result.document())
+    if mitigation is not None:  # before the caveats, which close the card
+        sections.insert(-1, _mitigation_section(mitigation, result.ci_level))
+    front = yaml.safe_dump(_front_matter(result, model_name, meta), sort_keys=False)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig_dir = path.parent / f"{path.stem}_figures"
-        figures: dict[str, tuple[str, bytes]] = {}  # file name -> (link, PNG)
-        for fname, fig in (
-            ("wsca_summary.png", result.figure() if result.tasks else None),
-            ("performance.png", result.performance_figure()),
-        ):
-            if fig is not None:
-                fig_dir.mkdir(exist_ok=True)
-                png = png_bytes(fig)
-                (fig_dir / fname).write_bytes(png)
-                figures[fname] = (f"{fig_dir.name}/{fname}", png)
-        if mitigation is not None:
-            if not isinstance(mitigation, Mitigation):
-                raise AuditError(
-                    f"mitigation must be a Mitigation (wa.mitigate); got {type(mitigation).__name__}"
-                )
-            fig_dir.mkdir(exist_ok=True)
-            png = png_bytes(mitigation.figure())
-            (fig_dir / "mitigation.png").write_bytes(png)
-            figures["mitigation.png"] = (f"{fig_dir.name}/mitigation.png", png)
-        title = f"Model card: {model_name}"
-        sections = _sections(result, model_name, meta, figures)
-        if mitigation is not None:
-            sections.insert(-1, _mitigation_section(mitigation, figures["mitigation.png"]))
-        path.write_text(
-            _markdown(_front_matter(result, model_name, meta), title, sections), encoding="utf-8"
+        card = Document(
+            f"Model card: {model_name}",
+            _write_figures(sections, path.parent / f"{path.stem}_figures"),
         )
+        path.write_text(render_markdown(card, front_matter=front), encoding="utf-8")
         out_html = Path(html_path) if html_path else path.with_suffix(".html")
-        out_html.write_text(_html(title, sections), encoding="utf-8")
+        out_html.write_text(render_html(card), encoding="utf-8")
     except OSError as exc:
         raise AuditError(f"could not write the model card to {path}: {exc}") from exc
     return path

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from .errors import AuditError
+from .verdict import USES, VERDICTS
 
-VERDICTS = ("uses", "encoded_not_used", "not_encoded", "inconclusive")
 EXIT_FLAGGED = 1
 EXIT_ERROR = 3
 PLUGIN_GROUP = "wsca_audit.commands"
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         "choices": VERDICTS,
         "metavar": "VERDICT",
         "help": "exit with status 1 when any task has this verdict (repeatable), e.g. "
-        "--fail-on uses",
+        f"--fail-on {USES}",
     }
     uri = {"help": "MLflow tracking URI (default: MLFLOW_TRACKING_URI or MLflow's local store)"}
 

@@ -10,6 +10,7 @@ import base64
 import html
 import io
 import math
+import numbers
 from typing import Any
 
 __all__ = [
@@ -18,28 +19,32 @@ __all__ = [
     "html_page",
     "img_tag",
     "json_safe",
+    "percent",
     "png_bytes",
     "text_table",
 ]
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
-th{background:#f4f4f4}"""
+th{background:#f4f4f4}figure{margin:1em 0}figcaption{font-size:0.9em;color:#555}"""
 
 
 def json_safe(x: Any) -> Any:
-    """NaN/inf -> None, numpy scalars -> Python numbers, tuples -> lists (recursively).
+    """NaN/inf -> None, numpy scalars -> Python numbers, tuples and arrays -> lists
+    (recursively).
 
     Examples
     --------
     >>> import numpy as np
-    >>> json_safe({"a": (np.float32(0.5), float("nan"))})
-    {'a': [0.5, None]}
+    >>> json_safe({"a": (np.float32(0.5), float("nan")), "b": np.array([1, 2])})
+    {'a': [0.5, None], 'b': [1, 2]}
     """
     if isinstance(x, dict):
         return {str(k): json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [json_safe(v) for v in x]
+    if getattr(x, "ndim", 0) and hasattr(x, "tolist"):  # a numpy array or tensor: a list
+        return json_safe(x.tolist())
     if hasattr(x, "item") and not isinstance(x, (str, bytes)):
         x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
@@ -48,18 +53,32 @@ def json_safe(x: Any) -> Any:
 
 
 def fmt(x: Any, digits: int = 3) -> str:
-    """A number with ``digits`` decimals; ``-`` for None, NaN and inf.
+    """A number (numpy's too) with ``digits`` decimals; ``-`` for None, NaN, inf and
+    anything that is not a number.
 
     Examples
     --------
     >>> fmt(0.12345), fmt(None), fmt(float("nan"), 2), fmt({"a": 1})
     ('0.123', '-', '-', '-')
     """
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
         return "-"  # None, and whatever a foreign report holds
     if not math.isfinite(x):
         return "-"
-    return f"{x:.{digits}f}"
+    return f"{float(x):.{digits}f}"
+
+
+def percent(level: Any) -> str:
+    """An interval's level as a percentage (``0.95`` -> ``95%``); ``-`` when it is none.
+
+    Examples
+    --------
+    >>> percent(0.95), percent(0.9), percent(0.999), percent(None)
+    ('95%', '90%', '99.9%', '-')
+    """
+    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not math.isfinite(level):
+        return "-"
+    return f"{level * 100:.4g}%"
 
 
 def ci_text(block: dict | None, digits: int = 3) -> str:

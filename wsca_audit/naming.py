@@ -27,7 +27,7 @@ def sanitize_name(name: str) -> str:
     """
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name))
     safe = re.sub(r"\.{2,}", ".", safe).lstrip("._").rstrip(".") or "task"
-    return safe[:200]
+    return safe[:200].rstrip(".") or "task"
 
 
 def task_keys(names: list[str]) -> dict[str, str]:

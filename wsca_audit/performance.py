@@ -22,11 +22,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .errors import AuditError
 from .levels import code_levels
 from .primary import metric_values
 from .stats import ci_block
 
-__all__ = ["MIN_GROUP_SIZE", "group_codes", "rankable", "subgroup_performance"]
+__all__ = [
+    "MIN_GROUP_SIZE",
+    "SubgroupFrame",
+    "group_codes",
+    "rankable",
+    "subgroup_performance",
+]
 
 MIN_GROUP_SIZE = 10  # smaller groups are listed (with n) but not ranked as worst
 
@@ -103,9 +110,7 @@ def subgroup_performance(
                       device=logits.device)  # fmt: skip
     weights = torch.cat([ones, boot.to(ones)]) if boot.shape[0] else ones
     nb = boot.shape[0]
-    overall = {
-        k: ci_block(v, nb, level) for k, v in metric_values(logits, labels, weights).items()
-    }
+    overall = {k: ci_block(v, nb, level) for k, v in metric_values(logits, labels, weights).items()}
     metric = "auc" if "auc" in overall else "accuracy"
 
     groups: dict[str, tuple[np.ndarray, list[str]]] = {
@@ -151,3 +156,62 @@ def subgroup_performance(
             "gap_to_overall": overall[metric]["value"] - worst[0],
         }
     return out
+
+
+class SubgroupFrame:
+    """Fairlearn ``MetricFrame``-style view of a report's ``performance`` section."""
+
+    def __init__(self, performance: dict, variable: str | None = None) -> None:
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover - depends on what is installed
+            raise AuditError("metric_frame() needs pandas (`pip install pandas`)") from exc
+        if not performance:
+            raise AuditError("the report has no performance section (the audit had no targets)")
+        groups = performance.get("by_group", {})
+        if variable is not None and variable not in groups:
+            raise AuditError(f"no subgroups for {variable!r}; have {sorted(groups)}")
+        rows, cis = {}, {}
+        for var, levels in groups.items():
+            if variable is not None and var != variable:
+                continue
+            for level, entry in levels.items():
+                rows[(var, level)] = {
+                    "n": entry.get("n"),
+                    **{k: b.get("value") for k, b in entry.items() if isinstance(b, dict)},
+                }
+                cis[(var, level)] = {k: b for k, b in entry.items() if isinstance(b, dict)}
+        index = pd.MultiIndex.from_tuples(list(rows), names=["variable", "level"])
+        self.by_group = pd.DataFrame(list(rows.values()), index=index)
+        self.overall = pd.Series(
+            {k: b.get("value") for k, b in performance.get("metrics", {}).items()}, dtype=float
+        )
+        self._cis = cis
+
+    @property
+    def _metrics(self):
+        return self.by_group.drop(columns=["n"])
+
+    def group_min(self):
+        """Per metric, the smallest group value."""
+        return self._metrics.min()
+
+    def group_max(self):
+        """Per metric, the largest group value."""
+        return self._metrics.max()
+
+    def difference(self):
+        """Per metric, the largest minus the smallest group value."""
+        return self.group_max() - self.group_min()
+
+    def ratio(self):
+        """Per metric, the smallest over the largest group value."""
+        return self.group_min() / self.group_max()
+
+    def ci(self, metric: str):
+        """A DataFrame of ``value``, ``ci_low``, ``ci_high`` of ``metric`` per group."""
+        import pandas as pd
+
+        return pd.DataFrame({k: v.get(metric, {}) for k, v in self._cis.items()}).T.rename_axis(
+            ["variable", "level"]
+        )

@@ -1,39 +1,63 @@
-"""AuditResult: the report (schema_version 1), its summary table, figure, JSON and HTML.
+"""AuditResult: the report (schema_version 1), its sections, summary, figures, JSON and HTML.
 
 An AuditResult is a thin wrapper around the JSON-ready report dictionary, so a report
-read back from disk (or from an MLflow run) is a full AuditResult again.
+read back from disk (or from an MLflow run) is a full AuditResult again. What it shows is
+built once, as the sections of a :class:`~wsca_audit.render.Document`
+(:meth:`AuditResult.document`), which the summary (plain text), the HTML report and the
+model card render; the figures are drawn once per result and reused by all of them.
 """
 
 from __future__ import annotations
 
 import copy
-import html
 import json
 from pathlib import Path
 from typing import Any
 
 from .errors import AuditError
 from .evidence import evidence_type, evidence_type_for_section, evidence_types
-from .formatting import (
-    ci_text,
-    fmt,
-    html_page,
-    img_tag,
-    json_safe,
-    png_bytes,
-    text_table,
+from .figures import (
+    EVIDENCE_FIGURES,
+    PER_CLASS_FIGURE,
+    PERFORMANCE_FIGURE,
+    SUMMARY_FIGURE,
+    evidence_caption,
+    page_captions,
+    per_class_figure,
+    performance_figure,
+    summary_figure,
 )
+from .formatting import ci_text, fmt, json_safe, percent, png_bytes
 from .measures import get_measures
 from .naming import sanitize_name
-from .verdict import COLOURS, next_step, verdict_guide
+from .performance import SubgroupFrame
+from .render import (
+    Code,
+    Document,
+    Figure,
+    Section,
+    Strong,
+    Table,
+    Text,
+    VerdictMark,
+    plain,
+    render_html,
+    render_text,
+)
+from .verdict import (
+    ENCODED_NOT_USED,
+    LIST_LABELS,
+    USES,
+    as_thresholds,
+    next_step,
+    verdict_guide,
+    with_thresholds,
+)
 
 SCHEMA_VERSION = 1
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
-SUMMARY_FIGURE = "figures/wsca_summary.png"
-PERFORMANCE_FIGURE = "figures/performance.png"
-PER_CLASS_FIGURE = "figures/per_class_wsc.png"
-EVIDENCE_FIGURES = "figures/evidence"
+DEFAULT_CI_LEVEL = 0.95  # AuditSettings.ci_level's default, for reports that hold none
 
 
 def report_schema() -> dict:
@@ -79,6 +103,10 @@ def validate_report(report: dict) -> None:
         raise AuditError("the report does not match schema_version 1: " + "; ".join(lines) + more)
 
 
+# what the plain-text summary shows of the report's sections (a terminal's worth)
+SUMMARY_SECTIONS = ("outcome", "measures", "why", "evidence", "warnings")
+
+
 class AuditResult:
     """Result of an audit: per-task measures, verdicts, settings and warnings.
 
@@ -87,6 +115,12 @@ class AuditResult:
     report : dict
         A report of ``schema_version`` 1 (see docs/architecture.md and the shipped
         ``report.schema.json``, :func:`report_schema`).
+
+    Notes
+    -----
+    The figures are drawn on first use and kept (as PNG) for the life of the object:
+    saving, the HTML report, the model card and MLflow logging all reuse them;
+    :meth:`add_evidence` redraws the evidence figures only.
 
     Examples
     --------
@@ -110,6 +144,8 @@ class AuditResult:
             raise AuditError("report['warnings'] must be a list of strings")
         self._report = json_safe(report)
         self._evidence: list[tuple[str, str, Any]] = []  # (section, key, Evidence) for figures
+        self._page_png: dict[str, bytes] | None = None  # the report's own figures, once drawn
+        self._evidence_png: dict[str, bytes] | None = None
 
     # ------------------------------------------------------------------ access
     def to_dict(self) -> dict:
@@ -126,7 +162,16 @@ class AuditResult:
 
     @property
     def settings(self) -> dict:
-        return self._report.get("settings", {})
+        settings = self._report.get("settings")
+        return settings if isinstance(settings, dict) else {}  # a foreign report: none
+
+    @property
+    def ci_level(self) -> float:
+        """The level of the report's intervals (``settings["ci_level"]``, else 0.95)."""
+        level = self.settings.get("ci_level")
+        if isinstance(level, (int, float)) and not isinstance(level, bool) and 0 < level < 1:
+            return float(level)
+        return DEFAULT_CI_LEVEL
 
     @property
     def verdicts(self) -> dict[str, str]:
@@ -168,16 +213,20 @@ class AuditResult:
         )
         self._evidence = [e for e in self._evidence if (e[0], e[1]) != (section, key)]
         self._evidence.append((section, key, evidence))
+        self._evidence_png = None  # the report's own figures do not show evidence
         return self
 
     def evidence_figures(self) -> dict[str, bytes]:
-        """PNG bytes of the evidence figures, keyed by their path under the report folder."""
-        out: dict[str, bytes] = {}
-        for section, key, ev in self._evidence:
-            prefix = f"{EVIDENCE_FIGURES}/{section}/{sanitize_name(key)}/"
-            for rel, png in ev.figures_png().items():
-                out[prefix + rel] = png
-        return out
+        """PNG bytes of the evidence figures, keyed by their path under the report folder
+        (drawn once; :meth:`add_evidence` redraws them)."""
+        if self._evidence_png is None:
+            out: dict[str, bytes] = {}
+            for section, key, ev in self._evidence:
+                prefix = f"{EVIDENCE_FIGURES}/{section}/{sanitize_name(key)}/"
+                for rel, png in ev.figures_png().items():
+                    out[prefix + rel] = png
+            self._evidence_png = out
+        return dict(self._evidence_png)
 
     def evidence_lines(self) -> list[str]:
         """One plain-text line per piece of input-side evidence (each type says its own)."""
@@ -208,9 +257,10 @@ class AuditResult:
 
         Examples
         --------
+        >>> from wsca_audit.verdict import ENCODED_NOT_USED, USES
         >>> rep = {"schema_version": 1, "warnings": [], "tasks": {
-        ...     "scanner": {"verdict": "uses", "effect": {"value": 0.52}},
-        ...     "site": {"verdict": "encoded_not_used"}}}
+        ...     "scanner": {"verdict": USES, "effect": {"value": 0.52}},
+        ...     "site": {"verdict": ENCODED_NOT_USED}}}
         >>> AuditResult(rep).headline()
         'FLAGGED - the head uses scanner (moves the score by 0.52 sd). Encoded, not used: site.'
         """
@@ -225,17 +275,13 @@ class AuditResult:
                 out.append(f"{n} (moves the score by {fmt(eff, 2)} sd)" if eff is not None else n)
             return ", ".join(out)
 
-        if groups.get("uses"):
-            parts = [f"FLAGGED - the head uses {named(groups['uses'])}."]
+        if groups.get(USES):
+            parts = [f"FLAGGED - the head uses {named(groups[USES])}."]
         elif not self.tasks:
             parts = ["No metadata audited."]
         else:
             parts = ["No variable is used by the head."]
-        for verdict, label in (
-            ("inconclusive", "Undecided"),
-            ("encoded_not_used", "Encoded, not used"),
-            ("not_encoded", "Not encoded"),
-        ):
+        for verdict, label in LIST_LABELS.items():
             if groups.get(verdict):
                 parts.append(f"{label}: {', '.join(groups[verdict])}.")
         worst = self.performance.get("worst_group") or {}
@@ -248,73 +294,54 @@ class AuditResult:
 
     def performance_rows(self) -> tuple[list[str], list[list[str]]]:
         """Header and rows of the subgroup table (variable, level, n, each metric)."""
-        perf = self.performance
+        performance = self.performance
         names = [m for m in ("auc", "accuracy", "sensitivity", "specificity")
-                 if m in (perf.get("metrics") or {})]  # fmt: skip
-        head = ["variable", "group", "n", *[f"{m} [95% CI]" for m in names]]
+                 if m in (performance.get("metrics") or {})]  # fmt: skip
+        level = percent(self.ci_level)
+        head = ["variable", "group", "n", *[f"{m} [{level} CI]" for m in names]]
         rows = [["all", "all", str(self._report.get("n_samples", "-")),
-                 *[ci_text(perf["metrics"][m]) for m in names]]]  # fmt: skip
-        for var, levels in (perf.get("by_group") or {}).items():
-            for level, e in levels.items():
-                rows.append([var, level, str(e.get("n")), *[ci_text(e.get(m)) for m in names]])
+                 *[ci_text(performance["metrics"][m]) for m in names]]]  # fmt: skip
+        for var, levels in (performance.get("by_group") or {}).items():
+            for lvl, e in levels.items():
+                rows.append([var, lvl, str(e.get("n")), *[ci_text(e.get(m)) for m in names]])
         return head, rows
 
-    def performance_figure(self):
-        """The primary metric of every subgroup with its 95% CI, against the overall value
-        (a forest plot); None when the report has no subgroups."""
-        perf = self.performance
-        if not perf.get("by_group"):
-            return None
-        from matplotlib.figure import Figure
+    # ------------------------------------------------------------------ figures
+    def figure(self):
+        """Bars of the alignment measures (usage, wsc, ...; left) and encoding (right) per
+        task, with their intervals: each measure declares its panel.
 
-        metric = perf["metric"]
-        items = [(f"{var} = {lvl}", e) for var, levels in perf["by_group"].items()
-                 for lvl, e in levels.items()]  # fmt: skip
-        fig = Figure(figsize=(6.5, 0.32 * len(items) + 1.4), layout="constrained")
-        ax = fig.subplots()
-        worst = perf.get("worst_group") or {}
-        for i, (label, e) in enumerate(items):
-            b = e.get(metric) or {}
-            v = b.get("value")
-            if v is None:
-                continue
-            lo = b.get("ci_low") if b.get("ci_low") is not None else v
-            hi = b.get("ci_high") if b.get("ci_high") is not None else v
-            is_worst = label == f"{worst.get('variable')} = {worst.get('level')}"
-            ax.errorbar(v, i, xerr=[[max(v - lo, 0)], [max(hi - v, 0)]], fmt="o", capsize=3,
-                        color="#c0392b" if is_worst else "#2e86c1")  # fmt: skip
-        ax.axvline(perf["overall"]["value"], color="grey", ls=":", lw=1, label="overall")
-        ax.set_yticks(range(len(items)), [f"{lab} (n={e.get('n')})" for lab, e in items],
-                      fontsize=8)  # fmt: skip
-        ax.invert_yaxis()
-        ax.set_xlabel(f"{metric.upper()} with 95% CI (red: worst group)")
-        ax.set_title("Performance by subgroup")
-        ax.legend(fontsize=8, loc="lower right")
-        return fig
+        Returns a new ``matplotlib.figure.Figure`` (no pyplot state is touched).
+        """
+        return summary_figure(self.tasks, self.measures(), self._thresholds())
+
+    def performance_figure(self):
+        """The primary metric of every subgroup with its interval, against the overall
+        value (a forest plot); None when the report has no subgroups."""
+        return performance_figure(self.performance, self.ci_level)
 
     def per_class_figure(self, measure: str = "wsc"):
         """Heatmaps of a per-class matrix (default: the paper's signed ``wsc`` cosines,
         primary classes x auxiliary levels), one panel per task, for multi-class heads
         (three or more primary classes); None otherwise."""
-        mats = {n: (t.get("per_class") or {}).get(measure) for n, t in self.tasks.items()}
-        mats = {n: m for n, m in mats.items() if m and len(m.get("rows", [])) >= 3}
-        if not mats:
-            return None
-        from matplotlib.figure import Figure
+        return per_class_figure(self.tasks, measure)
 
-        fig = Figure(figsize=(3.2 * len(mats) + 1.0, 3.6), layout="constrained")
-        axes = fig.subplots(1, len(mats), squeeze=False)[0]
-        im = None
-        for ax, (name, m) in zip(axes, mats.items()):
-            data = [[v if v is not None else float("nan") for v in row] for row in m["matrix"]]
-            im = ax.imshow(data, cmap="coolwarm", vmin=-1, vmax=1, aspect="auto")
-            ax.set_xticks(range(len(m["cols"])), m["cols"], rotation=45, ha="right", fontsize=7)
-            ax.set_yticks(range(len(m["rows"])), m["rows"], fontsize=7)
-            ax.set_xlabel(name, fontsize=8)
-            ax.set_ylabel("primary class", fontsize=8)
-        fig.colorbar(im, ax=list(axes), shrink=0.8, label=f"{measure} (signed)")
-        fig.suptitle(f"Per-class {measure}: primary classes x metadata levels", fontsize=9)
-        return fig
+    def figures_png(self) -> dict[str, bytes]:
+        """The report's own figures (summary, subgroups, per-class) as PNG, keyed by their
+        path under the report folder; drawn on first use, then reused by :meth:`save`,
+        :meth:`to_html`, the model card and MLflow logging."""
+        if self._page_png is None:
+            out = {}
+            for rel, make in (
+                (SUMMARY_FIGURE, self.figure if self.tasks else None),
+                (PERFORMANCE_FIGURE, self.performance_figure),
+                (PER_CLASS_FIGURE, self.per_class_figure),
+            ):
+                fig = make() if make is not None else None
+                if fig is not None:
+                    out[rel] = png_bytes(fig)
+            self._page_png = out
+        return dict(self._page_png)
 
     def metric_frame(self, variable: str | None = None):
         """The subgroup performance in Fairlearn's ``MetricFrame`` vocabulary.
@@ -344,24 +371,10 @@ class AuditResult:
 
     def _thresholds(self) -> dict[str, float]:
         """The numeric thresholds in the settings (a foreign report may hold anything)."""
-        thr = self.settings.get("thresholds") if isinstance(self.settings, dict) else None
+        thr = self.settings.get("thresholds")
         if not isinstance(thr, dict):
             return {}
         return {k: v for k, v in thr.items() if isinstance(v, (int, float))}
-
-    def _page_figures(self) -> dict[str, bytes]:
-        """The report's own figures as PNG, keyed by their path under the report folder:
-        rendered once, written by :meth:`save` and embedded by :meth:`to_html`."""
-        out = {}
-        for rel, make in (
-            (SUMMARY_FIGURE, self.figure if self.tasks else None),
-            (PERFORMANCE_FIGURE, self.performance_figure),
-            (PER_CLASS_FIGURE, self.per_class_figure),
-        ):
-            fig = make() if make is not None else None
-            if fig is not None:
-                out[rel] = png_bytes(fig)
-        return out
 
     def measures(self) -> list:
         """The registered measures this report holds, in report order."""
@@ -375,265 +388,160 @@ class AuditResult:
         v = ", ".join(f"{k}={v}" for k, v in self.verdicts.items())
         return f"AuditResult(n_samples={self._report.get('n_samples')}, {v})"
 
-    # ------------------------------------------------------------------ text
+    # ------------------------------------------------------------------ sections
     def table(self) -> tuple[list[str], list[tuple[str, list[str], str]]]:
-        """Header cells and, per task, (name, measure cells, verdict): what the summary,
-        the HTML report and the card all show, from the measures' declarations."""
+        """Header cells and, per task, (name, measure cells, verdict): the measures table
+        that the summary, the HTML report and the card all show, from the measures'
+        declarations (headers at the report's ``ci_level``)."""
         measures = self.measures()
-        head = [h for m in measures for h in m.headers()]
+        head = [h for m in measures for h in m.headers(self.ci_level)]
         rows = []
         for name, t in self.tasks.items():
             cells = [c for m in measures for c in m.cells(t.get(m.report_key))]
             rows.append((name, [t.get("kind", "-"), *cells], str(t.get("verdict"))))
         return ["kind", *head], rows
 
+    def _why_items(self) -> list[Text]:
+        """Per task: its verdict, the sentence that explains it and what to do next."""
+        evidence = bool(self.evidence)
+        items: list[Text] = []
+        for name, t in self.tasks.items():
+            runs: list = [Code(name), ": ", VerdictMark(str(t.get("verdict")))]
+            if t.get("reason"):
+                runs += [" - ", str(t["reason"])]
+            items.append((*runs, f". Next: {next_step(name, t, evidence)}"))
+        return items
+
     def reasons(self) -> list[str]:
         """One line per task: its verdict, the sentence that explains it and what to do."""
-        out = []
-        evidence = bool(self._report.get("evidence"))
-        for name, t in self.tasks.items():
-            line = f"{name}: {t.get('verdict')}"
-            if t.get("reason"):
-                line += f" - {t['reason']}"
-            out.append(f"{line}. Next: {next_step(name, t, evidence)}")
-        return out
+        return [plain(item) for item in self._why_items()]
+
+    def _outcome_sections(self, figures: list[Figure]) -> list[Section]:
+        """The headline, then the facts of the audit and the measures table."""
+        flagged = any(v == USES for v in self.verdicts.values())
+        outcome = Section(key="outcome", paragraphs=[(Strong(self.headline()),)],
+                          accent=USES if flagged else ENCODED_NOT_USED)  # fmt: skip
+        rep = self._report
+        facts: list = [
+            f"{rep.get('n_samples')} samples, embedding dimension {rep.get('embedding_dim')}, "
+            "layer ",
+            Code(str(rep.get("layer"))),
+        ]
+        primary = (rep.get("primary") or {}).get("metric") or {}
+        if primary.get("name"):
+            facts.append(f"; primary {primary['name']} = {fmt(primary.get('value'))}")
+        head, rows = self.table()
+        table = Table(
+            ("task", *head, "verdict"),
+            tuple((Code(n), *cells, VerdictMark(v)) for n, cells, v in rows),
+        )
+        measures = Section(key="measures", paragraphs=[(*facts, ".")], table=table,
+                           figures=figures)  # fmt: skip
+        return [outcome, measures]
+
+    def _performance_section(self, figures: list[Figure]) -> Section | None:
+        performance = self.performance
+        if not performance.get("by_group"):
+            return None
+        paragraphs: list[Text] = [
+            f"The primary metric on each subgroup of the evaluation data, with "
+            f"{percent(self.ci_level)} bootstrap intervals (unitary, and crossed where "
+            "requested)."
+        ]
+        worst = performance.get("worst_group") or {}
+        if worst:
+            paragraphs.append((
+                "Worst group: ", Code(str(worst.get("variable"))),
+                f" = {worst.get('level')}, {worst.get('metric')} {ci_text(worst)} "
+                f"(n = {worst.get('n')}), {fmt(worst.get('gap_to_best'))} below the best group.",
+            ))  # fmt: skip
+        head, rows = self.performance_rows()
+        return Section(
+            "Performance by subgroup", key="performance", paragraphs=paragraphs,
+            table=Table(tuple(head), tuple(tuple(r) for r in rows)), figures=figures,
+        )  # fmt: skip
+
+    def _evidence_section(self, figures: list[Figure]) -> Section | None:
+        lines = self.evidence_lines()
+        if not lines:
+            return None
+        return Section("Input-side evidence", key="evidence", items=list(lines), figures=figures)
+
+    def _guide_sections(self) -> list[Section]:
+        """The verdict legend, the warnings, and what each measure and evidence type says
+        (as each declares it), with the thresholds and interval level in force."""
+        thr = as_thresholds(self.settings.get("thresholds"))
+        legend = [(VerdictMark(v), f": {meaning}. What to do: {action}.")
+                  for v, meaning, action in verdict_guide(thr)]  # fmt: skip
+        reading: list[Text] = [(Strong(m.label or m.name), ": " + with_thresholds(m.explanation, thr))
+                               for m in self.measures() if m.explanation]  # fmt: skip
+        for section in self.evidence:
+            cls = evidence_type_for_section(section)
+            if cls is not None and getattr(cls, "explanation", ""):
+                title = getattr(cls, "title", "") or section.replace("_", " ")
+                reading.append((Strong(title), ": " + cls.explanation))
+        note = (
+            f"Intervals are {percent(self.ci_level)} bootstrap intervals; p-values are "
+            "permutation tests within label strata, Benjamini-Hochberg adjusted across "
+            "variables."
+        )
+        return [
+            Section("What the verdicts mean", key="legend", items=legend),
+            Section("Warnings", key="warnings", items=[str(w) for w in self.warnings] or ["none"]),
+            Section("How to read this", key="reading", paragraphs=[note], items=reading),
+        ]
+
+    def document(self, figures: bool = True) -> Document:
+        """The report as sections, which the summary, the HTML report and the card render.
+
+        Sections, by ``key``: ``outcome`` (the headline), ``measures`` (the audit's facts,
+        the measures table, the summary and per-class figures), ``why`` (per task: verdict,
+        reason, next step), ``performance`` (subgroups; only with targets), ``evidence``
+        (only with input-side evidence), ``legend`` (what the verdicts mean), ``warnings``
+        and ``reading`` (what each measure and evidence type says).
+
+        Parameters
+        ----------
+        figures : bool, default=True
+            Attach the figures (drawn once per result); False leaves them out and draws
+            nothing (the plain-text summary).
+        """
+        page = self.figures_png() if figures else {}
+        captions = page_captions(self.measures(), self.ci_level)
+
+        def attach(*paths: str) -> list[Figure]:
+            return [Figure(p, captions[p], page[p]) for p in paths if p in page]
+
+        evidence_png = self.evidence_figures() if figures else {}
+        sections = [
+            *self._outcome_sections(attach(SUMMARY_FIGURE, PER_CLASS_FIGURE)),
+            Section("Why", key="why", items=self._why_items()) if self.tasks else None,
+            self._performance_section(attach(PERFORMANCE_FIGURE)),
+            self._evidence_section(
+                [Figure(p, evidence_caption(p), png) for p, png in evidence_png.items()]
+            ),
+            *self._guide_sections(),
+        ]
+        return Document(self.title, [s for s in sections if s is not None])
 
     def summary(self) -> str:
-        """A fixed-width table (one row per task with each measure and the verdict), then
-        each verdict's reason, the input-side evidence and the warnings."""
-        head, rows = self.table()
-        lines = text_table([("task", *head, "verdict")] + [(n, *cells, v) for n, cells, v in rows])
-        primary = self._report.get("primary", {}).get("metric", {})
-        top = (
-            f"WSCA audit: {self._report.get('n_samples')} samples, "
-            f"embedding dim {self._report.get('embedding_dim')}, layer {self._report.get('layer')!r}"
-        )
-        if primary.get("name"):
-            top += f"; primary {primary['name']} {fmt(primary.get('value'))}"
-        out = [top, self.headline(), "", *lines]
-        if any(t.get("reason") for t in self.tasks.values()):
-            out += ["", "why:", *(f"  - {line}" for line in self.reasons())]
-        ev = self.evidence_lines()
-        if ev:
-            out += ["", "input-side evidence:", *(f"  - {line}" for line in ev)]
-        if self.warnings:
-            out += ["", "warnings:", *(f"  - {w}" for w in self.warnings)]
-        return "\n".join(out)
+        """The report as plain text, for a terminal: the headline, the measures table (one
+        row per task with each measure and the verdict), each verdict's reason and next
+        step, the input-side evidence and the warnings (the sections of :meth:`document`
+        that :data:`SUMMARY_SECTIONS` names; the HTML report and the card show them all)."""
+        doc = self.document(figures=False)
+        keep = [s for s in doc.sections if s.key in SUMMARY_SECTIONS]
+        if not self.warnings:
+            keep = [s for s in keep if s.key != "warnings"]
+        return render_text(Document(doc.title, keep))
 
-    # ------------------------------------------------------------------ figure
-    def figure(self):
-        """Bars of the alignment measures (usage, wsc, ...; left) and encoding (right) per
-        task, with 95% CIs: each measure declares its panel.
-
-        Returns a ``matplotlib.figure.Figure`` (no pyplot state is touched).
-        """
-        from matplotlib.figure import Figure
-
-        names = list(self.tasks)
-        fig = Figure(figsize=(max(6.0, 1.6 * len(names) + 4), 3.8), layout="constrained")
-        ax, ax2 = fig.subplots(1, 2, width_ratios=[2, 1])
-        thr = self._thresholds()
-        colours = [COLOURS.get(self.tasks[n].get("verdict"), "#999") for n in names]
-        measures = self.measures()
-        bars = [m for m in measures if m.panel == "alignment"]
-        # filled bars first: the measure the verdict rests on leads
-        bars.sort(key=lambda m: m.hatch is not None)
-        width = 0.76 / max(len(bars), 1)
-        null_label = "null 95%"
-        for j, m in enumerate(bars):
-            offset = (j - (len(bars) - 1) / 2) * width
-            blocks = [self.tasks[n].get(m.report_key) or {} for n in names]
-            vals = [b.get("value") or 0.0 for b in blocks]
-            err = [
-                [max(v - (b.get("ci_low") if b.get("ci_low") is not None else v), 0)
-                 for v, b in zip(vals, blocks)],
-                [max((b.get("ci_high") if b.get("ci_high") is not None else v) - v, 0)
-                 for v, b in zip(vals, blocks)],
-            ]  # fmt: skip
-            ax.bar(
-                [i + offset for i in range(len(names))],
-                vals,
-                width=width,
-                yerr=err,
-                capsize=3,
-                color="white" if m.hatch else colours,
-                edgecolor=colours,
-                hatch=m.hatch,
-                label=m.name,
-            )
-            nulls = [
-                (i + offset, b["null_q95"])
-                for i, b in enumerate(blocks)
-                if b.get("null_q95") is not None
-            ]
-            if nulls:
-                ax.scatter(
-                    *zip(*nulls), marker="_", s=200, color="black", label=null_label, zorder=3
-                )
-                null_label = None
-        if "usage" in thr:
-            ax.axhline(thr["usage"], color="#c0392b", ls="--", lw=1, label="'uses' threshold")
-        ax.set_xticks(range(len(names)), names, rotation=20)
-        ax.set_ylim(0, 1.05)
-        ax.set_ylabel("|correlation| (max over classes)")
-        ax.set_title(
-            "Head alignment\n"
-            + ", ".join(f"{'hatched' if m.hatch else 'filled'}: {m.label}" for m in bars),
-            fontsize=9,
-        )
-        ax.legend(fontsize=8, loc="upper right")
-        enc_measure = next((m for m in measures if m.panel == "encoding"), None)
-        if enc_measure is not None:
-            lows = []
-            for i, n in enumerate(names):
-                enc = self.tasks[n].get(enc_measure.report_key) or {}
-                v = enc.get("value") or 0.0
-                lo = enc["ci_low"] if enc.get("ci_low") is not None else v
-                hi = enc["ci_high"] if enc.get("ci_high") is not None else v
-                lows.append(v)
-                ax2.errorbar(
-                    i, v, yerr=[[max(v - lo, 0)], [max(hi - v, 0)]], fmt="o", capsize=3,
-                    color=colours[i],
-                )  # fmt: skip
-                ax2.annotate(
-                    enc.get("metric", ""), (i, v), textcoords="offset points", xytext=(6, 0),
-                    fontsize=7,
-                )  # fmt: skip
-                # each task's own encoding threshold (AUC or R²), as a short dotted mark
-                t_enc = thr.get("auc" if enc.get("metric", "auc") == "auc" else "r2")
-                if t_enc is not None:
-                    ax2.hlines(t_enc, i - 0.3, i + 0.3, colors="grey", linestyles=":", lw=1.2,
-                               label="encoded threshold" if i == 0 else None)  # fmt: skip
-            ax2.set_ylim(min(0.0, *lows) - 0.05, 1.05)
-        ax2.set_xticks(range(len(names)), names, rotation=20)
-        ax2.set_xlim(-0.5, len(names) - 0.3)
-        ax2.set_title("Encoding (held-out)", fontsize=9)
-        return fig
-
-    # ------------------------------------------------------------------ html
-    def to_html(
-        self,
-        figure_png: bytes | None = None,
-        evidence_png: dict[str, bytes] | None = None,
-        page_png: dict[str, bytes] | None = None,
-    ) -> str:
-        """A self-contained HTML report (figures are embedded as data URIs).
-
-        ``figure_png``, ``evidence_png`` and ``page_png`` (the summary, subgroup and
-        per-class figures by path) are rendered here when not given.
-        """
-        page_png = dict(self._page_figures() if page_png is None else page_png)
-        if figure_png is not None:
-            page_png[SUMMARY_FIGURE] = figure_png
-        figure_png = page_png.get(SUMMARY_FIGURE)
-        esc = html.escape
-        head, rows = self.table()
-        table = (
-            "<table><tr>"
-            + "".join(f"<th>{esc(h)}</th>" for h in ["task", *head, "verdict"])
-            + "</tr>"
-        )
-        for name, cells, verdict in rows:
-            colour = COLOURS.get(verdict, "#999")
-            table += (
-                f"<tr><td>{esc(name)}</td>"
-                + "".join(f"<td>{esc(c)}</td>" for c in cells)
-                + f"<td style='color:{colour};font-weight:bold'>{esc(verdict)}</td></tr>"
-            )
-        table += "</table>"
-        img = img_tag(figure_png, "WSCA summary figure") if figure_png else ""
-        if PER_CLASS_FIGURE in page_png:
-            img += img_tag(
-                page_png[PER_CLASS_FIGURE], "per-class wsc matrices of the multi-class head"
-            )
-        if evidence_png is None:
-            evidence_png = self.evidence_figures()
-        evidence_html = ""
-        lines = self.evidence_lines()
-        if lines:
-            figs = "".join(
-                f"<figure>{img_tag(png, caption)}<figcaption>{esc(caption)}</figcaption></figure>"
-                for path, png in evidence_png.items()
-                for caption in [_caption(path)]
-            )
-            evidence_html = (
-                "<h2>Input-side evidence</h2><ul>"
-                + "".join(f"<li>{esc(x)}</li>" for x in lines)
-                + "</ul>"
-                + figs
-            )
-        warn = "".join(f"<li>{esc(w)}</li>" for w in self.warnings)
-        reasons = ""
-        if any(t.get("reason") for t in self.tasks.values()):
-            reasons = (
-                "<h2>Why</h2><ul>"
-                + "".join(
-                    f"<li><b>{esc(n)}</b>: {esc(str(t.get('verdict')))} - "
-                    f"{esc(t.get('reason') or '')}<br><i>Next:</i> "
-                    f"{esc(next_step(n, t, bool(self._report.get('evidence'))))}</li>"
-                    for n, t in self.tasks.items()
-                )
-                + "</ul>"
-            )
-        primary = self._report.get("primary", {}).get("metric", {})
-        thr = self._thresholds()
-        thr_effect, thr_usage = thr.get("effect", 0.25), thr.get("usage", 0.25)
-        flagged = any(t.get("verdict") == "uses" for t in self.tasks.values())
-        colour = COLOURS["uses" if flagged else "encoded_not_used"]
-        headline = (
-            f"<p style='font-size:1.2em;border-left:6px solid {colour};padding:0.4em 0.8em'>"
-            f"<b>{esc(self.headline())}</b></p>"
-        )
-        guide = "".join(
-            f"<li><b style='color:{COLOURS[v]}'>{v}</b>: {esc(meaning)}. "
-            f"<i>What to do:</i> {esc(action)}.</li>"
-            for v, meaning, action in verdict_guide(thr)
-        )
-        perf_html = ""
-        if self.performance.get("by_group"):
-            p_head, p_rows = self.performance_rows()
-            perf_html = (
-                "<h2>Performance by subgroup</h2><table><tr>"
-                + "".join(f"<th>{esc(h)}</th>" for h in p_head)
-                + "</tr>"
-                + "".join(
-                    "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in p_rows
-                )
-                + "</table>"
-            )
-            if PERFORMANCE_FIGURE in page_png:
-                perf_html += img_tag(
-                    page_png[PERFORMANCE_FIGURE], "primary metric by subgroup with 95% CIs"
-                )
-        body = f"""<h1>{esc(self.title)}</h1>
-{headline}
-<p>{esc(str(self._report.get("n_samples")))} samples, embedding dimension
-{esc(str(self._report.get("embedding_dim")))}, layer <code>{esc(str(self._report.get("layer")))}</code>;
-primary {esc(str(primary.get("name")))} = {fmt(primary.get("value"))}.</p>
-{table}
-{reasons}
-{img}
-{perf_html}
-{evidence_html}
-<h2>What the verdicts mean</h2><ul>{guide}</ul>
-<h2>Warnings</h2><ul>{warn or "<li>none</li>"}</ul>
-<h2>How to read this</h2>
-<p><b>effect</b> is how far the variable moves the model's score with the label held
-fixed (within-class regression), in standard deviations of the score: what an
-intervention on the input would show. <b>usage</b> is the correlation of the model's
-head with the metadata head after the primary label is removed (within-class centring),
-in the metric of the embedding covariance. The verdict rests on both: an effect interval
-inside ±{fmt(thr_effect, 2)} sd means not used; usage above {fmt(thr_usage, 2)} or an
-effect beyond ±{fmt(thr_effect, 2)} sd, with a significant permutation test, means used. <b>attribution alignment</b> is its counterpart
-from Captum attributions (the same comparison with the covariance's diagonal only: do
-the prediction and the metadata rest on the same embedding units). <b>wsc</b> is the weight-space cosine of Wong et
-al. (MIDL 2026), reported as published. <b>encoding</b> says whether the metadata can be
-read from the embedding at all (held-out AUC or R²).</p>"""
-        return html_page(self.title, body)
+    def to_html(self) -> str:
+        """The report as one self-contained HTML page (figures embedded as data URIs)."""
+        return render_html(self.document())
 
     # ------------------------------------------------------------------ files
     def save(self, directory: str | Path) -> Path:
-        """Write ``report.json``, ``report.html``, ``figures/wsca_summary.png`` and the
+        """Write ``report.json``, ``report.html``, the figures (``figures/*.png``) and the
         evidence figures (``figures/evidence/<section>/<key>/``).
 
         Returns the directory. Existing files of the same names are overwritten.
@@ -642,15 +550,10 @@ read from the embedding at all (held-out AUC or R²).</p>"""
         try:
             (out / "figures").mkdir(parents=True, exist_ok=True)
             (out / REPORT_JSON).write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False))
-            page_png = self._page_figures()
-            for rel, data in page_png.items():
-                (out / rel).write_bytes(data)
-            evidence_png = self.evidence_figures()
-            for rel, data in evidence_png.items():
+            for rel, data in {**self.figures_png(), **self.evidence_figures()}.items():
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 (out / rel).write_bytes(data)
-            html_text = self.to_html(evidence_png=evidence_png, page_png=page_png)
-            (out / REPORT_HTML).write_text(html_text, encoding="utf-8")
+            (out / REPORT_HTML).write_text(self.to_html(), encoding="utf-8")
         except OSError as exc:
             raise AuditError(f"could not write the report to {out}: {exc}") from exc
         return out
@@ -694,82 +597,3 @@ read from the embedding at all (held-out AUC or R²).</p>"""
             raise AuditError(f"could not read the report {p}: {exc}") from exc
         result = cls(data)
         return result.validate() if validate else result
-
-
-class SubgroupFrame:
-    """Fairlearn ``MetricFrame``-style view of a report's ``performance`` section."""
-
-    def __init__(self, performance: dict, variable: str | None = None) -> None:
-        try:
-            import pandas as pd
-        except ImportError as exc:  # pragma: no cover - depends on what is installed
-            raise AuditError("metric_frame() needs pandas (`pip install pandas`)") from exc
-        if not performance:
-            raise AuditError("the report has no performance section (the audit had no targets)")
-        groups = performance.get("by_group", {})
-        if variable is not None and variable not in groups:
-            raise AuditError(f"no subgroups for {variable!r}; have {sorted(groups)}")
-        rows, cis = {}, {}
-        for var, levels in groups.items():
-            if variable is not None and var != variable:
-                continue
-            for level, entry in levels.items():
-                rows[(var, level)] = {
-                    "n": entry.get("n"),
-                    **{k: b.get("value") for k, b in entry.items() if isinstance(b, dict)},
-                }
-                cis[(var, level)] = {k: b for k, b in entry.items() if isinstance(b, dict)}
-        index = pd.MultiIndex.from_tuples(list(rows), names=["variable", "level"])
-        self.by_group = pd.DataFrame(list(rows.values()), index=index)
-        self.overall = pd.Series(
-            {k: b.get("value") for k, b in performance.get("metrics", {}).items()}, dtype=float
-        )
-        self._cis = cis
-
-    @property
-    def _metrics(self):
-        return self.by_group.drop(columns=["n"])
-
-    def group_min(self):
-        """Per metric, the smallest group value."""
-        return self._metrics.min()
-
-    def group_max(self):
-        """Per metric, the largest group value."""
-        return self._metrics.max()
-
-    def difference(self):
-        """Per metric, the largest minus the smallest group value."""
-        return self.group_max() - self.group_min()
-
-    def ratio(self):
-        """Per metric, the smallest over the largest group value."""
-        return self.group_min() / self.group_max()
-
-    def ci(self, metric: str):
-        """A DataFrame of ``value``, ``ci_low``, ``ci_high`` of ``metric`` per group."""
-        import pandas as pd
-
-        return pd.DataFrame({k: v.get(metric, {}) for k, v in self._cis.items()}).T.rename_axis(
-            ["variable", "level"]
-        )
-
-
-_FIGURE_WORDS = {
-    "attribution": "mean attribution maps per group",
-    "roi_masking": "the primary AUC with the ROI kept, removed and alone (example images)",
-    "intervention": "change of the primary score when the variable is set (per image)",
-}
-
-
-def _caption(path: str) -> str:
-    """A figure's caption in words, from its path under ``figures/evidence``."""
-    parts = path.removeprefix(EVIDENCE_FIGURES + "/").removesuffix(".png").split("/")
-    if len(parts) < 3:
-        return path
-    section, key, rest = parts[0], parts[1], parts[2:]
-    what = section.replace("_", " ")
-    if rest[0] == "overlays":
-        group = "/".join(rest[1:]) or "all"
-        return f"{what} '{key}': attribution overlays, {group} (red: raises the primary score)"
-    return f"{what} '{key}': {_FIGURE_WORDS.get(rest[-1], rest[-1].replace('_', ' '))}"

@@ -326,6 +326,27 @@ def null_quantile(null: Tensor, q: float = 0.95) -> float:
     return float(torch.quantile(null, q)) if null.numel() else float("nan")
 
 
+def stratified_subsample(strata: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """``k`` sorted indices spread over the strata: in a seeded random order, the j-th
+    member of every stratum comes before any stratum's (j+1)-th.
+
+    Examples
+    --------
+    >>> strata = np.array([0, 0, 0, 0, 1, 1])
+    >>> pick = stratified_subsample(strata, 4, seed=0)
+    >>> len(pick), sorted(strata[pick].tolist())
+    (4, [0, 0, 1, 1])
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    order = torch.randperm(len(strata), generator=gen).numpy()
+    rank = np.zeros(len(strata), dtype=np.int64)
+    seen: dict[int, int] = {}
+    for i in order:
+        rank[i] = seen.get(strata[i], 0)
+        seen[strata[i]] = rank[i] + 1
+    return np.sort(order[np.argsort(rank[order], kind="stable")][:k])
+
+
 # --------------------------------------------------------------------------- strata
 def stratum_means(M: Tensor, strata: Tensor, valid: Tensor | None = None) -> Tensor:
     """Per-sample mean of ``M``'s rows (N x K) over the valid samples of the sample's

@@ -10,17 +10,21 @@ Names (stable across versions; metadata names are sanitised to ``[A-Za-z0-9_.-]`
   ``wsca.attribution.<key>.inside``, ``wsca.masking.<key>.<full|roi_removed|roi_only>``
   (and ``_drop``), ``wsca.intervention.<key>.effect`` (each with its CI);
 - params ``wsca.<setting>`` (nested settings joined with dots, e.g. ``wsca.thresholds.usage``);
-- headline metrics ``wsca.n_flagged``, ``wsca.n_inconclusive``, ``wsca.max_usage``,
-  ``wsca.max_abs_effect`` and ``wsca.worst_group.<metric>``;
+- headline metrics (:func:`headline_payload`) ``wsca.n_flagged``, ``wsca.n_inconclusive``,
+  ``wsca.max_usage``, ``wsca.max_abs_effect`` and ``wsca.worst_group.<metric>``;
 - the run description (tag ``mlflow.note.content``, unless the run has one of its own):
   the outcome in one line;
 - tags ``wsca.verdict.<task>``, ``wsca.task.<task>`` (the original metadata name, where the
-  key had to change it), ``wsca.flagged`` (tasks with verdict ``uses``, comma-separated;
-  absent when none), ``wsca.schema_version``,
-  ``wsca.version``, ``wsca.layer``, ``wsca.masking.<key>.verdict``;
+  key had to change it), ``wsca.flagged`` (tasks the head uses, comma-separated; absent
+  when none), ``wsca.schema_version``, ``wsca.version``, ``wsca.layer``,
+  ``wsca.masking.<key>.verdict``;
 - artifacts under ``wsca/``: ``report.json``, ``report.html``, ``figures/*.png``, the model
   card (``MODEL_CARD.md``, and ``MODEL_CARD.html`` for MLflow's artifact viewer) and any
-  other file saved with the report (attribution overlays).
+  other file saved with the report (attribution overlays);
+- a mitigation's child run adds ``wsca.mitigation.*`` (:func:`mitigation_payload`).
+
+MLflow calls whatever it logs "metrics": here those are the *payload* (``mlflow_*``
+names), kept apart from the audit's measures and the subgroup ``performance``.
 
 Nothing is lost when the tracking server is down: the report is first written to a local
 staging folder; if the upload fails it is moved to ``fallback_dir`` with a note of the
@@ -49,7 +53,10 @@ from .fix import Mitigation
 from .formatting import fmt as fmt_value
 from .naming import interval_metrics, sanitize_name, task_keys
 from .report import REPORT_JSON, AuditResult
+from .verdict import INCONCLUSIVE, USES
 from .version import __version__
+
+MlflowPayload = tuple[dict[str, float], dict[str, str], dict[str, str]]  # metrics, params, tags
 
 CARD_FILE = "MODEL_CARD.md"
 ARTIFACT_PATH = "wsca"
@@ -74,26 +81,29 @@ def _flatten(prefix: str, d: dict) -> dict[str, Any]:
 
 
 def mitigation_payload(m: Mitigation) -> tuple[dict[str, float], dict[str, str]]:
-    """The before/after metrics and tags of a mitigation's child run.
+    """The before/after MLflow metrics and tags of a mitigation's child run.
 
-    Metrics ``wsca.mitigation.<before|after>.<usage|effect|<metric>|worst_level.<metric>>``
-    (each with its CI) and ``wsca.mitigation.cost`` (patched minus original primary
-    metric, paired CI); tags ``wsca.mitigation.<variable|method|verdict_before|
-    verdict_after|patched>`` and the run description.
+    Metrics ``wsca.mitigation.<before|after>.<usage|effect|<metric>>`` and
+    ``wsca.mitigation.<before|after>.worst_group.<metric>`` (each with its CI; also under
+    the older name ``worst_level``, which dashboards may read), and
+    ``wsca.mitigation.cost`` (patched minus original primary metric, paired CI); tags
+    ``wsca.mitigation.<variable|method|verdict_before|verdict_after|patched>`` and the
+    run description.
     """
     d = m.to_dict()
-    metrics: dict[str, float] = {}
+    mlflow_metrics: dict[str, float] = {}
     for side in ("before", "after"):
         block = d[side]
-        perf = block["performance"]
-        name = perf.get("metric") or "metric"
-        metrics.update(interval_metrics(f"wsca.mitigation.{side}.usage", block["usage"]))
-        metrics.update(interval_metrics(f"wsca.mitigation.{side}.effect", block["effect"]))
-        metrics.update(interval_metrics(f"wsca.mitigation.{side}.{name}", perf.get("overall")))
-        metrics.update(
-            interval_metrics(f"wsca.mitigation.{side}.worst_level.{name}", perf.get("worst_level"))
-        )
-    metrics.update(interval_metrics("wsca.mitigation.cost", d["cost"]))
+        performance = block["performance"]
+        name = performance.get("metric") or "metric"
+        stem = f"wsca.mitigation.{side}"
+        mlflow_metrics.update(interval_metrics(f"{stem}.usage", block["usage"]))
+        mlflow_metrics.update(interval_metrics(f"{stem}.effect", block["effect"]))
+        mlflow_metrics.update(interval_metrics(f"{stem}.{name}", performance.get("overall")))
+        worst = performance.get("worst_group") or performance.get("worst_level")
+        for word in ("worst_group", "worst_level"):  # worst_level: its older name
+            mlflow_metrics.update(interval_metrics(f"{stem}.{word}.{name}", worst))
+    mlflow_metrics.update(interval_metrics("wsca.mitigation.cost", d["cost"]))
     b, a = d["before"], d["after"]
 
     def eff(side):
@@ -115,49 +125,50 @@ def mitigation_payload(m: Mitigation) -> tuple[dict[str, float], dict[str, str]]
         "wsca.mitigation.patched": str(m.model is not None).lower(),
         DESCRIPTION_TAG: note,
     }
-    return metrics, tags
+    return mlflow_metrics, tags
 
 
-def mlflow_payload(result: AuditResult) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
+def mlflow_payload(result: AuditResult) -> MlflowPayload:
     """The (metrics, params, tags) that :func:`log_to_mlflow` writes, as plain dicts.
 
     Examples
     --------
     >>> from wsca_audit.report import AuditResult
     >>> rep = {"schema_version": 1, "warnings": [], "settings": {"seed": 0}, "tasks": {
-    ...     "site A": {"kind": "categorical", "verdict": "uses",
+    ...     "site A": {"kind": "categorical", "verdict": USES,
     ...     "encoding": {"metric": "auc", "value": 0.9, "ci_low": 0.8, "ci_high": 0.95},
     ...     "wsc": {"value": 0.1, "ci_low": 0.0, "ci_high": 0.2, "p_value": 0.5},
     ...     "usage": {"value": 0.6, "ci_low": 0.5, "ci_high": 0.7, "p_value": 0.01}}}}
-    >>> metrics, params, tags = mlflow_payload(AuditResult(rep))
-    >>> metrics["wsca.site_A.usage"], params["wsca.seed"], tags["wsca.verdict.site_A"]
-    (0.6, '0', 'uses')
+    >>> mlflow_metrics, params, tags = mlflow_payload(AuditResult(rep))
+    >>> mlflow_metrics["wsca.site_A.usage"], params["wsca.seed"], tags["wsca.flagged"]
+    (0.6, '0', 'site A')
     """
     report = result.to_dict()
     keys = task_keys(list(result.tasks))
-    metrics: dict[str, float] = {}
+    mlflow_metrics: dict[str, float] = {}
     measures = result.measures()
     for name, task in result.tasks.items():
         for measure in measures:
             stem = f"wsca.{keys[name]}.{measure.metric_stem}"
             for suffix, value in measure.metrics(task.get(measure.report_key)).items():
-                metrics[stem + suffix] = value
+                mlflow_metrics[stem + suffix] = value
     primary = (report.get("primary") or {}).get("metric") or {}
     if primary.get("name"):
-        metrics.update(interval_metrics(f"wsca.primary.{sanitize_name(primary['name'])}", primary))
+        stem = f"wsca.primary.{sanitize_name(primary['name'])}"
+        mlflow_metrics.update(interval_metrics(stem, primary))
     settings = dict(report.get("settings") or {})
     runtime = settings.pop("runtime_s", None)
     if runtime is not None:
-        metrics["wsca.runtime_s"] = float(runtime)
+        mlflow_metrics["wsca.runtime_s"] = float(runtime)
     params = {k: str(v)[:6000] for k, v in _flatten("wsca", settings).items()}
-    metrics.update(headline_metrics(result))
+    mlflow_metrics.update(headline_payload(result))
     tags = {
         "wsca.schema_version": str(report.get("schema_version")),
         "wsca.version": __version__,
         "wsca.layer": str(report.get("layer")),
         DESCRIPTION_TAG: description(result),
     }
-    flagged = [n for n, v in result.verdicts.items() if v == "uses"]
+    flagged = [n for n, v in result.verdicts.items() if v == USES]
     if flagged:
         tags["wsca.flagged"] = ",".join(flagged)
     for name, task in result.tasks.items():
@@ -168,32 +179,34 @@ def mlflow_payload(result: AuditResult) -> tuple[dict[str, float], dict[str, str
         cls = evidence_type_for_section(section)
         for key, data in entries.items() if cls is not None else ():
             m, t = cls.mlflow(key, data)
-            metrics.update(m)
+            mlflow_metrics.update(m)
             tags.update(t)
-    return metrics, params, tags
+    return mlflow_metrics, params, tags
 
 
-def headline_metrics(result: AuditResult) -> dict[str, float]:
-    """The numbers to sort and chart runs by: ``wsca.n_flagged``, ``wsca.n_inconclusive``,
-    ``wsca.max_usage``, ``wsca.max_abs_effect`` and ``wsca.worst_group.<metric>``.
+def headline_payload(result: AuditResult) -> dict[str, float]:
+    """The MLflow metrics to sort and chart runs by: ``wsca.n_flagged``,
+    ``wsca.n_inconclusive``, ``wsca.max_usage``, ``wsca.max_abs_effect`` and
+    ``wsca.worst_group.<metric>``.
 
     Examples
     --------
     >>> from wsca_audit.report import AuditResult
+    >>> from wsca_audit.verdict import ENCODED_NOT_USED
     >>> rep = {"schema_version": 1, "warnings": [], "tasks": {
-    ...     "a": {"verdict": "uses", "usage": {"value": 0.6}, "effect": {"value": -0.7}},
-    ...     "b": {"verdict": "encoded_not_used", "usage": {"value": 0.1}}}}
-    >>> headline_metrics(AuditResult(rep))
+    ...     "a": {"verdict": USES, "usage": {"value": 0.6}, "effect": {"value": -0.7}},
+    ...     "b": {"verdict": ENCODED_NOT_USED, "usage": {"value": 0.1}}}}
+    >>> headline_payload(AuditResult(rep))
     {'wsca.n_flagged': 1.0, 'wsca.n_inconclusive': 0.0, 'wsca.max_usage': 0.6, 'wsca.max_abs_effect': 0.7}
     """
     verdicts = list(result.verdicts.values())
     out = {
-        "wsca.n_flagged": float(verdicts.count("uses")),
-        "wsca.n_inconclusive": float(verdicts.count("inconclusive")),
+        "wsca.n_flagged": float(verdicts.count(USES)),
+        "wsca.n_inconclusive": float(verdicts.count(INCONCLUSIVE)),
     }
-    for name, key, fn in (("max_usage", "usage", abs), ("max_abs_effect", "effect", abs)):
+    for name, key in (("max_usage", "usage"), ("max_abs_effect", "effect")):
         values = [
-            fn(t[key]["value"])
+            abs(t[key]["value"])
             for t in result.tasks.values()
             if isinstance(t.get(key), dict) and t[key].get("value") is not None
         ]
@@ -211,9 +224,10 @@ def description(result: AuditResult) -> str:
     Examples
     --------
     >>> from wsca_audit.report import AuditResult
+    >>> from wsca_audit.verdict import ENCODED_NOT_USED
     >>> rep = {"schema_version": 1, "warnings": [], "tasks": {
-    ...     "scanner": {"verdict": "uses", "effect": {"value": 0.52}},
-    ...     "site": {"verdict": "encoded_not_used"}}}
+    ...     "scanner": {"verdict": USES, "effect": {"value": 0.52}},
+    ...     "site": {"verdict": ENCODED_NOT_USED}}}
     >>> description(AuditResult(rep))
     'WSCA audit: FLAGGED - the head uses scanner (moves the score by 0.52 sd). Encoded, not used: site.'
     """
@@ -246,16 +260,41 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         raise ConnectionError(f"MLflow tracking server {uri} is unreachable: {exc}") from exc
 
 
+def _open_run(mlflow: Any, client: Any, uri: str, *, run_id: str | None,
+              parent_run_id: str | None, experiment_name: str | None, run_name: str | None,
+              tracking_uri: str | None) -> tuple[str, bool]:  # fmt: skip
+    """The run to log into, and whether it was created here: ``run_id``; else a new child
+    of ``parent_run_id``; else the active run (of this store); else a new run."""
+    if run_id is not None:
+        return run_id, False
+    if parent_run_id is not None:  # a child run of the audit's run
+        try:
+            parent = client.get_run(parent_run_id)
+        except Exception as exc:
+            raise AuditError(
+                f"parent run {parent_run_id!r} not found in the store {uri}: {str(exc)[:200]}"
+            ) from exc
+        run = client.create_run(parent.info.experiment_id, run_name=run_name,
+                                tags={"mlflow.parentRunId": parent_run_id})  # fmt: skip
+        return run.info.run_id, True
+    active = mlflow.active_run()
+    if active is not None and tracking_uri in (None, mlflow.get_tracking_uri()):
+        return active.info.run_id, False
+    exp_id = "0"
+    if experiment_name:
+        exp = client.get_experiment_by_name(experiment_name)
+        exp_id = exp.experiment_id if exp else client.create_experiment(experiment_name)
+    return client.create_run(exp_id, run_name=run_name).info.run_id, True
+
+
 def _upload(
     directory: Path,
+    payload: MlflowPayload,
     *,
     run_id: str | None,
     experiment_name: str | None,
     run_name: str | None,
     tracking_uri: str | None,
-    metrics: dict[str, float],
-    params: dict[str, str],
-    tags: dict[str, str],
     step: int | None,
     artifact_path: str,
     before_artifacts: Callable[[Any, str], None] | None = None,
@@ -265,34 +304,13 @@ def _upload(
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
+    mlflow_metrics, params, tags = payload
     uri = tracking_uri or mlflow.get_tracking_uri()
     check_reachable(uri)
     client = MlflowClient(tracking_uri=uri)
-    created = False
-    if run_id is None and parent_run_id is not None:  # a child run of the audit's run
-        try:
-            parent = client.get_run(parent_run_id)
-        except Exception as exc:
-            raise AuditError(
-                f"parent run {parent_run_id!r} not found in the store {uri}: {str(exc)[:200]}"
-            ) from exc
-        run_id = client.create_run(
-            parent.info.experiment_id,
-            run_name=run_name,
-            tags={"mlflow.parentRunId": parent_run_id},
-        ).info.run_id
-        created = True
-    elif run_id is None:
-        active = mlflow.active_run()
-        if active is not None and tracking_uri in (None, mlflow.get_tracking_uri()):
-            run_id = active.info.run_id
-        else:
-            exp_id = "0"
-            if experiment_name:
-                exp = client.get_experiment_by_name(experiment_name)
-                exp_id = exp.experiment_id if exp else client.create_experiment(experiment_name)
-            run_id = client.create_run(exp_id, run_name=run_name).info.run_id
-            created = True
+    run_id, created = _open_run(mlflow, client, uri, run_id=run_id, parent_run_id=parent_run_id,
+                                experiment_name=experiment_name, run_name=run_name,
+                                tracking_uri=tracking_uri)  # fmt: skip
     try:
         # Params are immutable in MLflow: re-auditing into the same run (e.g. every epoch)
         # keeps the first value and says so instead of failing.
@@ -312,7 +330,7 @@ def _upload(
         now = int(time.time() * 1000)
         client.log_batch(
             run_id,
-            metrics=[Metric(k, v, now, step or 0) for k, v in metrics.items()],
+            metrics=[Metric(k, v, now, step or 0) for k, v in mlflow_metrics.items()],
             params=[Param(k, v) for k, v in params.items() if k not in existing],
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
@@ -327,6 +345,45 @@ def _upload(
     if created:
         client.set_terminated(run_id)
     return run_id
+
+
+def _mitigation_parent(run_id: str | None, parent_run_id: str | None,
+                       tracking_uri: str | None) -> str | None:  # fmt: skip
+    """The audit run a mitigation's child run hangs under: ``parent_run_id``, else
+    ``run_id``, else the active run of this store (None, with a warning, when none)."""
+    if parent_run_id is None:
+        mlflow = _import_mlflow()
+        active = mlflow.active_run() if run_id is None else None
+        if active is not None and tracking_uri not in (None, mlflow.get_tracking_uri()):
+            active = None  # the active run lives in another store
+        parent_run_id = run_id or (active.info.run_id if active is not None else None)
+    if parent_run_id is None:
+        warnings.warn(
+            "no audit run to attach the mitigation to (parent_run_id=, run_id= or an "
+            "active run): it is logged as a top-level run",
+            AuditWarning,
+            stacklevel=3,
+        )
+    return parent_run_id
+
+
+def _keep_on_disk(stage: Path, fallback_dir: str | Path, target: dict, exc: Exception) -> None:
+    """The upload failed: keep the staged report in ``fallback_dir`` with a note of the
+    run it was meant for (``target``), and say where (``wsca-audit log`` uploads it)."""
+    folder = Path(fallback_dir) / time.strftime("%Y%m%d-%H%M%S")
+    n = 1
+    while folder.exists():
+        n += 1
+        folder = Path(fallback_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-{n}"
+    shutil.copytree(stage, folder)
+    note = {**target, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+    (folder / PENDING_NOTE).write_text(json.dumps(note, indent=2))
+    warnings.warn(
+        f"could not log to MLflow ({type(exc).__name__}: {str(exc)[:300]}). The report "
+        f"is saved in {folder}; upload it later with `wsca-audit log {folder}`",
+        AuditWarning,
+        stacklevel=3,
+    )
 
 
 def log_to_mlflow(
@@ -391,23 +448,9 @@ def log_to_mlflow(
 
     if result is None and not is_rank_zero():
         return None  # a distributed audit: rank 0 holds the result and logs it
-
-    mitigation = None
-    if isinstance(result, Mitigation):
-        mitigation = result
-        if parent_run_id is None:
-            mlflow = _import_mlflow()
-            active = mlflow.active_run() if run_id is None else None
-            if active is not None and tracking_uri not in (None, mlflow.get_tracking_uri()):
-                active = None  # the active run lives in another store
-            parent_run_id = run_id or (active.info.run_id if active is not None else None)
-        if parent_run_id is None:
-            warnings.warn(
-                "no audit run to attach the mitigation to (parent_run_id=, run_id= or an "
-                "active run): it is logged as a top-level run",
-                AuditWarning,
-                stacklevel=2,
-            )
+    mitigation = result if isinstance(result, Mitigation) else None
+    if mitigation is not None:
+        parent_run_id = _mitigation_parent(run_id, parent_run_id, tracking_uri)
         run_id = None
         run_name = run_name or f"mitigate-{mitigation.variable}-{mitigation.method}"
         result = mitigation.after
@@ -415,17 +458,18 @@ def log_to_mlflow(
         raise AuditError(
             f"log_to_mlflow expects an AuditResult or a Mitigation, got {type(result).__name__}"
         )
-    metrics, params, tags = mlflow_payload(result)
-    more_metrics: dict[str, float] = {}
-    more_tags: dict[str, str] = {}
-    if mitigation is not None:
-        more_metrics, more_tags = mitigation_payload(mitigation)
-        metrics.update(more_metrics)
-        tags.update(more_tags)
     if parent_run_id is not None and run_id is not None:
         raise AuditError("pass run_id (log into that run) or parent_run_id (a new child run)")
+    mlflow_metrics, params, tags = mlflow_payload(result)
+    # a mitigation's own names, which its saved (patched) report cannot rebuild
+    extra_metrics, extra_tags = mitigation_payload(mitigation) if mitigation else ({}, {})
+    payload = ({**mlflow_metrics, **extra_metrics}, params, {**tags, **extra_tags})
+    target = {"run_id": run_id, "experiment_name": experiment_name, "run_name": run_name,
+              "tracking_uri": tracking_uri, "step": step, "artifact_path": artifact_path,
+              "parent_run_id": parent_run_id}  # fmt: skip
     stage = Path(tempfile.mkdtemp(prefix="wsca-stage-"))
     try:
+        # the figures are drawn once here and reused by the card below (cached on result)
         result.save(stage)
         if mitigation is not None:
             mitigation.save(stage / "mitigation")
@@ -442,49 +486,12 @@ def log_to_mlflow(
 
         try:
             with fast_fail():
-                return _upload(
-                    stage,
-                    run_id=run_id,
-                    experiment_name=experiment_name,
-                    run_name=run_name,
-                    tracking_uri=tracking_uri,
-                    metrics=metrics,
-                    params=params,
-                    tags=tags,
-                    step=step,
-                    artifact_path=artifact_path,
-                    before_artifacts=card,
-                    parent_run_id=parent_run_id,
-                )
+                return _upload(stage, payload, before_artifacts=card, **target)
         except AuditError:
             raise
         except Exception as exc:  # any transport/server failure: keep the report on disk
-            target = Path(fallback_dir) / time.strftime("%Y%m%d-%H%M%S")
-            n = 1
-            while target.exists():
-                n += 1
-                target = Path(fallback_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-{n}"
-            shutil.copytree(stage, target)
-            note = {
-                "run_id": run_id,
-                "experiment_name": experiment_name,
-                "run_name": run_name,
-                "tracking_uri": tracking_uri,
-                "step": step,
-                "artifact_path": artifact_path,
-                "parent_run_id": parent_run_id,
-                # a mitigation's own names, which the saved (patched) report cannot rebuild
-                "extra_metrics": more_metrics,
-                "extra_tags": more_tags,
-                "error": f"{type(exc).__name__}: {exc}"[:2000],
-            }
-            (target / PENDING_NOTE).write_text(json.dumps(note, indent=2))
-            warnings.warn(
-                f"could not log to MLflow ({type(exc).__name__}: {str(exc)[:300]}). The report "
-                f"is saved in {target}; upload it later with `wsca-audit log {target}`",
-                AuditWarning,
-                stacklevel=2,
-            )
+            pending = {**target, "extra_metrics": extra_metrics, "extra_tags": extra_tags}
+            _keep_on_disk(stage, fallback_dir, pending, exc)
             return None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -509,8 +516,8 @@ def log_saved(
     note: dict[str, Any] = {}
     if (directory / PENDING_NOTE).is_file():
         note = json.loads((directory / PENDING_NOTE).read_text())
-    metrics, params, tags = mlflow_payload(result)
-    metrics.update(note.get("extra_metrics") or {})
+    mlflow_metrics, params, tags = mlflow_payload(result)
+    mlflow_metrics.update(note.get("extra_metrics") or {})
     tags.update(note.get("extra_tags") or {})
     parent = None if run_id else note.get("parent_run_id")
     stage = Path(tempfile.mkdtemp(prefix="wsca-stage-"))
@@ -520,13 +527,11 @@ def log_saved(
         with fast_fail():
             return _upload(
                 stage,
+                (mlflow_metrics, params, tags),
                 run_id=run_id or note.get("run_id"),
                 experiment_name=experiment_name or note.get("experiment_name"),
                 run_name=run_name or note.get("run_name"),
                 tracking_uri=tracking_uri or note.get("tracking_uri"),
-                metrics=metrics,
-                params=params,
-                tags=tags,
                 step=note.get("step"),
                 artifact_path=note.get("artifact_path") or ARTIFACT_PATH,
                 parent_run_id=parent,

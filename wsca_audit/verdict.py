@@ -33,10 +33,17 @@ MEANING = {
     INCONCLUSIVE: "not decided at this sample size (see the intervals)",
 }
 
+# the headline's word for a list of variables with the verdict (``uses`` leads it apart)
+LIST_LABELS = {
+    INCONCLUSIVE: "Undecided",
+    ENCODED_NOT_USED: "Encoded, not used",
+    NOT_ENCODED: "Not encoded",
+}
+
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Decision thresholds of the verdicts (all applied to 95% bootstrap intervals).
+    """Decision thresholds of the verdicts (applied to the bootstrap intervals at ``ci_level``).
 
     Attributes
     ----------
@@ -101,6 +108,48 @@ def next_step(name: str, task: dict, evidence: bool = False) -> str:
     return "none"
 
 
+def as_thresholds(thresholds: Thresholds | dict | None) -> Thresholds:
+    """The thresholds in force: a :class:`Thresholds`, or one from a report's
+    ``settings["thresholds"]`` (entries that are not numbers, as a foreign report may
+    hold, keep their defaults).
+
+    Examples
+    --------
+    >>> as_thresholds({"usage": 0.3, "auc": "high", "other": 1}).usage
+    0.3
+    >>> as_thresholds(None) == Thresholds()
+    True
+    """
+    if isinstance(thresholds, Thresholds):
+        return thresholds
+    if not isinstance(thresholds, dict):
+        return Thresholds()
+    known = {
+        k: v
+        for k, v in thresholds.items()
+        if k in Thresholds.__dataclass_fields__
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+    }
+    return Thresholds(**known)
+
+
+def with_thresholds(template: str, thresholds: Thresholds | dict | None = None) -> str:
+    """A declared explanation with the thresholds in force: ``{usage}`` and ``{effect}``
+    become their values (a template with other fields is returned as it is).
+
+    Examples
+    --------
+    >>> with_thresholds("inside ±{effect} sd", {"effect": 0.3})
+    'inside ±0.30 sd'
+    """
+    t = as_thresholds(thresholds)
+    try:
+        return template.format_map({"usage": fmt(t.usage, 2), "effect": fmt(t.effect, 2)})
+    except (KeyError, IndexError, ValueError):
+        return template
+
+
 def verdict_guide(thresholds: Thresholds | dict | None = None) -> list[tuple[str, str, str]]:
     """(verdict, what it means with the thresholds in force, what to do), for reports and cards.
 
@@ -109,12 +158,7 @@ def verdict_guide(thresholds: Thresholds | dict | None = None) -> list[tuple[str
     >>> [v for v, _, _ in verdict_guide()]
     ['uses', 'encoded_not_used', 'not_encoded', 'inconclusive']
     """
-    if isinstance(thresholds, dict):
-        known = {k: v for k, v in thresholds.items() if isinstance(v, (int, float))}
-        thresholds = Thresholds(
-            **{k: v for k, v in known.items() if k in Thresholds.__dataclass_fields__}
-        )
-    t = thresholds or Thresholds()
+    t = as_thresholds(thresholds)
     d, u, a = fmt(t.effect, 2), fmt(t.usage, 2), fmt(t.alpha, 2)
     return [
         (

@@ -1,6 +1,9 @@
-"""Input-side evidence: one module per evidence type, each registered with the base's
-registry (``Evidence``, :func:`register_evidence`); the report, tracking and the card
-loop over the registry and never name a type."""
+"""Input-side evidence: one module per evidence type (``attribution``, ``masking``,
+``intervention``), each registered with the base's registry (``Evidence``,
+:func:`register_evidence`); the report, tracking and the card loop over the registry and
+never name a type. Helpers: ``captum_method`` (a Captum method bound to the model),
+``attribution_summary`` (the per-batch reduction of attribution maps),
+``attribution_figures`` and ``plotting`` (figures)."""
 
 from .attribution import AttributionResult, InputAttribution, attribution_mass
 from .base import (

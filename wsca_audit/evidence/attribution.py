@@ -2,12 +2,13 @@
 
 :class:`InputAttribution` and :func:`attribution_mass` compute input attributions
 (Integrated Gradients by default, any Captum attribution class accepted) batch by batch
-and reduce them at once to summaries: the share of positive attribution mass inside an
-ROI, and inside further named regions (an artefact's box), per image, per-group mean maps
-(label, each categorical metadata value) and a few overlays per group. Layer methods
-(``LayerGradCam`` on a convolutional block) are upsampled to the image with Captum's
-``LayerAttribution.interpolate``. The full attribution tensor set is never kept. The
-result is the ``attribution`` evidence type of a report.
+and reduce them at once to summaries (:mod:`.attribution_summary`): the share of
+positive attribution mass inside an ROI, and inside further named regions (an artefact's
+box), per image, per-group mean maps (label, each categorical metadata value) and a few
+overlays per group. Layer methods (``LayerGradCam`` on a convolutional block) are
+upsampled to the image with Captum's ``LayerAttribution.interpolate``. The full
+attribution tensor set is never kept. The result is the ``attribution`` evidence type of
+a report; its figures live in :mod:`.attribution_figures`.
 
 (The embedding-side counterpart, the layer-attribution *alignment* of a task, is a
 measure: :mod:`wsca_audit.measures.alignment`.)
@@ -16,9 +17,8 @@ measure: :mod:`wsca_audit.measures.alignment`.)
 from __future__ import annotations
 
 import inspect
-import math
-import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -29,27 +29,24 @@ from tqdm.auto import tqdm
 from ..errors import AuditError
 from ..formatting import ci_text, fmt
 from ..naming import interval_metrics, sanitize_name
-from ..primary import ScoreModel, logits_of
-from ..stats import bootstrap_mean_ci
+from ..stats import stratified_subsample
 from ..validation import check_consistent_length, column_or_1d
+from .attribution_figures import mean_maps_figure, overlay_figure, shares_figure
+from .attribution_summary import MapSums, check_region_counts, named_regions, share_summary
 from .base import (
     Evidence,
     RoiMasks,
     as_image_batch,
-    boxes_to_roi,
-    display_image,
     iter_image_batches,
     model_device,
     n_images,
     register_evidence,
     warn_if_training,
 )
+from .captum_method import CaptumMethod
 
-_MAX_GROUP_LEVELS = 20
-
-
-# --------------------------------------------------------------------------- input view
-_OUTLINE_COLOURS = ("lime", "yellow", "cyan", "magenta", "orange")
+MAX_GROUP_LEVELS = 20  # metadata with more values is not categorical: no groups for it
+INTERPOLATE_MODES = ("nearest", "bilinear", "bicubic", "area")
 SHARES_FIGURE = "share_of_positive_attribution_per_region"
 
 
@@ -73,6 +70,12 @@ class AttributionResult(Evidence):
     kind = "attribution"
     section = "attribution"
     schema: ClassVar[dict] = {"$ref": "#/$defs/attribution"}
+    title = "Attributions"
+    explanation = (
+        "where in the image the prediction comes from: the share of positive Captum "
+        "attribution mass inside the region of interest (and each named region), beside "
+        "the share of the image it covers"
+    )
 
     @property
     def default_key(self) -> str:
@@ -85,17 +88,16 @@ class AttributionResult(Evidence):
         if data.get("layer"):
             method += f" on {data['layer']}"
         head = f"attribution '{key}' ({method}, {data.get('n_samples')} images): "
-        regions = data.get("regions") or {}
         if data.get("inside") is None:
             out = [head + f"mean maps for {len(data.get('per_group', {}))} groups (no ROI given)"]
         else:
+            inside = {**data, "value": data["inside"]}
             out = [
-                head + f"{fmt(data['inside'])} [{fmt(data.get('ci_low'))}, "
-                f"{fmt(data.get('ci_high'))}] of the positive mass inside the ROI, which covers "
+                head + f"{ci_text(inside)} of the positive mass inside the ROI, which covers "
                 f"{fmt(data.get('roi_area'))} of the image (enrichment "
                 f"{fmt(data.get('enrichment'), 2)})"
             ]
-        for name, r in regions.items():
+        for name, r in (data.get("regions") or {}).items():
             by_group = ", ".join(
                 f"{g} {fmt(e['regions'][name].get('value'))}"
                 for g, e in (data.get("per_group") or {}).items()
@@ -129,8 +131,10 @@ class AttributionResult(Evidence):
         mean_maps: dict[str, np.ndarray] | None = None,
         examples: dict[str, list[dict]] | None = None,
         mean_masks: dict[str, dict[str, np.ndarray]] | None = None,
+        *,
+        ci_level: float = 0.95,
     ) -> None:
-        super().__init__(data)
+        super().__init__(data, ci_level=ci_level)
         self.mean_maps_ = mean_maps or {}
         self.examples_ = examples or {}
         self.mean_masks_ = mean_masks or {}
@@ -147,32 +151,9 @@ class AttributionResult(Evidence):
         """Per-group mean attribution maps on one colour scale (red: for the prediction),
         with the ROI and the named regions outlined where most of the group's images have
         them."""
-        from matplotlib.figure import Figure
-
-        maps = self.mean_maps_
-        if not maps:
-            return None
-        names = list(maps)
-        cols = min(4, len(names))
-        rows = math.ceil(len(names) / cols)
-        fig = Figure(figsize=(2.6 * cols + 0.8, 2.5 * rows + 0.3), layout="constrained")
-        axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-        vmax = max(float(np.abs(m).max()) for m in maps.values()) or 1.0
-        im = None
-        for ax, name in zip(axes, names):
-            im = ax.imshow(maps[name], cmap="bwr", vmin=-vmax, vmax=vmax)
-            _outline(ax, self.mean_masks_.get(name, {}))
-            n = self._data["per_group"].get(name, {}).get("n")
-            ax.set_title(f"{name} (n={n})" if n else name, fontsize=9)
-            ax.axis("off")
-        for ax in axes[len(names) :]:
-            ax.axis("off")
-        _legend(axes[0], self.mean_masks_.get(names[0], {}))
-        fig.colorbar(
-            im, ax=axes.tolist(), shrink=0.8, label=f"mean attribution (unit mass; {self._red()})"
+        return mean_maps_figure(
+            self.mean_maps_, self.mean_masks_, self._data["per_group"], self._title(), self._red()
         )
-        fig.suptitle(f"{self._title()}: mean attribution maps per group", fontsize=10)
-        return fig
 
     def _red(self) -> str:
         """What red (positive attribution) means in the figures."""
@@ -189,79 +170,17 @@ class AttributionResult(Evidence):
 
     def _extra_figures(self) -> dict[str, Any]:
         out = {}
-        shares = self._shares_figure()
+        shares = shares_figure(self._data, self._title(), self.ci_level)
         if shares is not None:
             out[SHARES_FIGURE] = shares
-        out.update({f"overlays/{g}": self._overlay(g) for g, ex in self.examples_.items() if ex})
+        out.update(
+            {
+                f"overlays/{g}": overlay_figure(ex, g, self._red())
+                for g, ex in self.examples_.items()
+                if ex
+            }
+        )
         return out
-
-    def _shares_figure(self):
-        """One panel per measured area (the ROI, each region): the share of positive mass
-        per group with its CI, and the area (what a map blind to it would give)."""
-        from matplotlib.figure import Figure
-
-        d = self._data
-        panels = []  # (title, area, {group: block})
-        groups = d.get("per_group") or {}
-        if d.get("inside") is not None:
-            panels.append(
-                ("inside the ROI", d.get("roi_area"), {g: {"value": e.get("inside"), **{
-                    k: e.get(k) for k in ("ci_low", "ci_high")}} for g, e in groups.items()})
-            )  # fmt: skip
-        for name, r in (d.get("regions") or {}).items():
-            blocks = {g: (e.get("regions") or {}).get(name, {}) for g, e in groups.items()}
-            panels.append((f"in '{name}'", r.get("area"), blocks))
-        if not panels:
-            return None
-        fig = Figure(figsize=(3.4 * len(panels) + 0.4, 3.2), layout="constrained")
-        axes = np.atleast_1d(fig.subplots(1, len(panels)))
-        for ax, (title, area, blocks) in zip(axes, panels):
-            names = list(blocks)
-            v = np.array([_num(blocks[g].get("value")) for g in names])
-            lo = np.array([_num(blocks[g].get("ci_low")) for g in names])
-            hi = np.array([_num(blocks[g].get("ci_high")) for g in names])
-            err = np.nan_to_num(np.vstack([v - lo, hi - v]).clip(min=0))
-            ax.bar(range(len(names)), np.nan_to_num(v), yerr=err, capsize=3, color="#c0392b")
-            if area is not None:
-                ax.axhline(area, color="grey", ls="--", lw=1, label="its area (blind map)")
-                ax.legend(fontsize=7, loc="upper right")
-            ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-            ax.set_title(f"share of positive mass {title}", fontsize=9)
-            ax.set_ylim(0, max(1e-3, float(np.nanmax(np.r_[hi, v, area or 0]))) * 1.15)
-        fig.suptitle(f"{self._title()}: where the positive attribution lies (95% CI)", fontsize=10)
-        return fig
-
-    def _overlay(self, group: str):
-        from matplotlib.figure import Figure
-
-        ex = self.examples_[group]
-        cols = min(4, len(ex))
-        rows = math.ceil(len(ex) / cols)
-        fig = Figure(figsize=(2.3 * cols, 2.5 * rows + 0.2), layout="constrained")
-        axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-        for ax, e in zip(axes, ex):
-            img, amap = e["image"], e["map"]
-            ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
-            vmax = float(np.abs(amap).max()) or 1.0
-            ax.imshow(amap, cmap="bwr", vmin=-vmax, vmax=vmax, alpha=0.55)
-            masks = {"ROI": e["roi"]} if e.get("roi") is not None else {}
-            masks.update(e.get("regions") or {})
-            _outline(ax, masks)
-            shares = [f"in-ROI {e['inside']:.2f}"] if e.get("inside") is not None else []
-            shares += [f"{n} {s:.2f}" for n, s in (e.get("region_shares") or {}).items() if s == s]
-            groups = ", ".join(e.get("groups", []))
-            ax.set_title(
-                f"#{e['index']}" + (f" {groups}" if groups else "") + "\n" + " ".join(shares),
-                fontsize=7,
-            )
-            ax.axis("off")
-        for ax in axes[len(ex) :]:
-            ax.axis("off")
-        if ex:
-            first = {"ROI": ex[0]["roi"]} if ex[0].get("roi") is not None else {}
-            _legend(axes[0], {**first, **(ex[0].get("regions") or {})})
-        fig.suptitle(f"{group}: attribution overlays ({self._red()})", fontsize=9)
-        return fig
 
     def save(self, directory):
         out = super().save(directory)
@@ -275,34 +194,43 @@ class AttributionResult(Evidence):
         return out
 
 
-def _num(x: Any) -> float:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else math.nan
+BUILT_FROM = ("model", "method", "target", "layer")  # what the Captum method is built from
 
 
-def _outline(ax, masks: Mapping[str, np.ndarray]) -> None:
-    """Contours of (H, W) masks (bool, or the share of images holding each pixel) at 0.5:
-    the ROI solid, further regions dashed, in a fixed colour order."""
-    for i, (colour, m) in enumerate(zip(_OUTLINE_COLOURS, masks.values())):
-        m = np.asarray(m, dtype=float)
-        if (m > 0.5).any() and (m < 0.5).any():
-            ax.contour(m, levels=[0.5], colors=[colour], linewidths=1.0,
-                       linestyles="-" if i == 0 else "--")  # fmt: skip
+class _Rebuilds:
+    """A setting the Captum method is built from (one of :data:`BUILT_FROM`). Assigning
+    one rebuilds the method at once, and a value it cannot be built from is refused with
+    the old one kept: no call can find a method built for another value (Captum builds
+    in ``__init__``; here the settings stay assignable)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = "_" + name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        return self if obj is None else getattr(obj, self.slot)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        old = obj.__dict__.get(self.slot)
+        setattr(obj, self.slot, value)
+        if "_captum" not in obj.__dict__:  # __init__ builds once every setting is in place
+            return
+        try:
+            obj._captum = CaptumMethod(**{k: getattr(obj, k) for k in BUILT_FROM})
+        except Exception:
+            setattr(obj, self.slot, old)
+            raise
 
 
-def _legend(ax, masks: Mapping[str, Any]) -> None:
-    from matplotlib.lines import Line2D
+@dataclass
+class _Inputs:
+    """One run's checked inputs: images, ROI masks, named regions, labels, metadata."""
 
-    if not masks:
-        return
-    handles = [
-        Line2D([], [], color=c, lw=1.2, ls="-" if i == 0 else "--", label=name)
-        for i, (c, name) in enumerate(zip(_OUTLINE_COLOURS, masks))
-    ]
-    ax.legend(handles=handles, fontsize=6, loc="lower left", framealpha=0.7)
-
-
-def _method_name(method: Any) -> str:
-    return method.__name__ if isinstance(method, type) else type(method).__name__
+    images: Any
+    roi: RoiMasks | None
+    regions: dict
+    y: np.ndarray | None
+    meta: dict[str, np.ndarray]
+    n_known: int | None
 
 
 class InputAttribution:
@@ -348,6 +276,14 @@ class InputAttribution:
     n_bootstrap, ci_level, seed, device, progress
         Intervals, randomness, device (default: the model's) and a progress bar.
 
+    Notes
+    -----
+    As Captum's classes do, the attributor is built here, once: ``attribute()`` and
+    ``attribute_batch()`` only compute. Assigning ``model``, ``method``, ``target`` or
+    ``layer`` later rebuilds it at once (an invalid value is an ``AuditError`` and the
+    old one stays; :meth:`set_params` changes several together), and the other settings
+    are read at each call, so a call never uses a method built for other settings.
+
     Examples
     --------
     >>> import torch, wsca_audit as wa
@@ -370,6 +306,11 @@ class InputAttribution:
     >>> res["method"], res["layer"], res.mean_maps_["all"].shape, sorted(res["regions"])
     ('LayerGradCam', '1', (6, 6), ['corner'])
     """
+
+    model = _Rebuilds()
+    method = _Rebuilds()
+    target = _Rebuilds()
+    layer = _Rebuilds()
 
     def __init__(
         self,
@@ -396,131 +337,49 @@ class InputAttribution:
         self.model = model
         self.method = method
         self.target = target
+        self.layer = layer
         self.baselines = baselines
         self.n_steps = n_steps
         self.internal_batch_size = internal_batch_size
         self.attribute_kwargs = dict(attribute_kwargs or {})
-        self.layer = layer
         self.interpolate_mode = interpolate_mode
         self.batch_size = batch_size
         self.n_examples = n_examples
-        if isinstance(overlay_groups, str):  # one group, not its letters
-            overlay_groups = [overlay_groups]
-        self.overlay_groups = None if overlay_groups is None else [str(g) for g in overlay_groups]
+        self.overlay_groups = _group_list(overlay_groups)
         self.max_samples = max_samples
         self.n_bootstrap = n_bootstrap
         self.ci_level = ci_level
         self.seed = seed
         self.device = device
         self.progress = progress
+        self._captum = CaptumMethod(model, method, target, layer)
 
-    # ------------------------------------------------------------------ set-up
-    def _layer(self) -> tuple[nn.Module, str]:
-        """``layer=`` as a module of the model, and its dotted name."""
-        names = {id(m): n for n, m in self.model.named_modules()}
-        if isinstance(self.layer, str):
-            try:
-                module = self.model.get_submodule(self.layer)
-            except AttributeError as exc:
-                raise AuditError(
-                    f"layer={self.layer!r} is not a module of the model; its modules include "
-                    f"{[n for n in list(names.values())[1:9]]}"
-                ) from exc
-            return module, self.layer
-        if isinstance(self.layer, nn.Module) and id(self.layer) in names:
-            return self.layer, names[id(self.layer)] or type(self.layer).__name__
-        raise AuditError(
-            f"layer must be a module of the model or its name; got {type(self.layer).__name__}"
-        )
+    def set_params(self, **params: Any) -> InputAttribution:
+        """Change several settings at once (scikit-learn's habit) and return ``self``.
 
-    def _layer_name(self, attributor) -> str | None:
-        """The attributed layer's name: ``layer=``'s, or a configured instance's own."""
-        if self.layer is not None:
-            return self._layer()[1]
-        layer = getattr(attributor, "layer", None)
-        names = {id(m): n for n, m in self.model.named_modules()}
-        return names.get(id(layer)) if isinstance(layer, nn.Module) else None
+        The Captum method is rebuilt once, from all of them: switching to a layer method
+        takes ``set_params(method=LayerGradCam, layer="features.14")``. An unknown name or
+        a combination the method cannot be built from is an ``AuditError`` and changes
+        nothing.
+        """
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        unknown = sorted(set(params) - set(names))
+        if unknown:
+            raise AuditError(f"InputAttribution has no setting {unknown}; its settings: {names}")
+        captum = CaptumMethod(**{k: params.get(k, getattr(self, k)) for k in BUILT_FROM})
+        for name, value in params.items():
+            if name in BUILT_FROM:
+                self.__dict__["_" + name] = value  # the descriptor's slot: built just above
+            elif name == "overlay_groups":
+                self.overlay_groups = _group_list(value)
+            elif name == "attribute_kwargs":
+                self.attribute_kwargs = dict(value or {})
+            else:
+                setattr(self, name, value)
+        self._captum = captum
+        return self
 
-    def _build(self, n_outputs: int):
-        """The Captum object and how to pick targets: (attributor, mode)."""
-        from captum.attr import Attribution, IntegratedGradients
-
-        method = self.method if self.method is not None else IntegratedGradients
-        if self.target is not None:
-            if not 0 <= int(self.target) < n_outputs:
-                raise AuditError(
-                    f"target={self.target} is not a class of a model with {n_outputs} outputs"
-                )
-            forward, mode = self.model, "fixed"
-        elif n_outputs <= 2:
-            forward, mode = ScoreModel(self.model), "score"
-        else:
-            forward, mode = self.model, "predicted"
-        if isinstance(method, type) and issubclass(method, Attribution):
-            takes_layer = "layer" in inspect.signature(method.__init__).parameters
-            if takes_layer != (self.layer is not None):
-                raise AuditError(
-                    f"{method.__name__} attributes to a layer: pass layer= (a module of the "
-                    "model or its name, e.g. its last convolutional block)"
-                    if takes_layer
-                    else f"layer= is for Captum's layer methods (LayerGradCam, ...); "
-                    f"{method.__name__} attributes to the inputs"
-                )
-            return (method(forward, self._layer()[0]) if takes_layer else method(forward)), mode
-        if isinstance(method, Attribution):
-            return method, "fixed" if self.target is not None else "as_given"
-        raise AuditError(
-            f"method must be a Captum attribution class or instance (e.g. "
-            f"captum.attr.IntegratedGradients); got {method!r}"
-        )
-
-    def _kwargs(self, attributor) -> dict:
-        params = inspect.signature(attributor.attribute).parameters
-        kw: dict[str, Any] = {}
-        if "n_steps" in params:
-            kw["n_steps"] = self.n_steps
-        if "internal_batch_size" in params and self.internal_batch_size is not None:
-            kw["internal_batch_size"] = self.internal_batch_size
-        if "baselines" in params and self.baselines is not None:
-            kw["baselines"] = self.baselines
-        unknown = set(self.attribute_kwargs) - set(params)
-        if unknown and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-            raise AuditError(
-                f"{type(attributor).__name__}.attribute takes no {sorted(unknown)}; "
-                f"it takes {[p for p in params if p != 'self']}"
-            )
-        kw.update(self.attribute_kwargs)
-        return kw
-
-    def _subsample(self, inputs, roi, targets, metadata, regions):
-        n = int(inputs.shape[0])
-        if self.max_samples is None or self.max_samples >= n:
-            return inputs, roi, targets, metadata
-        strata = np.zeros(n, dtype=np.int64)
-        for col in ([targets] if targets is not None else []) + list(metadata.values()):
-            _, codes = np.unique(col.astype(str), return_inverse=True)
-            strata = strata * (codes.max() + 1) + codes
-        rng = np.random.default_rng(self.seed)
-        order = rng.permutation(n)
-        # round-robin over strata: the k-th member of every stratum before any (k+1)-th
-        rank = np.zeros(n, dtype=np.int64)
-        seen: dict[int, int] = {}
-        for i in order:
-            rank[i] = seen.get(strata[i], 0)
-            seen[strata[i]] = rank[i] + 1
-        pick = np.sort(order[np.argsort(rank[order], kind="stable")][: self.max_samples])
-        sel = torch.as_tensor(pick)
-        for masks in [roi, *regions.values()]:
-            if isinstance(masks, RoiMasks) and not masks.shared:
-                masks.masks = masks.masks[sel]
-        return (
-            inputs[sel],
-            roi,
-            targets[pick] if targets is not None else None,
-            {k: v[pick] for k, v in metadata.items()},
-        )
-
-    # ------------------------------------------------------------------ the run
+    # ------------------------------------------------------------------ one batch
     def attribute_batch(self, x: Tensor) -> Tensor:
         """Raw Captum attributions of one batch (n, C, H, W), on the model's device.
 
@@ -530,47 +389,18 @@ class InputAttribution:
         ``LayerAttribution.interpolate(attr.sum(1, keepdim=True), (H, W),
         interpolate_mode)``, shape (n, 1, H, W).
         """
-        from captum.attr import LayerAttribution
-
         x = as_image_batch(x).to(model_device(self.model, self.device))
-        if getattr(self, "_attributor", None) is None:
-            with torch.no_grad():
-                n_out = logits_of(self.model(x[:1])).shape[1]
-            self._attributor, self._mode = self._build(n_out)
-            self._kw = self._kwargs(self._attributor)
-        kw = dict(self._kw)
-        if self._mode == "fixed":
-            kw["target"] = int(self.target)
-        elif self._mode == "predicted":
-            with torch.no_grad():
-                kw["target"] = logits_of(self.model(x)).argmax(1)
-        # autograd even when called under torch.inference_mode() / no_grad(); Captum's note
-        # that it made the inputs require gradients concerns our own copy, not the caller's
-        with torch.inference_mode(False), torch.enable_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Input Tensor .* did not already require gradients")
-            attr = self._attributor.attribute(x.clone(), **kw)
-        if isinstance(attr, tuple):
-            attr = attr[0]
-        name = type(self._attributor).__name__
-        if isinstance(self._attributor, LayerAttribution):
-            if attr.ndim != 4 or attr.shape[0] != x.shape[0]:
-                raise AuditError(
-                    f"{name} returned attributions of shape {tuple(attr.shape)} for "
-                    f"{x.shape[0]} images: the layer must give a (N, C, h, w) feature map "
-                    "(choose a convolutional block)"
-                )
-            attr = attr.sum(1, keepdim=True)
-            if attr.shape[-2:] != x.shape[-2:]:
-                attr = LayerAttribution.interpolate(
-                    attr, tuple(x.shape[-2:]), interpolate_mode=self.interpolate_mode
-                )
-        elif attr.shape != x.shape:
-            raise AuditError(
-                f"{name} returned attributions of shape "
-                f"{tuple(attr.shape)} for inputs {tuple(x.shape)}"
-            )
-        return attr.detach()
+        captum = self._captum
+        return self._attribute(x, captum.n_outputs(x) if captum.needs_outputs else None)
 
+    def _attribute(self, x: Tensor, n_outputs: int | None) -> Tensor:
+        """:meth:`attribute_batch` of a batch already on the device, its outputs counted."""
+        kw = self._captum.call_kwargs(
+            self.n_steps, self.internal_batch_size, self.baselines, self.attribute_kwargs
+        )
+        return self._captum.attribute(x, n_outputs, kw, self.interpolate_mode)
+
+    # ------------------------------------------------------------------ the run
     def attribute(
         self,
         inputs: Any,
@@ -596,263 +426,130 @@ class InputAttribution:
             positive mass inside it, with a CI (``result["regions"][name]``), per group
             too, and is outlined in the figures. They may overlap the ROI.
         """
+        self._check_settings()
+        run = self._inputs(inputs, roi, targets, metadata, regions)
+        warn_if_training(self.model, "attribution")
+        sums = self._stream(run)
+        self._check_counts(run, sums.n)
+        data = {
+            **self._header(sums.n),
+            **share_summary(sums, run.y, run.meta, self.n_bootstrap, self.ci_level, self.seed),
+        }
+        return AttributionResult(
+            data, sums.mean_maps(), sums.examples, sums.mean_masks(), ci_level=self.ci_level
+        )
+
+    def _check_settings(self) -> None:
         if self.batch_size < 1 or self.n_examples < 0:
             raise AuditError("batch_size must be >= 1 and n_examples >= 0")
-        if self.interpolate_mode not in _INTERPOLATE_MODES:
+        if self.interpolate_mode not in INTERPOLATE_MODES:
             raise AuditError(
-                f"interpolate_mode must be one of {list(_INTERPOLATE_MODES)}; "
+                f"interpolate_mode must be one of {list(INTERPOLATE_MODES)}; "
                 f"got {self.interpolate_mode!r}"
             )
+
+    def _inputs(self, inputs, roi, targets, metadata, regions) -> _Inputs:
+        """The run's inputs checked, and a tensor input subsampled to ``max_samples``."""
         y = column_or_1d(targets, "targets", "image") if targets is not None else None
-        meta: dict[str, np.ndarray] = {}
-        for name, col in (metadata or {}).items():
-            arr = column_or_1d(col, f"metadata[{name!r}]", "image")
-            if len(np.unique(arr.astype(str))) > _MAX_GROUP_LEVELS:
-                raise AuditError(
-                    f"metadata[{name!r}] has more than {_MAX_GROUP_LEVELS} values: the input "
-                    "view groups by categorical metadata only (bin continuous variables first)"
-                )
-            meta[str(name)] = arr
+        meta = _group_metadata(metadata)
         masks = RoiMasks(roi) if roi is not None else None
-        named = _named_regions(regions)
+        named = named_regions(regions)
         n_known = n_images(inputs)
         if isinstance(inputs, (Tensor, np.ndarray)):
             inputs = as_image_batch(inputs)
-            check_consistent_length(
-                n_known, "images", targets=y, **{f"metadata[{k!r}]": v for k, v in meta.items()}
-            )
+            columns = {f"metadata[{k!r}]": v for k, v in meta.items()}
+            check_consistent_length(n_known, "images", targets=y, **columns)
             if masks is not None:
                 masks.check_count(n_known)
-            _check_region_counts(named, n_known)
-            inputs, masks, y, meta = self._subsample(inputs, masks, y, meta, named)
+            check_region_counts(named, n_known)
+            inputs, y, meta = self._subsample(inputs, masks, y, meta, named)
             n_known = int(inputs.shape[0])
         elif self.max_samples is not None and n_known is not None:
             n_known = min(n_known, self.max_samples)
-        warn_if_training(self.model, "attribution")
+        return _Inputs(inputs, masks, named, y, meta, n_known)
+
+    def _subsample(self, inputs, roi, targets, metadata, regions):
+        """At most ``max_samples`` images of a tensor input, stratified by label and each
+        metadata value; per-image masks (ROI and regions) are cut to match in place."""
+        n = int(inputs.shape[0])
+        if self.max_samples is None or self.max_samples >= n:
+            return inputs, targets, metadata
+        strata = np.zeros(n, dtype=np.int64)
+        for col in ([targets] if targets is not None else []) + list(metadata.values()):
+            _, codes = np.unique(col.astype(str), return_inverse=True)
+            strata = strata * (codes.max() + 1) + codes
+        pick = stratified_subsample(strata, self.max_samples, self.seed)
+        sel = torch.as_tensor(pick)
+        for masks in [roi, *regions.values()]:
+            if isinstance(masks, RoiMasks) and not masks.shared:
+                masks.masks = masks.masks[sel]
+        y = targets[pick] if targets is not None else None
+        return inputs[sel], y, {k: v[pick] for k, v in metadata.items()}
+
+    def _stream(self, run: _Inputs) -> MapSums:
+        """Attribute the images batch by batch, reducing each batch at once."""
         dev = model_device(self.model, self.device)
-
-        shares: list[np.ndarray] = []
-        areas: list[np.ndarray] = []
-        region_shares: dict[str, list[np.ndarray]] = {r: [] for r in named}
-        region_areas: dict[str, list[np.ndarray]] = {r: [] for r in named}
-        sums: dict[str, Tensor] = {}
-        mask_sums: dict[str, dict[str, Tensor]] = {}
-        counts: dict[str, int] = {}
-        examples: dict[str, list[dict]] = {}
-        self._attributor = None
-        start = 0
-        bar = tqdm(total=n_known, desc="wsca: attribution", unit="img", disable=not self.progress)
-        for x in iter_image_batches(inputs, self.batch_size):
-            if self.max_samples is not None and start >= self.max_samples:
-                break
+        sums = MapSums(run.regions, self.n_examples, self.overlay_groups)
+        n_outputs = None  # counted on the first batch of this run
+        bar = tqdm(total=run.n_known, desc="wsca: attribution", unit="img",
+                   disable=not self.progress)  # fmt: skip
+        for x in iter_image_batches(run.images, self.batch_size):
             if self.max_samples is not None:
-                x = x[: self.max_samples - start]
+                if sums.n >= self.max_samples:
+                    break
+                x = x[: self.max_samples - sums.n]
             x = x.to(dev)
-            n = x.shape[0]
-            attr = self.attribute_batch(x)
-            amap = attr.detach().float().sum(1)  # (n, H, W): channels summed
-            pos = amap.clamp_min(0)
-            m = masks.take(start, x) if masks is not None else None
-            if m is not None:
-                shares.append(_share(pos, m))
-                areas.append(m.float().mean((1, 2)).cpu().numpy())
-            outlines = {"ROI": m} if m is not None else {}
-            for r in list(named):
-                rm = outlines[r] = _take_region(named, r, start, x)
-                region_shares[r].append(_share(pos, rm))
-                region_areas[r].append(rm.float().mean((1, 2)).cpu().numpy())
-            unit = amap / amap.abs().sum((1, 2), keepdim=True).clamp_min(1e-30)
-            keys = _group_keys(start, n, y, meta)
-            for j, ks in enumerate(keys):
-                for key in ks:
-                    if key not in sums:
-                        sums[key] = torch.zeros_like(unit[0])
-                        mask_sums[key] = {o: torch.zeros_like(unit[0]) for o in outlines}
-                        counts[key] = 0
-                    sums[key] += unit[j]
-                    for o, om in outlines.items():
-                        mask_sums[key][o] += om[j]
-                    counts[key] += 1
-                    if self.overlay_groups is not None and key not in self.overlay_groups:
-                        continue
-                    ex = examples.setdefault(key, [])
-                    if len(ex) < self.n_examples:
-                        ex.append(
-                            {
-                                "index": start + j,
-                                "groups": ks[1:],
-                                "image": display_image(x[j]),
-                                "map": amap[j].cpu().numpy(),
-                                "roi": None if m is None else m[j].cpu().numpy(),
-                                "inside": None if m is None else float(shares[-1][j]),
-                                "regions": {r: outlines[r][j].cpu().numpy() for r in named},
-                                "region_shares": {r: float(region_shares[r][-1][j]) for r in named},
-                            }
-                        )
-            start += n
-            bar.update(n)
+            if n_outputs is None and self._captum.needs_outputs:
+                n_outputs = self._captum.n_outputs(x)
+            sums.add(x, self._attribute(x, n_outputs), run.roi, run.y, run.meta)
+            bar.update(x.shape[0])
         bar.close()
-        if start == 0:
+        return sums
+
+    @staticmethod
+    def _check_counts(run: _Inputs, n: int) -> None:
+        """Labels, metadata and per-image masks agree with the number of images seen."""
+        if n == 0:
             raise AuditError("inputs held no images")
-        if y is not None:
-            check_consistent_length(start, "images", targets=y)
-        for k, v in meta.items():
-            check_consistent_length(start, "images", **{f"metadata[{k!r}]": v})
-        if masks is not None:
-            masks.check_count(start)
-        _check_region_counts(named, start)
+        if run.y is not None:
+            check_consistent_length(n, "images", targets=run.y)
+        for k, v in run.meta.items():
+            check_consistent_length(n, "images", **{f"metadata[{k!r}]": v})
+        if run.roi is not None:
+            run.roi.check_count(n)
+        check_region_counts(run.regions, n)
 
-        data = self._summary(start, shares, areas, counts, y, meta, self._attributor)
-        self._add_regions(data, region_shares, region_areas, y, meta)
-        order = sorted(sums, key=lambda k: (k != "all", k))  # "all", then by name
-        mean_maps = {k: (sums[k] / counts[k]).cpu().numpy() for k in order}
-        mean_masks = {
-            k: {o: (v / counts[k]).cpu().numpy() for o, v in mask_sums[k].items()} for k in order
-        }
-        return AttributionResult(data, mean_maps, examples, mean_masks)
-
-    def _summary(self, n, shares, areas, counts, y, meta, attributor) -> dict:
-        data: dict[str, Any] = {
-            "method": _method_name(attributor),
-            "layer": self._layer_name(attributor),
+    def _header(self, n: int) -> dict[str, Any]:
+        """What was attributed, and how: the first keys of the report entry."""
+        return {
+            "method": self._captum.name,
+            "layer": self._captum.layer_name,
             "target": self.target if self.target is not None else "primary score",
             "n_steps": self.n_steps,
             "baselines": "captum default (zeros)" if self.baselines is None else "user",
             "n_samples": n,
-            "inside": None,
-            "outside": None,
-            "ci_low": None,
-            "ci_high": None,
-            "roi_area": None,
-            "enrichment": None,
-            "regions": {},
-            "per_group": {},
         }
-        share = np.concatenate(shares) if shares else None
-        if share is not None:
-            area = np.concatenate(areas)
-            inside = float(np.nanmean(share)) if np.isfinite(share).any() else math.nan
-            lo, hi = bootstrap_mean_ci(share, self.n_bootstrap, self.ci_level, self.seed)
-            data.update(
-                inside=inside,
-                outside=1.0 - inside,
-                ci_low=lo,
-                ci_high=hi,
-                roi_area=float(area.mean()),
-                enrichment=inside / float(area.mean()),
-                n_no_positive_mass=int((~np.isfinite(share)).sum()),
+
+
+def _group_list(groups: Sequence[str] | str | None) -> list[str] | None:
+    """``overlay_groups=`` as a list of names (one string is one group, not its letters)."""
+    if isinstance(groups, str):
+        groups = [groups]
+    return None if groups is None else [str(g) for g in groups]
+
+
+def _group_metadata(metadata: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+    """``metadata=`` as columns, each categorical (one group per value)."""
+    meta: dict[str, np.ndarray] = {}
+    for name, col in (metadata or {}).items():
+        arr = column_or_1d(col, f"metadata[{name!r}]", "image")
+        if len(np.unique(arr.astype(str))) > MAX_GROUP_LEVELS:
+            raise AuditError(
+                f"metadata[{name!r}] has more than {MAX_GROUP_LEVELS} values: the input "
+                "view groups by categorical metadata only (bin continuous variables first)"
             )
-        for k, idx in _members(n, y, meta).items():  # "all", then by name
-            entry: dict[str, Any] = {"n": counts.get(k, len(idx))}
-            if share is not None:
-                s = share[idx]
-                v = float(np.nanmean(s)) if np.isfinite(s).any() else math.nan
-                lo, hi = bootstrap_mean_ci(s, self.n_bootstrap, self.ci_level, self.seed)
-                entry.update(inside=v, outside=1.0 - v, ci_low=lo, ci_high=hi)
-            data["per_group"][k] = entry
-        return data
-
-    def _add_regions(self, data, region_shares, region_areas, y, meta) -> None:
-        """``data["regions"][name]`` and ``per_group[g]["regions"][name]``: the mean share
-        of positive mass in each named region, with a bootstrap CI (images without positive
-        mass left out, as for the ROI)."""
-        if not region_shares:
-            return
-        members = _members(data["n_samples"], y, meta)
-        for r, parts in region_shares.items():
-            s = np.concatenate(parts)
-            area = float(np.concatenate(region_areas[r]).mean())
-            data["regions"][r] = {**self._interval(s), "area": area}
-            data["regions"][r]["enrichment"] = data["regions"][r]["value"] / area
-            for k, idx in members.items():
-                data["per_group"][k].setdefault("regions", {})[r] = self._interval(s[idx])
-
-    def _interval(self, s: np.ndarray) -> dict[str, float]:
-        v = float(np.nanmean(s)) if np.isfinite(s).any() else math.nan
-        lo, hi = bootstrap_mean_ci(s, self.n_bootstrap, self.ci_level, self.seed)
-        return {"value": v, "ci_low": lo, "ci_high": hi}
-
-
-_INTERPOLATE_MODES = ("nearest", "bilinear", "bicubic", "area")
-
-
-def _share(pos: Tensor, region: Tensor) -> np.ndarray:
-    """Per image, the share of the positive mass ``pos`` (n, H, W) inside ``region``
-    (NaN for an image without positive mass)."""
-    total = pos.sum((1, 2))
-    inside = (pos * region).sum((1, 2))
-    return torch.where(total > 0, inside / total.clamp_min(1e-30), math.nan).cpu().numpy()
-
-
-def _named_regions(regions: Mapping[str, Any] | None) -> dict[str, RoiMasks | np.ndarray]:
-    """``regions=`` checked: name -> RoiMasks, or a box (turned into a mask per batch, once
-    the image size is known)."""
-    if regions is None:
-        return {}
-    if not isinstance(regions, Mapping):
-        raise AuditError(
-            "regions must be a dict of name -> bool mask (H, W) / (N, H, W) or box (y0, x0, y1, x1)"
-        )
-    out: dict[str, RoiMasks | np.ndarray] = {}
-    for name, region in regions.items():
-        if not isinstance(name, str) or not name:
-            raise AuditError(f"region names must be non-empty strings; got {name!r}")
-        a = region.detach().cpu().numpy() if isinstance(region, Tensor) else region
-        if isinstance(a, (tuple, list, np.ndarray)) and np.shape(a) == (4,):
-            b = np.asarray(a)
-            if b.dtype != bool:
-                out[name] = b
-                continue
-        try:
-            out[name] = RoiMasks(a)
-        except AuditError as exc:
-            raise AuditError(f"regions[{name!r}]: {exc}") from exc
-    return out
-
-
-def _check_region_counts(named: dict, n: int) -> None:
-    for name, region in named.items():
-        if isinstance(region, RoiMasks):
-            try:
-                region.check_count(n)
-            except AuditError as exc:
-                raise AuditError(f"regions[{name!r}]: {exc}") from exc
-
-
-def _take_region(named: dict, name: str, start: int, x: Tensor) -> Tensor:
-    region = named[name]
-    if not isinstance(region, RoiMasks):  # a box: its mask now that the size is known
-        try:
-            region = named[name] = RoiMasks(boxes_to_roi(region, *x.shape[-2:]))
-        except AuditError as exc:
-            raise AuditError(f"regions[{name!r}]: {exc}") from exc
-    try:
-        return region.take(start, x)
-    except AuditError as exc:
-        raise AuditError(f"regions[{name!r}]: {exc}") from exc
-
-
-def _members(n: int, y, meta) -> dict[str, list[int]]:
-    """Group key -> the indices of its images ("all" first, then by name)."""
-    members: dict[str, list[int]] = {}
-    for i, ks in enumerate(_group_keys(0, n, y, meta)):
-        for k in ks:
-            members.setdefault(k, []).append(i)
-    return {k: members[k] for k in sorted(members, key=lambda k: (k != "all", k))}
-
-
-def _group_keys(start: int, n: int, y, meta) -> list[list[str]]:
-    """Group keys of samples start..start+n: 'all', 'label=<y>', '<name>=<value>'."""
-    out = []
-    for i in range(start, start + n):
-        keys = ["all"]
-        if y is not None and i < len(y):
-            keys.append(f"label={y[i]}")
-        for name, col in meta.items():
-            if i < len(col):
-                keys.append(f"{name}={col[i]}")
-        out.append(keys)
-    return out
+        meta[str(name)] = arr
+    return meta
 
 
 def attribution_mass(

@@ -7,8 +7,10 @@
   listed in one registry (:func:`register_evidence`), which report, tracking and card
   loop over: a new evidence type is one module.
 - image batches (``(N, C, H, W)`` tensors or arrays, or an iterable of such batches),
-  ROI masks and boxes, and the model's *primary score* (the logit the prediction rests
-  on), all checked here so that each evidence module can trust its input.
+  ROI masks and boxes, all checked here so that each evidence module can trust its input.
+
+The model's primary score comes from :mod:`wsca_audit.primary`, every interval from
+:mod:`wsca_audit.stats`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ class Evidence(Mapping):
     from disk is shown like a fresh one), may override :meth:`figure` and
     :meth:`_extra_figures`, and are registered with :func:`register_evidence`.
     ``title`` heads its section and ``explanation`` (one sentence) says what it measures,
-    once, for the summary, the HTML report and the card.
+    once, for the summary, the HTML report and the card. ``ci_level`` is the level of its
+    intervals, for its figures (the JSON keeps the intervals' ends only).
     """
 
     kind: ClassVar[str] = "evidence"
@@ -62,8 +65,9 @@ class Evidence(Mapping):
         """MLflow metrics and tags of one entry (names start ``wsca.``)."""
         return {}, {}
 
-    def __init__(self, data: dict) -> None:
+    def __init__(self, data: dict, *, ci_level: float = 0.95) -> None:
         self._data = json_safe(data)
+        self.ci_level = ci_level
 
     def to_dict(self) -> dict:
         """The JSON-ready result (a deep copy)."""

@@ -33,6 +33,7 @@ from .base import (
     register_evidence,
     warn_if_training,
 )
+from .plotting import ci_label
 
 
 @register_evidence
@@ -47,6 +48,12 @@ class InterventionResult(Evidence):
     kind = "intervention"
     section = "interventions"
     schema: ClassVar[dict] = {"$ref": "#/$defs/intervention"}
+    title = "Counterfactual interventions"
+    explanation = (
+        "how far setting the variable in the input moves the primary score, in standard "
+        "deviations of the score at the reference value: the ground truth that usage and "
+        "effect estimate from the embeddings"
+    )
 
     @property
     def default_key(self) -> str:
@@ -68,8 +75,10 @@ class InterventionResult(Evidence):
         """``wsca.intervention.<key>.effect`` with its CI."""
         return interval_metrics(f"wsca.intervention.{sanitize_name(key)}.effect", data), {}
 
-    def __init__(self, data: dict, deltas: np.ndarray | None = None) -> None:
-        super().__init__(data)
+    def __init__(
+        self, data: dict, deltas: np.ndarray | None = None, *, ci_level: float = 0.95
+    ) -> None:
+        super().__init__(data, ci_level=ci_level)
         self.deltas_ = deltas if deltas is not None else np.zeros(0)
 
     def figure(self):
@@ -87,7 +96,7 @@ class InterventionResult(Evidence):
         if v is not None:
             ax.axvline(v, color="#c0392b", lw=2, label=f"mean {v:.2f}")
         if lo is not None and hi is not None:
-            ax.axvspan(lo, hi, color="#c0392b", alpha=0.2, label="95% CI")
+            ax.axvspan(lo, hi, color="#c0392b", alpha=0.2, label=ci_label(self.ci_level))
         name = self._data.get("variable") or "variable"
         first, last = self._data["values"][0], self._data["values"][-1]
         ax.set_xlabel(f"change of the primary score, {name}: {first} -> {last} (sd units)")
@@ -156,41 +165,7 @@ def intervention_effect(
     if n_bootstrap < 0:
         raise AuditError("n_bootstrap must be >= 0")
     warn_if_training(model, "the intervention")
-    dev = model_device(model, device)
-    scores: list[Tensor] = []
-    bar = tqdm(total=n_images(inputs), desc="wsca: intervention", unit="img", disable=not progress)
-    with torch.inference_mode():
-        for x in _batches(inputs, batch_size):
-            x = x.to(dev)
-            per_value = []
-            for v in values:
-                try:
-                    xv = intervene(x.clone(), v)
-                except AuditError:
-                    raise
-                except Exception as exc:
-                    raise AuditError(
-                        f"intervene(inputs, {v!r}) raised {type(exc).__name__}: {exc}"
-                    ) from exc
-                if not isinstance(xv, Tensor):
-                    raise AuditError(
-                        f"intervene(inputs, {v!r}) returned {type(xv).__name__}, not a tensor"
-                    )
-                if xv.shape[0] != x.shape[0]:
-                    raise AuditError(
-                        f"intervene(inputs, {v!r}) changed the batch size from {x.shape[0]} "
-                        f"to {xv.shape[0]}: an intervention must return one input per input"
-                    )
-                per_value.append(primary_score(logits_of(model(xv)), target).float().cpu())
-            scores.append(torch.stack(per_value, 1))
-            bar.update(x.shape[0])
-    bar.close()
-    if not scores:
-        raise AuditError("inputs held no samples")
-    s = torch.cat(scores).double().numpy()  # (N, n_values)
-    n = s.shape[0]
-    if n < 2:
-        raise AuditError("an intervention effect needs at least 2 samples")
+    s = _scores(model, inputs, intervene, values, target, batch_size, device, progress)
     ref = s[:, 0]
     sd = float(ref.std(ddof=1))
     if not math.isfinite(sd) or sd <= 1e-12:
@@ -198,18 +173,7 @@ def intervention_effect(
             "the primary score is constant over the inputs at the reference value: an effect "
             "in standard-deviation units is undefined"
         )
-    per_value: dict[str, dict] = {}
-    for j in range(1, len(values)):
-        d = s[:, j] - ref
-        effect = float(d.mean() / sd)
-        # the same resamples for every value (one seed): paired with the reference
-        lo, hi = bootstrap_ratio_ci(d, ref, n_bootstrap, ci_level, seed)
-        per_value[str(values[j])] = {
-            "value": effect,
-            "ci_low": lo,
-            "ci_high": hi,
-            "mean_delta": float(d.mean()),
-        }
+    per_value = _effects(s, values, sd, n_bootstrap, ci_level, seed)
     last = per_value[str(values[-1])]
     out = {
         "variable": variable,
@@ -221,11 +185,74 @@ def intervention_effect(
         "ci_high": last["ci_high"],
         "mean_delta": last["mean_delta"],
         "score_sd": sd,
-        "n_samples": n,
+        "n_samples": s.shape[0],
         "n_bootstrap": n_bootstrap,
         "per_value": per_value,
     }
-    return InterventionResult(out, deltas=s[:, -1] - ref)
+    return InterventionResult(out, deltas=s[:, -1] - ref, ci_level=ci_level)
+
+
+def _scores(model, inputs, intervene, values, target, batch_size, device, progress) -> np.ndarray:
+    """The primary score of every input at every value, (N, n_values) in float64."""
+    dev = model_device(model, device)
+    scores: list[Tensor] = []
+    bar = tqdm(total=n_images(inputs), desc="wsca: intervention", unit="img", disable=not progress)
+    with torch.inference_mode():
+        for x in _batches(inputs, batch_size):
+            x = x.to(dev)
+            per_value = [
+                primary_score(logits_of(model(_intervened(intervene, x, v))), target).float().cpu()
+                for v in values
+            ]
+            scores.append(torch.stack(per_value, 1))
+            bar.update(x.shape[0])
+    bar.close()
+    if not scores:
+        raise AuditError("inputs held no samples")
+    s = torch.cat(scores).double().numpy()
+    if s.shape[0] < 2:
+        raise AuditError("an intervention effect needs at least 2 samples")
+    return s
+
+
+def _intervened(intervene: Callable[[Tensor, Any], Tensor], x: Tensor, value: Any) -> Tensor:
+    """``intervene(copy of x, value)``, checked: a tensor with one input per input."""
+    try:
+        xv = intervene(x.clone(), value)
+    except AuditError:
+        raise
+    except Exception as exc:
+        raise AuditError(
+            f"intervene(inputs, {value!r}) raised {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(xv, Tensor):
+        raise AuditError(f"intervene(inputs, {value!r}) returned {type(xv).__name__}, not a tensor")
+    if xv.shape[0] != x.shape[0]:
+        raise AuditError(
+            f"intervene(inputs, {value!r}) changed the batch size from {x.shape[0]} "
+            f"to {xv.shape[0]}: an intervention must return one input per input"
+        )
+    return xv
+
+
+def _effects(
+    s: np.ndarray, values: list, sd: float, n_bootstrap: int, ci_level: float, seed: int
+) -> dict[str, dict]:
+    """Per further value, the mean change from the reference in units of ``sd``, with a
+    bootstrap interval (the same resamples for every value: one seed, paired with the
+    reference), and the raw mean change."""
+    ref = s[:, 0]
+    out: dict[str, dict] = {}
+    for j in range(1, len(values)):
+        d = s[:, j] - ref
+        lo, hi = bootstrap_ratio_ci(d, ref, n_bootstrap, ci_level, seed)
+        out[str(values[j])] = {
+            "value": float(d.mean() / sd),
+            "ci_low": lo,
+            "ci_high": hi,
+            "mean_delta": float(d.mean()),
+        }
+    return out
 
 
 def _batches(inputs: Any, batch_size: int):

@@ -2,9 +2,9 @@
 
 The model is evaluated three times on the same images: as they are (``full``), with the
 region of interest filled in (``roi_removed``), and with everything *but* the ROI filled
-in (``roi_only``). A model that keeps most of its AUC without the ROI reads something
-else: a shortcut. The three settings share their bootstrap resamples, so the drops and
-their intervals are paired.
+in (``roi_only``): the three image :data:`VARIANTS`. A model that keeps most of its AUC
+without the ROI reads something else: a shortcut. The three variants share their
+bootstrap resamples, so the drops and their intervals are paired.
 
 Fills (``fill=``), applied per image and per channel:
 
@@ -18,6 +18,7 @@ Fills (``fill=``), applied per image and per channel:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,6 +32,7 @@ from ..naming import interval_metrics, sanitize_name
 from ..primary import label_codes, logits_of, outputs_auc
 from ..stats import bootstrap_counts, ci_block
 from ..validation import check_consistent_length, column_or_1d
+from ..verdict import INCONCLUSIVE
 from .base import (
     Evidence,
     RoiMasks,
@@ -42,10 +44,19 @@ from .base import (
     register_evidence,
     warn_if_training,
 )
+from .plotting import ci_label, draw_outlines, outline_legend
 
 FILLS = ("zero", "mean", "blur", "noise")
-SETTINGS = ("full", "roi_removed", "roi_only")
-_OUTLINE_COLOURS = ("#f1c40f", "#e84393", "#00cec9", "#e17055")
+VARIANTS = ("full", "roi_removed", "roi_only")  # the images the model is evaluated on
+
+# masking's own verdicts (where the model reads), not the audit's (whether it uses a
+# variable); INCONCLUSIVE is the one word they share
+RELIES_OUTSIDE_ROI = "relies_outside_roi"
+RELIES_ON_ROI_AND_OUTSIDE = "relies_on_roi_and_outside"
+RELIES_ON_ROI = "relies_on_roi"
+MASKING_VERDICTS = (RELIES_OUTSIDE_ROI, RELIES_ON_ROI_AND_OUTSIDE, RELIES_ON_ROI, INCONCLUSIVE)
+
+OUTLINE_COLOURS = ("#f1c40f", "#e84393", "#00cec9", "#e17055")
 
 
 def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
@@ -105,12 +116,19 @@ class MaskingResult(Evidence):
 
     A mapping with keys ``full``, ``roi_removed``, ``roi_only`` (each ``{"metric",
     "value", "ci_low", "ci_high"}``, the last two with ``drop`` and ``retained``),
-    ``verdict``, ``fill``, ``n_samples`` and ``roi_area``.
+    ``verdict`` (one of :data:`MASKING_VERDICTS`), ``fill``, ``n_samples`` and
+    ``roi_area``.
     """
 
     kind = "roi_masking"
     section = "roi_masking"
     schema: ClassVar[dict] = {"$ref": "#/$defs/masking"}
+    title = "ROI masking"
+    explanation = (
+        "the primary AUC with the region of interest removed or kept alone (after Sourget "
+        'et al., "Mask of truth"): a model that keeps its AUC without the region reads '
+        "something else"
+    )
 
     @property
     def default_key(self) -> str:
@@ -119,7 +137,7 @@ class MaskingResult(Evidence):
 
     @classmethod
     def lines(cls, key: str, data: dict, tasks: dict) -> list[str]:
-        parts = [f"{name.replace('_', ' ')} {ci_text(data.get(name))}" for name in SETTINGS]
+        parts = [f"{name.replace('_', ' ')} {ci_text(data.get(name))}" for name in VARIANTS]
         return [
             f"ROI masking '{key}' (AUC, fill={data.get('fill')}): {'; '.join(parts)} "
             f"-> {data.get('verdict')}"
@@ -127,14 +145,14 @@ class MaskingResult(Evidence):
 
     @classmethod
     def mlflow(cls, key: str, data: dict) -> tuple[dict[str, float], dict[str, str]]:
-        """``wsca.masking.<key>.<setting>`` (AUC) and ``.<setting>_drop``, with CIs; the
+        """``wsca.masking.<key>.<variant>`` (AUC) and ``.<variant>_drop``, with CIs; the
         verdict as tag ``wsca.masking.<key>.verdict``."""
         k = sanitize_name(key)
         metrics: dict[str, float] = {}
-        for setting in SETTINGS:
-            block = data.get(setting) or {}
-            metrics.update(interval_metrics(f"wsca.masking.{k}.{setting}", block))
-            metrics.update(interval_metrics(f"wsca.masking.{k}.{setting}_drop", block.get("drop")))
+        for variant in VARIANTS:
+            block = data.get(variant) or {}
+            metrics.update(interval_metrics(f"wsca.masking.{k}.{variant}", block))
+            metrics.update(interval_metrics(f"wsca.masking.{k}.{variant}_drop", block.get("drop")))
         return metrics, {f"wsca.masking.{k}.verdict": str(data.get("verdict"))}
 
     def __init__(
@@ -142,61 +160,60 @@ class MaskingResult(Evidence):
         data: dict,
         examples: dict[str, np.ndarray] | None = None,
         outlines: dict[str, np.ndarray] | None = None,
+        *,
+        ci_level: float = 0.95,
     ) -> None:
-        super().__init__(data)
+        super().__init__(data, ci_level=ci_level)
         self.examples_ = examples or {}
         # (H, W) regions drawn on the example images: the ROI first, then the caller's
         self.outlines_ = outlines or {}
 
     def figure(self):
-        """The example image in each setting, with the ROI (and any regions passed as
-        ``outline=``) outlined (left), and the AUCs with 95% CIs (right)."""
+        """The example image in each variant, with the ROI (and any regions passed as
+        ``outline=``) outlined (left), and the AUCs with their intervals at ``ci_level``
+        (right)."""
         from matplotlib.figure import Figure
-        from matplotlib.lines import Line2D
 
         n_ex = len(self.examples_)
         fig = Figure(figsize=(3.0 + 2.4 * n_ex, 3.3), layout="constrained")
         axes = fig.subplots(1, n_ex + 1, width_ratios=[1] * n_ex + [2.2])
         axes = np.atleast_1d(axes)
+        self._draw_examples(axes[:n_ex])
+        self._draw_aucs(axes[-1])
+        return fig
+
+    def _draw_examples(self, axes) -> None:
         fill = self._data.get("fill")
         titles = {
             "full": "full image",
             "roi_removed": f"ROI filled ({fill})",
             "roi_only": f"outside the ROI filled ({fill})",
         }
-        handles = []
-        for i, (colour, (label, region)) in enumerate(
-            zip(_OUTLINE_COLOURS, self.outlines_.items())
-        ):
-            handles.append(Line2D([], [], color=colour, lw=1.5, label=label))
-            for ax in axes[:n_ex]:
-                if region.any() and not region.all():
-                    ax.contour(region.astype(float), levels=[0.5], colors=[colour],
-                               linewidths=1.2, linestyles="-" if i == 0 else "--")  # fmt: skip
         for ax, (name, img) in zip(axes, self.examples_.items()):
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
+            draw_outlines(ax, self.outlines_, OUTLINE_COLOURS, linewidth=1.2)
             ax.set_title(titles.get(name, name.replace("_", " ")), fontsize=9)
             ax.axis("off")
-        if handles and n_ex:
-            axes[0].legend(handles=handles, fontsize=7, loc="lower left", framealpha=0.8)
-        ax = axes[-1]
-        vals = [self._data[s]["value"] for s in SETTINGS]
-        lo = [self._data[s]["ci_low"] for s in SETTINGS]
-        hi = [self._data[s]["ci_high"] for s in SETTINGS]
-        v = [x if x is not None else math.nan for x in vals]
+        if len(axes):
+            outline_legend(axes[0], list(self.outlines_), OUTLINE_COLOURS, lw=1.5, fontsize=7,
+                           framealpha=0.8)  # fmt: skip
+
+    def _draw_aucs(self, ax) -> None:
+        blocks = [self._data[v] for v in VARIANTS]
+        v = [b["value"] if b["value"] is not None else math.nan for b in blocks]
         err = [
-            [max(a - b, 0) if b is not None and a == a else 0 for a, b in zip(v, lo)],
-            [max(b - a, 0) if b is not None and a == a else 0 for a, b in zip(v, hi)],
-        ]
-        colours = ["#2e86c1", "#c0392b", "#27ae60"]
-        ax.bar(range(3), v, yerr=err, capsize=4, color=colours)
+            [max(a - b["ci_low"], 0) if b["ci_low"] is not None and a == a else 0
+             for a, b in zip(v, blocks)],
+            [max(b["ci_high"] - a, 0) if b["ci_high"] is not None and a == a else 0
+             for a, b in zip(v, blocks)],
+        ]  # fmt: skip
+        ax.bar(range(3), v, yerr=err, capsize=4, color=["#2e86c1", "#c0392b", "#27ae60"])
         ax.axhline(0.5, color="grey", ls=":", lw=1, label="chance")
         ax.set_xticks(range(3), ["full", "ROI removed", "ROI only"])
         ax.set_ylim(0.0, 1.05)
-        ax.set_ylabel(self._data["full"]["metric"].upper())
+        ax.set_ylabel(f"{self._data['full']['metric'].upper()} ({ci_label(self.ci_level)})")
         ax.set_title(f"fill={self._data['fill']}: {self._data['verdict']}", fontsize=9)
         ax.legend(fontsize=8, loc="lower right")
-        return fig
 
 
 def roi_masking(
@@ -244,7 +261,7 @@ def roi_masking(
     blur_sigma : float, optional
         Gaussian sigma in pixels for ``fill="blur"``.
     example : int, default=0
-        Index of the image shown in the figure (in each setting, with the ROI outlined).
+        Index of the image shown in the figure (in each variant, with the ROI outlined).
     outline : dict of str to bool array (H, W) or box (y0, x0, y1, x1), optional
         Further regions to outline on the example images, by name, e.g.
         ``{"scanner marker": (4, 4, 16, 16)}``: what a reviewer should see where it is.
@@ -274,6 +291,40 @@ def roi_masking(
     >>> res["full"]["value"], res["roi_removed"]["value"], res["verdict"]
     (1.0, 0.5, 'relies_on_roi')
     """
+    _check_arguments(fill, retained_threshold, n_bootstrap, roi, boxes, targets)
+    y = column_or_1d(targets, "targets", "image")
+    n_known = n_images(inputs)
+    if n_known is not None:
+        check_consistent_length(n_known, "images", targets=y)
+    warn_if_training(model, "ROI masking")
+    # one generator, noise first and then the bootstrap: a seed fixes both
+    gen = torch.Generator().manual_seed(seed)
+    masks = RoiMasks(roi) if roi is not None else None
+    if not isinstance(example, (int, np.integer)) or example < 0:
+        raise AuditError(f"example must be a non-negative image index; got {example!r}")
+    run = _Variants(fill, blur_sigma, example, outline, gen, masks, boxes)
+    with torch.inference_mode():
+        run.evaluate(model, inputs, batch_size, model_device(model, device), progress)
+    if run.n == 0:
+        raise AuditError("inputs held no images")
+    check_consistent_length(run.n, "images", targets=y)
+    run.masks.check_count(run.n)
+    if example >= run.n:
+        raise AuditError(f"example={example} but the inputs hold {run.n} images")
+    out: dict[str, Any] = {
+        "metric": "auc",
+        "fill": fill,
+        "n_samples": run.n,
+        "roi_area": run.area_sum / run.n,
+        "retained_threshold": retained_threshold,
+        "n_bootstrap": n_bootstrap,
+        **_auc_blocks(torch.cat(run.logits), y, gen, n_bootstrap, ci_level),
+    }
+    out["verdict"] = _verdict(out["roi_removed"], retained_threshold)
+    return MaskingResult(out, run.examples, run.regions, ci_level=ci_level)
+
+
+def _check_arguments(fill, retained_threshold, n_bootstrap, roi, boxes, targets) -> None:
     if fill not in FILLS:
         raise AuditError(f"fill must be one of {FILLS}; got {fill!r}")
     if not 0 < retained_threshold <= 1:
@@ -284,74 +335,73 @@ def roi_masking(
         raise AuditError("pass exactly one of roi= (boolean masks) or boxes= (y0, x0, y1, x1)")
     if targets is None:
         raise AuditError("roi_masking needs targets (class labels) to compute the AUC")
-    y = column_or_1d(targets, "targets", "image")
-    n_known = n_images(inputs)
-    if n_known is not None:
-        check_consistent_length(n_known, "images", targets=y)
-    warn_if_training(model, "ROI masking")
-    dev = model_device(model, device)
-    gen = torch.Generator().manual_seed(seed)
 
-    masks: RoiMasks | None = RoiMasks(roi) if roi is not None else None
-    scores: list[Tensor] = []  # per setting, (n, K) logits
-    examples: dict[str, np.ndarray] = {}
-    regions: dict[str, np.ndarray] = {}
-    if not isinstance(example, (int, np.integer)) or example < 0:
-        raise AuditError(f"example must be a non-negative image index; got {example!r}")
-    area_sum, start = 0.0, 0
-    bar = tqdm(total=n_known, desc="wsca: ROI masking", unit="img", disable=not progress)
-    with torch.inference_mode():
+
+@dataclass
+class _Variants:
+    """One pass over the images: the logits of each variant, the ROI's area, and the
+    example image in each variant with its outlines."""
+
+    fill: str
+    blur_sigma: float | None
+    example: int
+    outline: dict[str, Any] | None
+    gen: torch.Generator
+    masks: RoiMasks | None  # None with boxes: built once the image size is known
+    boxes: Any
+    n: int = 0
+    area_sum: float = 0.0
+    logits: list[Tensor] = field(default_factory=list)  # per batch, (n, 3, K)
+    examples: dict[str, np.ndarray] = field(default_factory=dict)
+    regions: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def evaluate(self, model: nn.Module, inputs: Any, batch_size: int, dev, progress: bool):
+        bar = tqdm(total=n_images(inputs), desc="wsca: ROI masking", unit="img",
+                   disable=not progress)  # fmt: skip
         for x in iter_image_batches(inputs, batch_size):
-            x = x.to(dev)
-            if masks is None:  # boxes: build masks once the image size is known
-                masks = RoiMasks(boxes_to_roi(boxes, *x.shape[-2:]))
-            m = masks.take(start, x)
-            variants = (
-                x,
-                fill_region(x, m, fill, blur_sigma=blur_sigma, generator=gen),
-                fill_region(x, ~m, fill, blur_sigma=blur_sigma, generator=gen),
-            )
-            out = torch.stack([logits_of(model(v)).float() for v in variants], 1)
-            scores.append(out.cpu())
-            area_sum += float(m.float().mean((1, 2)).sum())
-            if not examples and start <= example < start + x.shape[0]:
-                j = example - start
-                for name, v in zip(SETTINGS, variants):
-                    examples[name] = display_image(v[j].float().cpu())
-                regions["ROI"] = m[j].cpu().numpy()
-                regions.update(_regions(outline, *x.shape[-2:]))
-            start += x.shape[0]
+            self.add(model, x.to(dev))
             bar.update(x.shape[0])
-    bar.close()
-    if start == 0:
-        raise AuditError("inputs held no images")
-    check_consistent_length(start, "images", targets=y)
-    masks.check_count(start)
-    if example >= start:
-        raise AuditError(f"example={example} but the inputs hold {start} images")
-    logits = torch.cat(scores)  # (N, 3, K)
+        bar.close()
 
+    def add(self, model: nn.Module, x: Tensor) -> None:
+        if self.masks is None:
+            self.masks = RoiMasks(boxes_to_roi(self.boxes, *x.shape[-2:]))
+        m = self.masks.take(self.n, x)
+        variants = (
+            x,
+            fill_region(x, m, self.fill, blur_sigma=self.blur_sigma, generator=self.gen),
+            fill_region(x, ~m, self.fill, blur_sigma=self.blur_sigma, generator=self.gen),
+        )
+        self.logits.append(torch.stack([logits_of(model(v)).float() for v in variants], 1).cpu())
+        self.area_sum += float(m.float().mean((1, 2)).sum())
+        if not self.examples and self.n <= self.example < self.n + x.shape[0]:
+            j = self.example - self.n
+            for name, v in zip(VARIANTS, variants):
+                self.examples[name] = display_image(v[j].float().cpu())
+            self.regions["ROI"] = m[j].cpu().numpy()
+            self.regions.update(_regions(self.outline, *x.shape[-2:]))
+        self.n += x.shape[0]
+
+
+def _auc_blocks(
+    logits: Tensor, y: np.ndarray, gen: torch.Generator, n_bootstrap: int, ci_level: float
+) -> dict[str, dict]:
+    """Each variant's AUC with its interval, and for the two filled ones the ``drop`` from
+    the full images and the ``retained`` share of the above-chance AUC, all on the same
+    bootstrap resamples (``logits``: (N, 3, K))."""
     codes, levels = label_codes(y)
     if len(levels) < 2:
         raise AuditError("targets hold a single class: AUC is undefined")
+    n = logits.shape[0]
+    weights = torch.cat([torch.ones(1, n), bootstrap_counts(n, n_bootstrap, gen)])
     codes_t = torch.as_tensor(codes)
-    weights = torch.cat([torch.ones(1, start), bootstrap_counts(start, n_bootstrap, gen)])
     vals = {
         name: outputs_auc(logits[:, i], codes_t, len(levels), weights).double()
-        for i, name in enumerate(SETTINGS)
-    }
-    out: dict[str, Any] = {
-        "metric": "auc",
-        "fill": fill,
-        "n_samples": start,
-        "roi_area": area_sum / start,
-        "retained_threshold": retained_threshold,
-        "n_bootstrap": n_bootstrap,
+        for i, name in enumerate(VARIANTS)
     }
     full = vals["full"]
-
-    for name in SETTINGS:
-        v = vals[name]
+    out = {}
+    for name, v in vals.items():
         entry = {"metric": "auc", **ci_block(v, n_bootstrap, ci_level)}
         if name != "full":
             entry["drop"] = ci_block(full - v, n_bootstrap, ci_level)
@@ -359,8 +409,7 @@ def roi_masking(
             retained = torch.where(full > 0.5, retained, torch.full_like(retained, math.nan))
             entry["retained"] = ci_block(retained, n_bootstrap, ci_level)
         out[name] = entry
-    out["verdict"] = _verdict(out["roi_removed"], retained_threshold)
-    return MaskingResult(out, examples, regions)
+    return out
 
 
 def _regions(outline: dict[str, Any] | None, height: int, width: int) -> dict[str, np.ndarray]:
@@ -392,12 +441,12 @@ def _verdict(removed: dict, threshold: float) -> str:
     kept = removed["retained"]
     value, upper = kept["value"], kept["ci_high"]
     if math.isnan(value):
-        return "inconclusive"
+        return INCONCLUSIVE
     above_chance = removed["ci_low"] > 0.5 if not math.isnan(removed["ci_low"]) else None
     if value >= threshold and above_chance is not False:
-        return "relies_outside_roi"
+        return RELIES_OUTSIDE_ROI
     if above_chance:  # a real part of the signal survives without the ROI
-        return "relies_on_roi_and_outside"
+        return RELIES_ON_ROI_AND_OUTSIDE
     if (upper if not math.isnan(upper) else value) < 0.5:
-        return "relies_on_roi"
-    return "inconclusive"
+        return RELIES_ON_ROI
+    return INCONCLUSIVE

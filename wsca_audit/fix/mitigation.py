@@ -1,9 +1,16 @@
 """From finding to fix: remove a variable from the model's head, then audit it again.
 
 :func:`mitigate` works on what the auditor already holds (embeddings, labels, metadata,
-the head), splits it into a fitting part and a held-out part (stratified by label x
-level, seeded), fits a new head on the first and audits the original and the patched
-head on the second, so that the "after" numbers are not fitted to themselves.
+the head), in five steps:
+
+1. split it into a fitting part and a held-out part (stratified by label x level,
+   seeded; samples without a value of the variable are all held out);
+2. fit the new head on the fitting part, per method (:func:`fit_new_head`);
+3. audit the original and the patched head on the held-out part, with the same
+   resamples, so that the "after" numbers are not fitted to themselves, and the paired
+   cost in the primary metric;
+4. patch a deep copy of the model with the new head (:mod:`.patching`);
+5. gather it all in a :class:`~wsca_audit.fix.result.Mitigation`.
 
 Methods:
 
@@ -22,12 +29,9 @@ or the head named as the layer); otherwise ``Mitigation.model`` is None and
 
 from __future__ import annotations
 
-import copy
-import json
-import math
 import time
 import warnings
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,231 +42,237 @@ from ..analysis import analyze_embeddings
 from ..collect import Auditor
 from ..embeddings import EmbeddingSet, missing_mask
 from ..errors import AuditError, AuditWarning
-from ..formatting import ci_text, json_safe
-from ..performance import group_codes, rankable
-from ..primary import PrimaryHead, metric_values
+from ..performance import group_codes
+from ..primary import PrimaryHead, label_codes, metric_values
 from ..report import AuditResult
 from ..stats import bootstrap_counts, ci_block
+from ..verdict import USES
 from .erasure import LinearEraser, concept_matrix, fit_eraser
+from .patching import linear_head, load_head, patch_model
+from .result import Mitigation
 from .reweighting import fit_balanced_head
+from .sampling import stratified_split
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "METHODS",
+    "FitData",
+    "Mitigation",
+    "NewHead",
+    "audit_both",
+    "fit_new_head",
+    "load_head",
+    "mitigate",
+    "split_parts",
+]
 
 METHODS = ("erase", "dfr", "both")
 DEFAULT_METHOD = "erase"  # measured best on the benchmarks (docs/mitigation.md)
-HEAD_FILE = "head.safetensors"
-ERASER_FILE = "eraser.safetensors"
+MIN_PART = 10  # samples needed in each of the fitting and the held-out part
 
 
-class Mitigation:
-    """The patched model, its new head, and the audits before and after (held-out part).
+@dataclass(frozen=True)
+class FitData:
+    """What the new head is fitted on: the fitting part of the audit set.
 
     Attributes
     ----------
-    variable, method : str
-    model : torch.nn.Module or None
-        A patched deep copy of the model (None where the head could not be patched).
-    head_ : torch.nn.Linear
-        The new head (on the CPU).
-    before, after : AuditResult
-        The original and the patched head, audited on the held-out part.
-    eraser_ : LinearEraser or None
-    fit_index_, holdout_index_ : numpy.ndarray
-        Positions, in the auditor's samples, of the fitting and the held-out part.
-    cost_ : dict
-        The patched minus the original primary metric on the held-out part
-        (``metric``, ``value``, ``ci_low``, ``ci_high``; paired bootstrap).
-    settings_ : dict
+    embeddings : numpy.ndarray of float64, shape (n_fit, D)
+    labels : numpy.ndarray of int64, shape (n_fit,)
+        Class indices of the head's outputs.
+    values : numpy.ndarray of shape (n_fit,)
+        The variable (no missing value).
+    kind : {"categorical", "continuous"}
+    groups : numpy.ndarray of int64, shape (n_fit,)
+        Label x level group per sample (continuous: quartile bins), for DFR.
+    level_names : list of str
+        The variable's levels (continuous: its quartile bins).
+    group_names : list of str
+        Name of every possible group code, ``"label=<label>, <variable>=<level>"``.
     """
 
-    def __init__(self, **fields: Any) -> None:
-        self.__dict__.update(fields)
+    embeddings: np.ndarray
+    labels: np.ndarray
+    values: np.ndarray
+    kind: str
+    groups: np.ndarray
+    level_names: list[str]
+    group_names: list[str]
 
-    # ------------------------------------------------------------------ views
-    def _side(self, res: AuditResult) -> dict:
-        task = res.tasks.get(self.variable, {})
-        perf = res.performance
-        metric = perf.get("metric")
-        levels = (perf.get("by_group") or {}).get(self.variable) or {}
-        by_level = {lvl: v.get(metric) for lvl, v in levels.items()}
-        ranked = rankable(levels, metric)  # the rule the report's worst group follows
-        worst = None
-        if ranked:
-            lvl = min(ranked)[1]
-            worst = {"level": lvl, "n": levels[lvl].get("n"), **by_level[lvl]}
-        return {
-            "verdict": task.get("verdict"),
-            "usage": task.get("usage"),
-            "effect": task.get("effect"),
-            "reason": task.get("reason"),
-            "performance": {
-                "metric": metric,
-                "overall": perf.get("overall"),
-                "by_level": by_level,
-                "worst_level": worst,
-            },
-            "verdicts": res.verdicts,
-        }
-
-    def to_dict(self) -> dict:
-        """``{"variable", "method", "before", "after", "cost", "patched", "settings"}``."""
-        return json_safe(
-            {
-                "variable": self.variable,
-                "method": self.method,
-                "before": self._side(self.before),
-                "after": self._side(self.after),
-                "cost": self.cost_,
-                "patched": self.model is not None,
-                "head_source": self.head_source_,
-                "settings": self.settings_,
-            }
+    @classmethod
+    def of(
+        cls,
+        es: EmbeddingSet,
+        variable: str,
+        idx: np.ndarray,
+        labels: tuple[np.ndarray, np.ndarray],
+        levels: tuple[np.ndarray, list[str]],
+    ) -> FitData:
+        """The samples ``idx`` of ``es``; ``labels``: class code per sample and the
+        classes (:func:`~wsca_audit.primary.label_codes`); ``levels``: level code per sample
+        and the levels (:func:`~wsca_audit.performance.group_codes`)."""
+        (y_codes, classes), (lvl, names) = labels, levels
+        return cls(
+            embeddings=es.embeddings[idx].astype(np.float64),
+            labels=es.targets[idx].astype(np.int64),
+            values=es.metadata[variable][idx],
+            kind=es.kinds[variable],
+            groups=y_codes[idx] * len(names) + lvl[idx],
+            level_names=names,
+            group_names=[f"label={lab}, {variable}={n}" for lab in classes for n in names],
         )
 
-    def rows(self) -> list[tuple[str, str, str]]:
-        """(quantity, before, after) rows: usage, effect, verdict, the primary metric
-        overall and for the worst group, and the cost."""
-        b, a = self._side(self.before), self._side(self.after)
-        metric = b["performance"]["metric"] or "metric"
 
-        def worst(side):
-            w = side["performance"]["worst_level"]
-            return f"{self.variable}={w['level']}: {ci_text(w)}" if w else "-"
+@dataclass(frozen=True)
+class NewHead:
+    """The fitted head, folded into one linear map, and what the fit chose.
 
-        return [
-            (f"{self.variable}: usage", ci_text(b["usage"]), ci_text(a["usage"])),
-            (f"{self.variable}: effect (logit sd)", ci_text(b["effect"], 2), ci_text(a["effect"], 2)),
-            (f"{self.variable}: verdict", str(b["verdict"]), str(a["verdict"])),
-            (f"{metric} overall", ci_text(b["performance"]["overall"]), ci_text(a["performance"]["overall"])),
-            (f"{metric}, worst {self.variable} level", worst(b), worst(a)),
-            (f"cost ({metric}, after - before)", "", ci_text(self.cost_)),
-        ]  # fmt: skip
+    Attributes
+    ----------
+    weight : Tensor of float64, shape (n_outputs, D)
+    bias : Tensor of float64, shape (n_outputs,)
+    eraser : LinearEraser or None
+    info : dict
+        ``erased_rank``; ``C`` and ``worst_group_accuracy_by_C`` for DFR.
+    notes : list of str
+        Warnings for the user (a continuous variable balanced over quartile bins).
+    """
 
-    def summary(self) -> str:
-        """A fixed-width before/after table."""
-        from ..formatting import text_table
+    weight: Tensor
+    bias: Tensor
+    eraser: LinearEraser | None = None
+    info: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
-        head = (
-            f"Mitigation of '{self.variable}' ({self.method}), audited on "
-            f"{self.settings_['n_holdout']} held-out samples (fitted on {self.settings_['n_fit']})"
+
+# --------------------------------------------------------------------------- inputs
+def _embedding_set(auditor: Auditor | EmbeddingSet) -> tuple[EmbeddingSet, dict]:
+    """The audit set and the model's description from an Auditor or an EmbeddingSet."""
+    if isinstance(auditor, Auditor):
+        return auditor.embeddings(), auditor.model_info()
+    if isinstance(auditor, EmbeddingSet):
+        return auditor, {}
+    raise AuditError(
+        f"auditor must be a wsca_audit.Auditor or EmbeddingSet; got {type(auditor).__name__}"
+    )
+
+
+def _check(es: EmbeddingSet, variable: str) -> tuple[np.ndarray, np.ndarray]:
+    """Refuse what cannot be mitigated; the class index per sample and the classes."""
+    if variable not in es.metadata:
+        raise AuditError(
+            f"variable {variable!r} was not audited; the auditor recorded {sorted(es.metadata)}"
         )
-        why = self.not_patched_reason_
-        note = f"\n(the model was not patched: {why}; head_ holds the new head)" if why else ""
-        return "\n".join([head, *text_table([("", "before", "after"), *self.rows()])]) + note
-
-    def figure(self):
-        """Usage and effect of the variable (left) and the primary metric overall and in
-        the worst group (right), before and after, with 95% CIs."""
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(8.5, 3.2), layout="constrained")
-        ax1, ax2 = fig.subplots(1, 2)
-        b, a = self._side(self.before), self._side(self.after)
-        colours = ("#c0392b", "#27ae60")
-
-        def bars(ax, labels, pairs):
-            x = np.arange(len(labels))
-            for j, (side, colour) in enumerate(zip(("before", "after"), colours)):
-                blocks = [p[j] or {} for p in pairs]
-                v = np.array([_num(bl.get("value")) for bl in blocks])
-                lo = np.array([_num(bl.get("ci_low")) for bl in blocks])
-                hi = np.array([_num(bl.get("ci_high")) for bl in blocks])
-                err = np.nan_to_num(np.abs(np.stack([v - lo, hi - v])))
-                ax.bar(x + (j - 0.5) * 0.38, v, 0.38, yerr=err, capsize=3, color=colour,
-                       label=side)  # fmt: skip
-            ax.set_xticks(x, labels)
-            ax.legend(fontsize=8)
-
-        bars(
-            ax1,
-            ["usage", "effect (logit sd)"],
-            [(b["usage"], a["usage"]), (b["effect"], a["effect"])],
+    if es.primary is None or es.targets is None:
+        raise AuditError("mitigation needs the model's head and the labels (targets)")
+    y_codes, classes = label_codes(es.targets)
+    k_out = es.primary.n_outputs
+    try:
+        numeric = classes.astype(np.float64)
+        as_index = bool(np.all(numeric == np.round(numeric)) and numeric.min() >= 0)
+        as_index = as_index and numeric.max() < max(k_out, 2)
+    except (TypeError, ValueError):
+        as_index = False
+    if not as_index or len(classes) < 2:
+        raise AuditError(
+            f"mitigation needs labels that are class indices of the head's {k_out} "
+            f"output(s) (0 .. {max(k_out, 2) - 1}), at least two of them; got {classes[:10].tolist()}"
         )
-        ax1.axhline(0, color="grey", lw=0.8)
-        ax1.set_title(f"{self.variable}: {b['verdict']} -> {a['verdict']}", fontsize=9)
-        metric = b["performance"]["metric"] or "metric"
-        wb = b["performance"]["worst_level"] or {}
-        wa_ = a["performance"]["worst_level"] or {}
-        bars(ax2, [f"{metric} overall", f"{metric}, worst {self.variable} level"], [
-            (b["performance"]["overall"], a["performance"]["overall"]), (wb, wa_),
-        ])  # fmt: skip
-        lows = [
-            _num(bl.get("ci_low", bl.get("value")))
-            for bl in (
-                b["performance"]["overall"] or {},
-                a["performance"]["overall"] or {},
-                wb,
-                wa_,
-            )
-        ]
-        lowest = np.nanmin(lows) if not np.all(np.isnan(lows)) else 0.0
-        ax2.set_ylim(max(0.0, lowest - 0.05), 1.01)  # the differences are small: zoom in
-        ax2.set_title(f"cost {ci_text(self.cost_)} ({self.method})", fontsize=9)
-        return fig
-
-    # ------------------------------------------------------------------ files
-    def save(self, directory: str | Path) -> Path:
-        """Write ``mitigation.json``, ``mitigation.png``, the new head (``head.safetensors``:
-        ``weight`` and ``bias``, loads with ``safetensors.torch.load_file`` and no pickle),
-        the eraser where there is one, and the two audits (``before/``, ``after/``)."""
-        from safetensors.torch import save_file
-
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "mitigation.json").write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False))
-        self.figure().savefig(out / "mitigation.png", dpi=110)
-        meta = {"variable": self.variable, "method": self.method, "source": str(self.head_source_)}
-        state = {k: v.detach().cpu().contiguous() for k, v in self.head_.state_dict().items()}
-        save_file(state, str(out / HEAD_FILE), metadata=meta)
-        if self.eraser_ is not None:
-            save_file(
-                {"proj": self.eraser_.proj.cpu().contiguous(), "mean": self.eraser_.mean.cpu().contiguous()},
-                str(out / ERASER_FILE),
-                metadata=meta,
-            )  # fmt: skip
-        self.before.save(out / "before")
-        self.after.save(out / "after")
-        return out
+    return y_codes, classes
 
 
-def _num(x) -> float:
-    return float(x) if isinstance(x, (int, float)) else math.nan
+# --------------------------------------------------------------------------- step 1
+def split_parts(
+    groups: np.ndarray, present: np.ndarray, holdout: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the fitting and the held-out part.
 
-
-def load_head(path: str | Path) -> nn.Linear:
-    """The new head saved by :meth:`Mitigation.save` (or logged to MLflow) as an
-    ``nn.Linear``, read without unpickling anything.
+    Every label x level group (``groups``) is split alike, drawn with ``seed``; samples
+    without a value of the variable (``~present``) cannot be fitted on, so all of them
+    are held out (and audited).
 
     Examples
     --------
-    >>> import tempfile, torch
-    >>> from safetensors.torch import save_file
-    >>> p = tempfile.mkdtemp() + "/head.safetensors"
-    >>> save_file({"weight": torch.ones(2, 3), "bias": torch.zeros(2)}, p)
-    >>> load_head(p).weight.shape
-    torch.Size([2, 3])
+    >>> groups = np.repeat([0, 1], 20); present = np.arange(40) >= 2
+    >>> fit, held = split_parts(groups, present, 0.3, seed=0)
+    >>> len(fit), len(held), {0, 1} <= set(held.tolist())
+    (27, 13, True)
     """
-    from safetensors.torch import load_file
-
-    state = load_file(str(path))
-    if "weight" not in state:
-        raise AuditError(f"{path} holds no 'weight' tensor (not a head saved by wsca_audit)")
-    w = state["weight"]
-    head = nn.Linear(w.shape[1], w.shape[0], bias="bias" in state, dtype=w.dtype)
-    head.load_state_dict(state)
-    return head
-
-
-# --------------------------------------------------------------------------- fitting
-def _split(strata: np.ndarray, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of the fitting and held-out parts, stratified (each stratum split alike)."""
-    rng = np.random.default_rng(seed)
-    held = np.zeros(len(strata), dtype=bool)
-    for s in np.unique(strata):
-        idx = rng.permutation(np.flatnonzero(strata == s))
-        held[idx[: round(holdout * len(idx))]] = True
-    return np.flatnonzero(~held), np.flatnonzero(held)
+    strata = np.where(present, groups, -1)
+    held = stratified_split(strata, holdout, np.random.default_rng(seed))
+    fit_idx, held_idx = np.flatnonzero(~held), np.flatnonzero(held)
+    held_idx = np.sort(np.concatenate([held_idx, fit_idx[~present[fit_idx]]]))
+    fit_idx = fit_idx[present[fit_idx]]
+    if len(fit_idx) < MIN_PART or len(held_idx) < MIN_PART:
+        raise AuditError(
+            f"too few samples to fit and audit ({len(fit_idx)} to fit, {len(held_idx)} held out)"
+        )
+    return fit_idx, held_idx
 
 
+# --------------------------------------------------------------------------- step 2
+def fit_new_head(
+    data: FitData,
+    primary: PrimaryHead,
+    method: str,
+    *,
+    variable: str = "variable",
+    seed: int = 0,
+    n_subsamples: int = 10,
+) -> NewHead:
+    """Fit the head that replaces ``primary``: the eraser folded into it (``"erase"``),
+    a group-balanced refit (``"dfr"``), or a refit of the erased embeddings folded
+    through the eraser (``"both"``).
+
+    Parameters
+    ----------
+    data : FitData
+        The fitting part.
+    primary : PrimaryHead
+        The model's head (kept by ``"erase"``, replaced by ``"dfr"`` and ``"both"``).
+    method : {"erase", "dfr", "both"}
+    variable : str
+        The variable's name, for the messages.
+    seed, n_subsamples : int
+        DFR's inner split and balanced subsamples.
+
+    Returns
+    -------
+    NewHead
+    """
+    weight = torch.as_tensor(primary.weight, dtype=torch.float64)
+    bias = torch.as_tensor(primary.bias, dtype=torch.float64)
+    if method == "erase":
+        eraser = _erase(data)
+        return NewHead(*eraser.fold(weight, bias), eraser, {"erased_rank": eraser.rank})
+    eraser = _erase(data) if method == "both" else None
+    info = {} if eraser is None else {"erased_rank": eraser.rank}
+    notes = []
+    if data.kind == "continuous":
+        notes.append(
+            f"{variable!r} is continuous: DFR balances its quartile bins "
+            f"({', '.join(data.level_names)})"
+        )
+    z = data.embeddings if eraser is None else eraser(torch.as_tensor(data.embeddings)).numpy()
+    present = np.unique(data.groups)
+    refit = fit_balanced_head(
+        z, data.labels, data.groups, primary.n_outputs, n_subsamples=n_subsamples, seed=seed,
+        group_names=[data.group_names[i] for i in present],  # as fit_balanced_head codes them
+    )  # fmt: skip
+    info.update(C=refit.C, worst_group_accuracy_by_C=refit.worst_group_accuracy)
+    if eraser is None:
+        return NewHead(refit.weight, refit.bias, None, info, notes)
+    return NewHead(*eraser.fold(refit.weight, refit.bias), eraser, info, notes)
+
+
+def _erase(data: FitData) -> LinearEraser:
+    """The class-conditional LEACE eraser of the variable on the fitting part."""
+    return fit_eraser(data.embeddings, concept_matrix(data.values, data.kind), data.labels)
+
+
+# --------------------------------------------------------------------------- step 3
 def _subset(es: EmbeddingSet, idx: np.ndarray, primary: PrimaryHead) -> EmbeddingSet:
+    """The samples ``idx`` of ``es``, with ``primary`` as the head."""
     return EmbeddingSet(
         es.embeddings[idx],
         es.targets[idx],
@@ -274,41 +284,11 @@ def _subset(es: EmbeddingSet, idx: np.ndarray, primary: PrimaryHead) -> Embeddin
     )
 
 
-def _patch(model: nn.Module | None, layer: str, source: str, weight: Tensor, bias: Tensor):
-    """A deep copy of ``model`` with the new head, or (None, why not)."""
-    if model is None:
-        return None, "no model was given"
-    try:
-        module = model.get_submodule(source)
-    except (AttributeError, ValueError):
-        return None, f"the model has no module {source!r}"
-    if not isinstance(module, nn.Linear):
-        return None, f"{source!r} is a {type(module).__name__}, not an nn.Linear"
-    if layer != source:
-        return None, (
-            f"the embedding is the input of {layer!r}, not of the head {source!r}; audit with "
-            "layer='auto' (or the head's name) to patch the model"
-        )
-    if tuple(module.weight.shape) != tuple(weight.shape):
-        return (
-            None,
-            f"{source!r} has weight {tuple(module.weight.shape)}, the new head {tuple(weight.shape)}",
-        )
-    patched = copy.deepcopy(model)
-    target = patched.get_submodule(source)
-    with torch.no_grad():
-        target.weight.copy_(weight.to(target.weight))
-        if target.bias is not None:
-            target.bias.copy_(bias.to(target.bias))
-        elif bool(bias.abs().max() > 0):
-            target.bias = nn.Parameter(bias.to(target.weight))
-    return patched, None
-
-
 def _cost(
     before: Tensor, after: Tensor, labels: Tensor, n_bootstrap: int, seed: int, level: float
 ) -> dict:
-    """Paired bootstrap of the primary metric, patched minus original."""
+    """Paired bootstrap of the primary metric (logits ``before`` and ``after``), patched
+    minus original: both heads are scored on the same resamples."""
     gen = torch.Generator().manual_seed(seed)
     w = torch.cat([torch.ones(1, len(labels)), bootstrap_counts(len(labels), n_bootstrap, gen)])
     w = w.to(torch.float64)
@@ -317,6 +297,72 @@ def _cost(
     return {"metric": metric, **ci_block(ma[metric] - mb[metric], n_bootstrap, level)}
 
 
+def _logits(z: Tensor, weight: Tensor | np.ndarray, bias: Tensor | np.ndarray) -> Tensor:
+    """The head's logits in float64 (the embeddings through ``weight`` and ``bias``)."""
+    w = torch.as_tensor(weight, dtype=torch.float64)
+    return z @ w.T + torch.as_tensor(bias, dtype=torch.float64)
+
+
+def audit_both(
+    es: EmbeddingSet,
+    held_idx: np.ndarray,
+    new: NewHead,
+    model_info: dict,
+    y_codes: np.ndarray,
+    *,
+    variable: str,
+    method: str,
+    seed: int,
+    settings: dict,
+) -> tuple[AuditResult, AuditResult, dict]:
+    """Audit the original and the new head on the held-out part, with the same settings
+    and resamples, and the paired cost (patched minus original primary metric).
+
+    Returns
+    -------
+    (AuditResult, AuditResult, dict)
+        Before, after, and the cost block ``{"metric", "value", "ci_low", "ci_high"}``.
+    """
+    primary = es.primary
+    new_primary = PrimaryHead.from_arrays(
+        new.weight.numpy(), new.bias.numpy(), source=primary.source
+    )
+    audit = {"seed": seed, **settings}
+    before = analyze_embeddings(_subset(es, held_idx, primary), model_info, **audit)
+    after_info = {**model_info, "mitigation": {"variable": variable, "method": method}}
+    after = analyze_embeddings(_subset(es, held_idx, new_primary), after_info, **audit)
+    z = torch.as_tensor(es.embeddings[held_idx], dtype=torch.float64)
+    cost = _cost(
+        _logits(z, primary.weight, primary.bias),
+        _logits(z, new.weight, new.bias),
+        torch.as_tensor(y_codes[held_idx]),
+        before.settings.get("n_bootstrap", 200),
+        seed,
+        before.settings.get("ci_level", 0.95),
+    )
+    return before, after, cost
+
+
+def _outcome_notes(
+    has_model: bool, why: str | None, before: AuditResult, variable: str
+) -> list[str]:
+    """Warnings about the outcome: a model that could not be patched, and a variable
+    that the held-out audit does not flag."""
+    notes = []
+    if why is not None and has_model:
+        notes.append(
+            f"the model's head cannot be patched ({why}); Mitigation.head_ holds the new head"
+        )
+    verdict = before.tasks.get(variable, {}).get("verdict")
+    if verdict != USES:
+        notes.append(
+            f"{variable!r} is not flagged on the held-out part (verdict {verdict!r}): "
+            "mitigating it anyway"
+        )
+    return notes
+
+
+# --------------------------------------------------------------------------- the whole
 def mitigate(
     model: nn.Module | None,
     auditor: Auditor | EmbeddingSet,
@@ -373,116 +419,46 @@ def mitigate(
         raise AuditError(f"method must be one of {METHODS}; got {method!r}")
     if not 0.05 <= holdout <= 0.9:
         raise AuditError(f"holdout must be between 0.05 and 0.9; got {holdout}")
-    if isinstance(auditor, Auditor):
-        es = auditor.embeddings()
-        model_info = auditor.model_info()
-    elif isinstance(auditor, EmbeddingSet):
-        es, model_info = auditor, {}
-    else:
-        raise AuditError(
-            f"auditor must be a wsca_audit.Auditor or EmbeddingSet; got {type(auditor).__name__}"
-        )
-    if variable not in es.metadata:
-        raise AuditError(
-            f"variable {variable!r} was not audited; the auditor recorded {sorted(es.metadata)}"
-        )
-    if es.primary is None or es.targets is None:
-        raise AuditError("mitigation needs the model's head and the labels (targets)")
-    primary = es.primary
-    kind = es.kinds[variable]
-    values = es.metadata[variable]
+    es, model_info = _embedding_set(auditor)
+    y_codes, classes = _check(es, variable)
+    kind, values = es.kinds[variable], es.metadata[variable]
     present = ~missing_mask(values)
-    labels_all = es.targets
-    classes, y_codes = np.unique(labels_all, return_inverse=True)
-    k_out = primary.n_outputs
-    try:
-        numeric = classes.astype(np.float64)
-        as_index = bool(np.all(numeric == np.round(numeric)) and numeric.min() >= 0)
-        as_index = as_index and numeric.max() < max(k_out, 2)
-    except (TypeError, ValueError):
-        as_index = False
-    if not as_index or len(classes) < 2:
-        raise AuditError(
-            f"mitigation needs labels that are class indices of the head's {k_out} "
-            f"output(s) (0 .. {max(k_out, 2) - 1}), at least two of them; got {classes[:10].tolist()}"
-        )
 
-    # strata: label x level (continuous: quartile bins); missing values are audited only
+    # 1. split: strata are label x level (continuous: quartile bins)
     lvl, lvl_names = group_codes(values, kind)
-    strata = np.where(present, y_codes * (len(lvl_names) + 1) + lvl, -1)
-    fit_idx, held_idx = _split(strata, holdout, seed)
-    # samples without a value cannot be fitted on: they are all audited (held out)
-    held_idx = np.sort(np.concatenate([held_idx, fit_idx[~present[fit_idx]]]))
-    fit_idx = fit_idx[present[fit_idx]]
-    if len(fit_idx) < 10 or len(held_idx) < 10:
-        raise AuditError(
-            f"too few samples to fit and audit ({len(fit_idx)} to fit, {len(held_idx)} held out)"
-        )
-    Z = es.embeddings[fit_idx].astype(np.float64)
-    y = labels_all[fit_idx].astype(np.int64)
-    W = torch.as_tensor(primary.weight, dtype=torch.float64)
-    b = torch.as_tensor(primary.bias, dtype=torch.float64)
+    fit_idx, held_idx = split_parts(y_codes * (len(lvl_names) + 1) + lvl, present, holdout, seed)
 
-    eraser: LinearEraser | None = None
-    info: dict[str, Any] = {}
-    if method in ("erase", "both"):
-        eraser = fit_eraser(Z, concept_matrix(values[fit_idx], kind), y)
-        info["erased_rank"] = eraser.rank
-        W, b = eraser.fold(W, b)
-    if method in ("dfr", "both"):
-        if kind == "continuous":
-            warnings.warn(
-                f"{variable!r} is continuous: DFR balances its quartile bins "
-                f"({', '.join(lvl_names)})",
-                AuditWarning,
-                stacklevel=2,
-            )
-        group = y_codes[fit_idx] * len(lvl_names) + lvl[fit_idx]
-        every = [f"label={lab}, {variable}={n}" for lab in np.unique(labels_all) for n in lvl_names]
-        names = [every[i] for i in np.unique(group)]  # as fit_balanced_head codes them
-        Zf = Z if eraser is None else eraser(torch.as_tensor(Z)).numpy()
-        refit = fit_balanced_head(
-            Zf, y, group, k_out, n_subsamples=n_subsamples, seed=seed, group_names=names
-        )
-        info.update(C=refit.C, worst_group_accuracy_by_C=refit.worst_group_accuracy)
-        W_new, b_new = refit.weight, refit.bias
-        W, b = (W_new, b_new) if eraser is None else eraser.fold(W_new, b_new)
+    # 2. fit the new head on the fitting part
+    data = FitData.of(es, variable, fit_idx, (y_codes, classes), (lvl, lvl_names))
+    new = fit_new_head(
+        data, es.primary, method, variable=variable, seed=seed, n_subsamples=n_subsamples
+    )
+    for note in new.notes:
+        warnings.warn(note, AuditWarning, stacklevel=2)
 
-    new_primary = PrimaryHead.from_arrays(W.numpy(), b.numpy(), source=primary.source)
-    audit = {"seed": seed, **settings}
-    before = analyze_embeddings(_subset(es, held_idx, primary), model_info, **audit)
-    after_info = {**model_info, "mitigation": {"variable": variable, "method": method}}
-    after = analyze_embeddings(_subset(es, held_idx, new_primary), after_info, **audit)
-
-    Zh = torch.as_tensor(es.embeddings[held_idx], dtype=torch.float64)
-    yh = torch.as_tensor(y_codes[held_idx])
-    cost = _cost(
-        Zh @ torch.as_tensor(primary.weight, dtype=torch.float64).T + torch.as_tensor(primary.bias, dtype=torch.float64),
-        Zh @ W.T + b,
-        yh,
-        before.settings.get("n_bootstrap", 200),
-        seed,
-        before.settings.get("ci_level", 0.95),
+    # 3. audit both heads on the held-out part
+    before, after, cost = audit_both(
+        es, held_idx, new, model_info, y_codes,
+        variable=variable, method=method, seed=seed, settings=settings,
     )  # fmt: skip
 
-    head = nn.Linear(W.shape[1], W.shape[0])
-    with torch.no_grad():
-        head.weight.copy_(W.float())
-        head.bias.copy_(b.float())
-    patched, why = _patch(model, es.layer, primary.source, W, b)
-    if patched is None and model is not None:
-        warnings.warn(
-            f"the model's head cannot be patched ({why}); Mitigation.head_ holds the new head",
-            AuditWarning,
-            stacklevel=2,
-        )
-    if before.tasks.get(variable, {}).get("verdict") != "uses":
-        warnings.warn(
-            f"{variable!r} is not flagged on the held-out part (verdict "
-            f"{before.tasks.get(variable, {}).get('verdict')!r}): mitigating it anyway",
-            AuditWarning,
-            stacklevel=2,
-        )
+    # 4. patch a copy of the model
+    head = linear_head(new.weight, new.bias)
+    patched, why = patch_model(model, es.layer, es.primary.source, new.weight, new.bias)
+    for note in _outcome_notes(model is not None, why, before, variable):
+        warnings.warn(note, AuditWarning, stacklevel=2)
+
+    # 5. the result
+    settings_ = {
+        "holdout": holdout,
+        "seed": seed,
+        "n_fit": len(fit_idx),
+        "n_holdout": len(held_idx),
+        "kind": kind,
+        "n_subsamples": n_subsamples,
+        "runtime_s": round(time.perf_counter() - t0, 3),
+        **new.info,
+    }
     return Mitigation(
         variable=variable,
         method=method,
@@ -490,20 +466,11 @@ def mitigate(
         head_=head,
         before=before,
         after=after,
-        eraser_=eraser,
+        eraser_=new.eraser,
         fit_index_=fit_idx,
         holdout_index_=held_idx,
         cost_=cost,
-        head_source_=primary.source,
+        head_source_=es.primary.source,
         not_patched_reason_=why,
-        settings_={
-            "holdout": holdout,
-            "seed": seed,
-            "n_fit": len(fit_idx),
-            "n_holdout": len(held_idx),
-            "kind": kind,
-            "n_subsamples": n_subsamples,
-            "runtime_s": round(time.perf_counter() - t0, 3),
-            **info,
-        },
+        settings_=settings_,
     )

@@ -19,6 +19,8 @@ from torch import Tensor
 
 from ..errors import AuditError
 from ..heads import BatchedLinearHead
+from ..primary import metric_values
+from .sampling import balanced_subsamples, stratified_split
 
 DEFAULT_CS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 MIN_GROUP = 5
@@ -46,18 +48,6 @@ class BalancedHead:
     worst_group_accuracy: dict = field(default_factory=dict)
 
 
-def _balanced_weights(groups: np.ndarray, n_sub: int, rng: np.random.Generator) -> np.ndarray:
-    """``n_sub`` 0/1 weight rows, each keeping the smallest group's size from every group."""
-    sizes = np.bincount(groups)
-    m = int(sizes[sizes > 0].min())
-    w = np.zeros((n_sub, len(groups)))
-    for g in np.flatnonzero(sizes):
-        idx = np.flatnonzero(groups == g)
-        for r in range(n_sub):
-            w[r, rng.choice(idx, m, replace=False)] = 1.0
-    return w
-
-
 def _fit_path(X, y, weights, Cs, loss, n_classes):
     """Average over subsamples of the heads for each C: (len(Cs), K, D), (len(Cs), K)."""
     n_sub = weights.shape[0]
@@ -70,12 +60,30 @@ def _fit_path(X, y, weights, Cs, loss, n_classes):
     return coef, icpt
 
 
-def _scores(X: Tensor, coef: Tensor, icpt: Tensor) -> Tensor:
-    return torch.einsum("nd,ckd->cnk", X, coef) + icpt[:, None, :]
+def _inner_accuracy(
+    X: Tensor, y: np.ndarray, groups: np.ndarray, n_groups: int, coef: Tensor, icpt: Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """Worst-group and overall accuracy of each C's head (``coef``: (len(Cs), K, D)) on
+    the inner split, as :func:`wsca_audit.primary.metric_values` scores the model."""
+    rows = np.vstack([np.ones(len(y)), np.eye(n_groups)[groups].T])  # all, then each group
+    weights = torch.as_tensor(rows, dtype=X.dtype, device=X.device)
+    labels = torch.as_tensor(y, device=X.device)
+    logits = torch.einsum("nd,ckd->cnk", X, coef) + icpt[:, None, :]
+    acc = torch.stack([metric_values(lg, labels, weights)["accuracy"] for lg in logits])
+    acc = acc.cpu().numpy()
+    return acc[:, 1:].min(1), acc[:, 0]
 
 
-def _predict(scores: Tensor) -> Tensor:
-    return scores.argmax(-1) if scores.shape[-1] > 1 else (scores[..., 0] > 0).long()
+def _choose_C(Xs, y, g, n_groups, Cs, loss, k, n_subsamples, inner_holdout, rng):
+    """Index of the C with the best inner-split worst-group accuracy (then mean accuracy),
+    the worst-group accuracy of every C, and the subsample size the C was chosen for."""
+    inner = stratified_split(g, inner_holdout, rng, at_least=1)
+    train = ~inner
+    w = balanced_subsamples(g[train], n_subsamples, rng)
+    coef, icpt = _fit_path(Xs[train], y[train], w, Cs, loss, k)
+    worst, mean = _inner_accuracy(Xs[inner], y[inner], g[inner], n_groups, coef, icpt)
+    best = int(np.lexsort((mean, worst))[-1])  # worst-group accuracy, then the mean
+    return best, worst, float(w[0].sum())
 
 
 def fit_balanced_head(
@@ -151,26 +159,14 @@ def fit_balanced_head(
     k = n_outputs if n_outputs > 2 else None
 
     # choose C by worst-group accuracy on an inner split, stratified by group
-    inner = np.zeros(len(y), dtype=bool)
-    for gi in range(len(sizes)):
-        idx = rng.permutation(np.flatnonzero(g == gi))
-        inner[idx[: max(1, round(inner_holdout * len(idx)))]] = True
-    train = ~inner
-    w = _balanced_weights(g[train], n_subsamples, rng)
-    coef, icpt = _fit_path(Xs[train], y[train], w, Cs, loss, k)
-    pred = _predict(_scores(Xs[inner], coef, icpt)).cpu().numpy()  # (len(Cs), n_inner)
-    hit = pred == y[inner][None]
-    gi_inner = g[inner]
-    worst = np.array(
-        [min(hit[c][gi_inner == j].mean() for j in range(len(sizes))) for c in range(len(Cs))]
+    best, worst, n_chosen = _choose_C(
+        Xs, y, g, len(sizes), Cs, loss, k, n_subsamples, inner_holdout, rng
     )
-    mean = hit.mean(1)
-    best = int(np.lexsort((mean, worst))[-1])  # worst-group accuracy, then the mean
 
     # refit on all of it with the chosen C, per sample: the loss is a sum, so C grows
     # with the subsample size (else the final fit would be less regularised than chosen)
-    w_all = _balanced_weights(g, n_subsamples, rng)
-    c_final = Cs[best] * float(w_all[0].sum()) / float(w[0].sum())
+    w_all = balanced_subsamples(g, n_subsamples, rng)
+    c_final = Cs[best] * float(w_all[0].sum()) / n_chosen
     coef, icpt = _fit_path(Xs, y, w_all, (c_final,), loss, k)
     coef, icpt = coef[0], icpt[0]  # (k, D), (k,)
     # back to the raw embedding scale

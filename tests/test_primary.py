@@ -1,0 +1,122 @@
+"""The one owner of the model's outputs: scores, contrasts, labels and the primary metric,
+against scikit-learn and the definitions."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import accuracy_score, roc_auc_score
+
+import wsca_audit as wa
+from wsca_audit import primary
+
+
+def test_the_score_is_the_logit_of_one_output_and_the_log_odds_of_two():
+    lg1 = torch.tensor([[0.3], [-1.0]])
+    lg2 = torch.tensor([[0.1, 0.4], [2.0, -1.0]])
+    assert torch.equal(primary.primary_score(lg1), lg1[:, 0])
+    assert torch.allclose(primary.primary_score(lg2), torch.tensor([0.3, -3.0]))
+    lg3 = torch.randn(4, 3)
+    assert torch.equal(primary.primary_score(lg3, target=2), lg3[:, 2])
+    with pytest.raises(wa.AuditError, match="target=<index>"):
+        primary.primary_score(lg3)
+    with pytest.raises(wa.AuditError, match="not a class"):
+        primary.primary_score(lg3, target=3)
+
+
+def test_output_contrasts_turn_logits_into_the_contrasts_scores():
+    """The logit-space rows equal the embedding-space contrasts through the head."""
+    g = torch.Generator().manual_seed(0)
+    for k in (1, 2, 4):
+        W, z = torch.randn(k, 6, generator=g), torch.randn(10, 6, generator=g)
+        via_logits = (z @ W.T) @ primary.output_contrasts(k).T
+        via_contrasts = z @ primary.contrasts(W).T
+        assert torch.allclose(via_logits, via_contrasts, atol=1e-5)
+
+
+def test_class_vectors_are_centred_only_for_several_outputs():
+    W = torch.tensor([[1.0, 0.0], [3.0, 2.0]])
+    assert torch.allclose(primary.class_vectors(W), torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
+    assert torch.equal(primary.class_vectors(W[:1]), W[:1])
+    assert torch.equal(primary.class_vectors(W, center=False), W)
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        torch.ones(3, 2),
+        (torch.ones(3, 2), "aux"),
+        {"logits": torch.ones(3, 2)},
+        type("Out", (), {"logits": torch.ones(3, 2)})(),
+    ],
+    ids=["tensor", "tuple", "mapping", "attribute"],
+)
+def test_logits_are_found_in_the_usual_outputs(output):
+    assert primary.logits_of(output).shape == (3, 2)
+
+
+def test_logits_of_refuses_what_holds_no_logits():
+    assert primary.logits_of(torch.ones(5)).shape == (5, 1)
+    with pytest.raises(wa.AuditError, match="cannot find logits"):
+        primary.logits_of("text")
+    with pytest.raises(wa.AuditError, match="batch, classes"):
+        primary.logits_of(torch.ones(2, 3, 4))
+
+
+def test_label_codes_are_sorted_values():
+    codes, values = primary.label_codes(np.array(["well", "sick", "well"]))
+    assert codes.tolist() == [1, 0, 1] and values.tolist() == ["sick", "well"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(10, 60), st.integers(1, 2), st.integers(0, 10_000))
+def test_metric_values_match_scikit_learn(n, n_out, seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    y[:2] = [0, 1]
+    logits = rng.normal(size=(n, n_out))
+    w = rng.integers(0, 3, size=(3, n)).astype(float)
+    w[:, :2] = 1.0
+    got = primary.metric_values(torch.tensor(logits), torch.tensor(y), torch.tensor(w))
+    score = logits[:, 0] if n_out == 1 else logits[:, 1] - logits[:, 0]
+    pred = (logits[:, 0] > 0).astype(int) if n_out == 1 else logits.argmax(1)
+    for i, wi in enumerate(w):
+        assert float(got["auc"][i]) == pytest.approx(roc_auc_score(y, score, sample_weight=wi))
+        assert float(got["accuracy"][i]) == pytest.approx(accuracy_score(y, pred, sample_weight=wi))
+        sens = accuracy_score(y[y == 1], pred[y == 1], sample_weight=wi[y == 1])
+        assert float(got["sensitivity"][i]) == pytest.approx(sens)
+
+
+def test_metric_values_of_many_classes_is_accuracy_only_and_nan_without_weight():
+    lg = torch.eye(3)
+    m = primary.metric_values(lg, torch.tensor([0, 1, 1]), torch.tensor([[1.0, 1, 1], [0, 0, 0]]))
+    assert set(m) == {"accuracy"}
+    assert float(m["accuracy"][0]) == pytest.approx(2 / 3) and torch.isnan(m["accuracy"][1])
+
+
+def test_headline_is_auc_for_two_classes_and_accuracy_with_a_note_otherwise():
+    lg = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
+    block, note = primary.headline(lg, torch.tensor([1, 0, 1, 0]), 2, torch.ones(1, 4), 0, 0.95)
+    assert block["name"] == "auc" and block["value"] == 1.0 and note is None
+    lg3 = torch.eye(3).repeat(2, 1)
+    block, note = primary.headline(
+        lg3, torch.tensor([0, 1, 3, 0, 1, 3]), 3, torch.ones(1, 6), 0, 0.9
+    )
+    assert block["name"] == "accuracy" and block["value"] == pytest.approx(4 / 6)
+    assert "argmax indices" in note
+
+
+def test_outputs_auc_reads_two_classes_off_the_score_and_many_by_macro_ovr():
+    rng = np.random.default_rng(0)
+    lg = torch.tensor(rng.normal(size=(60, 3)))
+    y = torch.tensor(rng.integers(0, 3, 60))
+    w = torch.ones(1, 60, dtype=torch.float64)
+    ref = roc_auc_score(y.numpy(), torch.softmax(lg, 1).numpy(), multi_class="ovr")
+    assert float(primary.outputs_auc(lg, y, 3, w)[0]) == pytest.approx(ref)
+    two = (y > 0).long()
+    assert float(primary.outputs_auc(lg, two, 2, w)[0]) == pytest.approx(
+        roc_auc_score(two.numpy(), lg[:, 1].numpy())
+    )
+    with pytest.raises(wa.AuditError, match="class indices"):
+        primary.outputs_auc(lg[:, :2], y, 3, w)
