@@ -1,4 +1,4 @@
-"""The measures (paper's weight-space cosine, deconfounded usage), resampling and verdicts.
+"""The geometry of the two head comparisons (paper's weight-space cosine, deconfounded usage).
 
 Two measures compare the model's primary head with an auxiliary head fitted for a
 metadata variable (see docs/method.md for the derivations):
@@ -15,9 +15,8 @@ metadata variable (see docs/method.md for the derivations):
     *patterns*, not filter weights (Haufe et al., 2014), and a metadata variable that
     merely co-varies with the label no longer looks used.
 
-Confidence intervals are percentile bootstrap intervals over refitted heads; p-values
-come from refits with the metadata permuted within label strata, corrected across
-tasks with Benjamini-Hochberg.
+Their intervals, permutation nulls and Benjamini-Hochberg correction come from
+:mod:`wsca_audit.stats`; the verdict rule is :mod:`wsca_audit.decision`.
 """
 
 from __future__ import annotations
@@ -81,10 +80,10 @@ def cosine_matrix(primary: Tensor, aux: Tensor, basis: Tensor | None = None) -> 
     return torch.einsum("cd,pkd->pck", a, b)
 
 
-def usage_matrix(primary_logits: Tensor, aux_logits: Tensor, weights: Tensor) -> Tensor:
-    """Weighted correlation of primary contrast logits (N x C) with aux logits (P x N x K)."""
+def usage_matrix(contrast_scores: Tensor, aux_logits: Tensor, weights: Tensor) -> Tensor:
+    """Weighted correlation of the contrasts' scores (N x C) with aux logits (P x N x K)."""
     # clamped: float rounding can put a perfect correlation a hair above 1
-    return weighted_corr(primary_logits, aux_logits, weights).clamp(-1.0, 1.0)
+    return weighted_corr(contrast_scores, aux_logits, weights).clamp(-1.0, 1.0)
 
 
 def max_abs(matrix: Tensor) -> Tensor:
