@@ -17,6 +17,7 @@ Example
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -109,6 +110,18 @@ class WSCACallback(Callback):
         self.analyze_kwargs = {"progress": False, **analyze_kwargs}
         self.results_: list[tuple[int, wa.AuditResult]] = []
         self._auditor: wa.Auditor | None = None
+
+    @property
+    def metadata_keys(self) -> list[str]:
+        """Deprecated: :attr:`names`."""
+        warnings.warn("WSCACallback.metadata_keys is now .names", DeprecationWarning, 2)
+        return self.names
+
+    @property
+    def metadata_kinds(self) -> dict[str, str] | None:
+        """Deprecated: :attr:`kinds`."""
+        warnings.warn("WSCACallback.metadata_kinds is now .kinds", DeprecationWarning, 2)
+        return self.kinds
 
     @property
     def last_result_(self) -> wa.AuditResult | None:

@@ -99,7 +99,7 @@ class WSCAEvaluator(ModelEvaluator):
             )
         config["kinds"] = renamed_keyword(
             "metadata", "kinds", config.pop("metadata", None), config.get("kinds"),
-            "evaluator_config",
+            "evaluator_config",  # "evaluator_config(metadata=...)" names the old key
         )  # fmt: skip
         if model is None:
             raise wa.AuditError("the wsca evaluator needs a model (not a static predictions table)")

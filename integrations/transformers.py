@@ -110,6 +110,12 @@ class WSCATrainerCallback(TrainerCallback):
         self._columns: dict[str, np.ndarray] | None = None
 
     @property
+    def metadata_columns(self) -> dict[str, str]:
+        """Deprecated: :attr:`kinds`."""
+        warnings.warn("WSCATrainerCallback.metadata_columns is now .kinds", DeprecationWarning, 2)
+        return self.kinds
+
+    @property
     def last_result_(self) -> wa.AuditResult | None:
         return self.results_[-1][1] if self.results_ else None
 

@@ -300,3 +300,26 @@ def test_the_integrations_take_kinds_and_warn_on_their_old_keywords():
         _, res = audit_loop(evaluate, model, loader, metadata={"site": "categorical"},
                             analyze_kwargs=fast)  # fmt: skip
     assert sorted(res.tasks) == ["site"]
+
+
+def test_the_old_attribute_names_still_read_with_a_warning():
+    from wsca_audit.integrations.lightning import WSCACallback
+    from wsca_audit.integrations.transformers import WSCATrainerCallback
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    with pytest.warns(DeprecationWarning, match="kinds"):
+        assert wa.Auditor(model, kinds={"s": "categorical"}).metadata_kinds == {"s": "categorical"}
+    cb = WSCACallback({"s": "categorical"})
+    with pytest.warns(DeprecationWarning, match="names"):
+        assert cb.metadata_keys == ["s"]
+    with pytest.warns(DeprecationWarning, match="kinds"):
+        assert WSCATrainerCallback({"s": "categorical"}, {}).metadata_columns == {
+            "s": "categorical"
+        }
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(40, 3))
+    with pytest.warns(DeprecationWarning, match="deconfounding"):
+        res = wa.analyze(z, (z[:, 0] > 0).astype(int), {}, primary_weight=np.eye(2, 3),
+                         deconfounding="within_class_centering", n_bootstrap=5,
+                         n_permutations=5, progress=False)  # fmt: skip
+    assert res.settings["deconfounding"] == "within_class_centering"

@@ -44,3 +44,16 @@ def test_bin_edges_refuses_an_unknown_binning():
     assert bin_edges(np.array([0.0, 1.0]), 2, "width").tolist() == [0.0, 0.5, 1.0]
     with pytest.raises(ValueError, match="binning"):
         bin_edges(np.array([0.0, 1.0]), 2, "log")
+
+
+def test_a_continuous_column_with_every_value_missing_is_skipped_not_a_crash():
+    import wsca_audit as wa
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(60, 4))
+    y = (z[:, 0] > 0).astype(int)
+    res = wa.analyze(z, y, {"age": np.full(60, np.nan), "site": np.arange(60) % 2},
+                     kinds={"age": "continuous"}, primary_weight=np.eye(2, 4),
+                     n_bootstrap=10, n_permutations=10, progress=False)  # fmt: skip
+    assert "age" not in res.tasks and "site" in res.tasks
+    assert code_levels(np.full(3, np.nan), "continuous", binning="quantile").labels == []

@@ -120,3 +120,14 @@ def test_outputs_auc_reads_two_classes_off_the_score_and_many_by_macro_ovr():
     )
     with pytest.raises(wa.AuditError, match="class indices"):
         primary.outputs_auc(lg[:, :2], y, 3, w)
+
+
+def test_a_single_logit_head_decides_by_the_sign_of_its_logit():
+    """One output: the decision is ``logit > 0`` in the headline as in the subgroup
+    table (it was ``argmax`` of one column, always class 0, before the owner was one)."""
+    lg = torch.tensor([[2.0], [-1.0], [0.5], [-3.0], [1.0], [-0.5]])
+    y = torch.tensor([1, 0, 2, 0, 1, 2])
+    block, _ = primary.headline(lg, y, 3, torch.ones(1, 6), 0, 0.95)
+    m = primary.metric_values(lg, y, torch.ones(1, 6))
+    assert block["name"] == "accuracy" and block["value"] == pytest.approx(4 / 6)
+    assert block["value"] == pytest.approx(float(m["accuracy"][0]))

@@ -260,3 +260,26 @@ def test_a_report_without_tasks_renders_everywhere(tmp_path):
     card = wa.write_model_card(res, tmp_path / "c.md").read_text()
     assert "No metadata audited." in card and "## Quantitative analyses" in card
     assert not (tmp_path / "c_figures").exists()  # nothing to draw, no folder
+
+
+def test_markdown_keeps_user_text_out_of_html():
+    """A metadata name can hold anything; the Hub renders HTML in a card's Markdown."""
+    doc = Document(
+        "<b>T</b>", [Section("<i>s</i>", items=["site <img src=x onerror=alert(1)> & more"])]
+    )
+    md = render_markdown(doc)
+    assert "<img" not in md and "<b>" not in md and "<i>" not in md
+    assert "&lt;img src=x onerror=alert(1)&gt; &amp; more" in md
+
+
+def test_the_figures_are_drawn_again_when_what_they_show_changed(small_result, monkeypatch):
+    res = wa.AuditResult(small_result.to_dict())
+    calls = []
+    draw = wa.AuditResult.figure
+    monkeypatch.setattr(wa.AuditResult, "figure", lambda self: calls.append(1) or draw(self))
+    first = res.figures_png()
+    res.to_html()
+    assert len(calls) == 1  # drawn once for the page, the files and the card
+    name = next(iter(res.tasks))
+    res.tasks[name]["verdict"] = "uses"  # a caller edits the report in place
+    assert res.figures_png() != first and len(calls) == 2

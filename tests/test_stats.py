@@ -94,13 +94,14 @@ def test_within_class_centered_uses_each_resample_s_own_class_means():
     assert out[1, 0, 0] == 0.0  # resample 1 sees only the first sample of class 0
 
 
-def test_stratum_sums_equal_a_plain_sum_whatever_the_chunk():
+def test_stratum_mean_table_equals_a_plain_mean_whatever_the_chunk():
     Z = torch.randn(23, 4, dtype=torch.float64)
     s = torch.tensor([0, 1, 2] * 7 + [0, 1])
-    one = stats.stratum_sums(Z, s, 3, torch.float64, torch.device("cpu"), 100)
-    small = stats.stratum_sums(Z, s, 3, torch.float64, torch.device("cpu"), 5)
+    one = stats.stratum_mean_table(Z, s, 4, torch.float64, torch.device("cpu"), 100)
+    small = stats.stratum_mean_table(Z, s, 4, torch.float64, torch.device("cpu"), 5)
     assert torch.allclose(one, small)
-    assert torch.allclose(one[1], Z[s == 1].sum(0))
+    assert torch.allclose(one[1], Z[s == 1].mean(0))
+    assert torch.all(one[3] == 0)  # an empty stratum
 
 
 @given(st.integers(0, 500), st.integers(1, 64))

@@ -62,7 +62,7 @@ class AuditSettings:
     thresholds: Thresholds = field(default_factory=Thresholds)
     device: str | None = None
     dtype: str = "float32"
-    max_batch_mb: float = 1024.0
+    max_batch_mb: float = stats.DEFAULT_BUDGET_MB
     progress: bool = True
     layer_attribution: bool = True
     max_memory_mb: float | None = None
@@ -94,6 +94,8 @@ class AuditSettings:
         d = asdict(self)
         d["thresholds"] = self.thresholds.to_dict()
         d.pop("progress")
+        # a schema_version 1 key: usage is always deconfounded this way (no setting)
+        d["deconfounding"] = "within_class_centering"
         return d
 
 
@@ -233,8 +235,8 @@ class _Analysis:
         # rows of Z per chunk: a handful of (rows x D) temporaries within the budget
         self.rows = stats.chunk_rows(4 * Z.shape[1], cfg.max_batch_mb, Z.element_size())
         self._labels()
-        Zs, Zws, sd, sd_w, scores_w = self._designs(Z)
         contrasts = primary.contrasts(self.W)
+        Zs, Zws, sd, sd_w, scores_w = self._designs(Z, contrasts)
         basis, self.pca_share = corr.pca_basis(
             Z, cfg.pca_variance, cfg.pca_min_components, self.rows
         )
@@ -277,7 +279,7 @@ class _Analysis:
         strata = self.labels if self.labels is not None else torch.zeros(n, dtype=torch.long)
         self.strata = strata.cpu()
 
-    def _designs(self, Z: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def _designs(self, Z: Tensor, contrasts: Tensor) -> tuple[Tensor, ...]:
         """Standardised embeddings (the probe's design) and within-class centred,
         standardised ones (usage's), their scales, and the within-class centred scores
         of the contrasts; the working copies are filled chunk by chunk (memory-mapped
@@ -285,16 +287,15 @@ class _Analysis:
         chunks = stats.chunks(Z.shape[0], self.rows)
         mu, sd = Z.mean(0), _safe_std(Z, self.rows)
         k = int(self.strata.max()) + 1 if self.strata.numel() else 1
-        sums = stats.stratum_sums(Z, self.strata, k, self.dtype, self.device, self.rows)
-        counts = torch.bincount(self.strata.to(self.device), minlength=k)
-        means = sums / counts.clamp_min(1).to(self.dtype)[:, None]  # (n_classes, D)
+        # (n_classes, D)
+        means = stats.stratum_mean_table(Z, self.strata, k, self.dtype, self.device, self.rows)
         strata = self.strata.to(self.device)
         Zs, Zw = self._big(Z.shape), self._big(Z.shape)
         for sl in chunks:
             Zs[sl] = (Z[sl] - mu) / sd
             Zw[sl] = Z[sl] - means[strata[sl]]
         sd_w = _safe_std(Zw, self.rows)
-        scores_w = Zw @ primary.contrasts(self.W).T  # (N, C') usage's primary side
+        scores_w = Zw @ contrasts.T  # (N, C') usage's primary side
         for sl in chunks:  # Zw becomes Zws in place: one copy fewer
             Zw[sl] /= sd_w
         return Zs, Zw, sd, sd_w, scores_w
@@ -370,7 +371,6 @@ class _Analysis:
             level=self.cfg.ci_level,
         )
 
-    # ------------------------------------------------------------------ head fitting
     # ------------------------------------------------------------------ one task
     def _levels(self, name: str, kind: str, values: np.ndarray) -> Levels | None:
         """Code a column as class indices (continuous: the paper's equal-width bins of

@@ -153,6 +153,12 @@ class Auditor:
         if layer != "auto":
             self.layer_name, self._layer_module = resolve_layer(model, layer)
 
+    @property
+    def metadata_kinds(self) -> dict[str, str] | None:
+        """Deprecated: :attr:`kinds`."""
+        warnings.warn("Auditor.metadata_kinds is now Auditor.kinds", DeprecationWarning, 2)
+        return self.kinds
+
     # ------------------------------------------------------------------ hooks
     def _store(self, z) -> None:
         if self.skip_train_mode and self.model.training:

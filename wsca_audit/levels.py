@@ -62,6 +62,8 @@ def bin_edges(x: np.ndarray, n_bins: int, binning: str) -> np.ndarray:
         lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
         return np.linspace(lo, hi, n_bins + 1)
     if binning == "quantile":
+        if not x.size:  # every value missing: no groups
+            return np.zeros(0)
         return np.unique(np.quantile(x, np.linspace(0.0, 1.0, n_bins + 1)))
     raise ValueError(f"binning must be one of {BINNINGS}; got {binning!r}")
 

@@ -239,15 +239,21 @@ def _md_code(text: str) -> str:
     return f"`` {text} ``"
 
 
+def _md_text(text: str) -> str:
+    """Plain text for Markdown: the characters that would start HTML (which the Hugging
+    Face Hub renders in a card) become entities; brackets and intervals stay readable."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _md_runs(text: Text, cell: bool = False) -> str:
     out = []
     for r in _runs(text):
         if isinstance(r, str):
-            out.append(r)
+            out.append(_md_text(r))
         elif isinstance(r, Code):
             out.append(_md_code(r.text))
         else:
-            out.append(f"**{r.text}**")
+            out.append(f"**{_md_text(r.text)}**")
     s = " ".join("".join(out).splitlines())  # one line: a list item or a table cell
     return s.replace("|", "\\|") if cell else s
 
@@ -256,10 +262,10 @@ def render_markdown(doc: Document, front_matter: str | None = None) -> str:
     """Markdown (GitHub / Hugging Face flavour), after YAML ``front_matter`` if given;
     figures are linked by their ``path``."""
     out = ["---", front_matter.rstrip(), "---", ""] if front_matter else []
-    out += [f"# {doc.title}", ""]
+    out += [f"# {_md_text(doc.title)}", ""]
     for sec in doc.sections:
         if sec.title:
-            out += [f"{'#' * sec.level} {sec.title}", ""]
+            out += [f"{'#' * sec.level} {_md_text(sec.title)}", ""]
         for p in sec.paragraphs:
             out += [_md_runs(p), ""]
         if sec.items:
@@ -271,5 +277,5 @@ def render_markdown(doc: Document, front_matter: str | None = None) -> str:
                     for r in sec.table.rows]  # fmt: skip
             out.append("")
         for fig in sec.figures:
-            out += [f"![{fig.caption}]({fig.path})", ""]
+            out += [f"![{_md_text(fig.caption)}]({fig.path})", ""]
     return "\n".join(out)

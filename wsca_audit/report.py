@@ -144,7 +144,8 @@ class AuditResult:
             raise AuditError("report['warnings'] must be a list of strings")
         self._report = json_safe(report)
         self._evidence: list[tuple[str, str, Any]] = []  # (section, key, Evidence) for figures
-        self._page_png: dict[str, bytes] | None = None  # the report's own figures, once drawn
+        # the report's own figures, drawn once for what they show (see figures_png)
+        self._page_png: tuple[str, dict[str, bytes]] | None = None
         self._evidence_png: dict[str, bytes] | None = None
 
     # ------------------------------------------------------------------ access
@@ -329,8 +330,12 @@ class AuditResult:
     def figures_png(self) -> dict[str, bytes]:
         """The report's own figures (summary, subgroups, per-class) as PNG, keyed by their
         path under the report folder; drawn on first use, then reused by :meth:`save`,
-        :meth:`to_html`, the model card and MLflow logging."""
-        if self._page_png is None:
+        :meth:`to_html`, the model card and MLflow logging (drawn again only when the
+        tasks, the subgroups or the settings they show have been changed)."""
+        shown = json.dumps(
+            [self.tasks, self.performance, self.settings], sort_keys=True, default=str
+        )
+        if self._page_png is None or self._page_png[0] != shown:
             out = {}
             for rel, make in (
                 (SUMMARY_FIGURE, self.figure if self.tasks else None),
@@ -340,8 +345,8 @@ class AuditResult:
                 fig = make() if make is not None else None
                 if fig is not None:
                     out[rel] = png_bytes(fig)
-            self._page_png = out
-        return dict(self._page_png)
+            self._page_png = (shown, out)
+        return dict(self._page_png[1])
 
     def metric_frame(self, variable: str | None = None):
         """The subgroup performance in Fairlearn's ``MetricFrame`` vocabulary.

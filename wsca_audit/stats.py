@@ -378,12 +378,16 @@ def center_within(M: Tensor, strata: Tensor, valid: Tensor | None = None) -> Ten
     return torch.where(valid.to(M.device)[:, None], centred, 0.0)
 
 
-def stratum_sums(Z: Tensor, strata: Tensor, n_strata: int, dtype, device, size: int) -> Tensor:
-    """Sum of ``Z``'s rows per stratum (n_strata x D), by chunks of ``size`` rows; a
-    one-hot product, not ``index_add_`` (atomics: nondeterministic on CUDA)."""
+def stratum_mean_table(
+    Z: Tensor, strata: Tensor, n_strata: int, dtype, device, size: int
+) -> Tensor:
+    """Mean of ``Z``'s rows per stratum (n_strata x D; zero for an empty stratum), from
+    sums by chunks of ``size`` rows: a one-hot product, not ``index_add_`` (atomics:
+    nondeterministic on CUDA), and no centred copy of ``Z``."""
     sums = torch.zeros(n_strata, Z.shape[1], dtype=dtype, device=device)
     strata = strata.to(device)
     for sl in chunks(Z.shape[0], size):
         onehot = torch.nn.functional.one_hot(strata[sl], n_strata).to(dtype)
         sums += onehot.T @ Z[sl].to(device=device, dtype=dtype)
-    return sums
+    counts = torch.bincount(strata, minlength=n_strata).clamp_min(1).to(dtype)
+    return sums / counts[:, None]

@@ -146,7 +146,7 @@ class AuditTensors:
     device: torch.device
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, kw_only=True)
 class TaskData(AuditTensors):
     """What the measures of one metadata task share: the audit-wide tensors, the coded
     variable, its resampling plan and its heads.
@@ -172,13 +172,13 @@ class TaskData(AuditTensors):
         Files a warning in the report (see :meth:`warn`).
     """
 
-    name: str = ""
-    kind: str = "categorical"
-    values: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    coded: Levels | None = None
-    fitter: Fitter | None = None
-    gen: torch.Generator | None = None
-    warn_to: Callable[[str], None] = print
+    name: str
+    kind: str
+    values: np.ndarray
+    coded: Levels
+    fitter: Fitter
+    gen: torch.Generator
+    warn_to: Callable[[str], None]
     # derived in __post_init__
     levels: list[str] = field(init=False)
     k: int = field(init=False)

@@ -25,7 +25,7 @@ COLOURS = {
     INCONCLUSIVE: "#e67e22",
 }
 
-# one line per verdict, for a reader who has not seen the legend (the card's list)
+# one line per verdict, for a reader who has not seen the legend (the HTML's hover text on a verdict)
 MEANING = {
     USES: "the model's head USES this variable (beyond what the label explains)",
     ENCODED_NOT_USED: "encoded in the embedding, but the head does not use it",

@@ -338,7 +338,7 @@ def audit_both(
         torch.as_tensor(y_codes[held_idx]),
         before.settings.get("n_bootstrap", 200),
         seed,
-        before.settings.get("ci_level", 0.95),
+        before.ci_level,
     )
     return before, after, cost
 

@@ -70,7 +70,7 @@ class Mitigation:
     eraser_: LinearEraser | None = None
     not_patched_reason_: str | None = None
     # the figure as PNG, drawn once (save, the card and MLflow share it)
-    _png: bytes | None = field(default=None, init=False)
+    _png: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __repr__(self) -> str:
         return (

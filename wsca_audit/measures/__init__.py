@@ -26,6 +26,7 @@ from .alignment import Alignment
 from .base import (
     INTERVAL_SCHEMA,
     TESTED_SCHEMA,
+    Computed,
     Measure,
     get_measures,
     register_measure,
@@ -46,6 +47,7 @@ __all__ = [
     "TESTED_SCHEMA",
     "WSC",
     "Alignment",
+    "Computed",
     "Effect",
     "Encoding",
     "Measure",
