@@ -23,7 +23,7 @@ LAYERS = [
     {"formatting", "naming", "validation", "metrics", "store", "distributed", "schema"},
     {"stats", "verdict", "render"},
     {"primary", "heads", "embeddings", "correlation"},
-    {"levels", "taskdata", "measures", "decision", "performance"},
+    {"levels", "taskdata", "measures", "support", "decision", "performance"},
     {"evidence", "figures"},
     {"report"},
     {"analysis"},

@@ -115,7 +115,7 @@ def test_reason_and_samples_needed_reach_summary_card_and_cli(tmp_path, capsys):
     rng = np.random.default_rng(0)
     n = 400
     y = rng.integers(0, 2, n)
-    site = np.where(rng.random(n) < 0.95, y, 1 - y)
+    site = np.where(rng.random(n) < 0.9, y, 1 - y)
     z = rng.normal(size=(n, 6))
     z[:, 0] += 1.5 * y
     z[:, 1] += 2.0 * site

@@ -65,8 +65,11 @@ def test_logits_of_refuses_what_holds_no_logits():
 
 
 def test_label_codes_are_sorted_values():
-    codes, values = primary.label_codes(np.array(["well", "sick", "well"]))
-    assert codes.tolist() == [1, 0, 1] and values.tolist() == ["sick", "well"]
+    # matched by value: the head's order, never sorted
+    codes, values = primary.label_codes(np.array(["well", "sick", "well"]), 2, ["well", "sick"])
+    assert codes.tolist() == [0, 1, 0] and values.tolist() == [0, 1]
+    with pytest.raises(wa.AuditError, match="pass classes"):
+        primary.label_codes(np.array(["well", "sick"]))
 
 
 @settings(max_examples=30, deadline=None)
@@ -101,10 +104,10 @@ def test_headline_is_auc_for_two_classes_and_accuracy_with_a_note_otherwise():
     assert block["name"] == "auc" and block["value"] == 1.0 and note is None
     lg3 = torch.eye(3).repeat(2, 1)
     block, note = primary.headline(
-        lg3, torch.tensor([0, 1, 3, 0, 1, 3]), 3, torch.ones(1, 6), 0, 0.9
+        lg3, torch.tensor([0, 1, 2, 0, 1, 0]), 3, torch.ones(1, 6), 0, 0.9
     )
-    assert block["name"] == "accuracy" and block["value"] == pytest.approx(4 / 6)
-    assert "argmax indices" in note
+    assert block["name"] == "accuracy" and block["value"] == pytest.approx(5 / 6)
+    assert note is None  # targets that are not the head's indices are refused earlier
 
 
 def test_outputs_auc_reads_two_classes_off_the_score_and_many_by_macro_ovr():

@@ -38,10 +38,9 @@ from .performance import subgroup_performance
 from .primary import PrimaryHead
 from .report import SCHEMA_VERSION, AuditResult
 from .store import SPILL_PREFIX
+from .support import MAX_EFFECT_SD, MIN_LEVEL_COUNT, support_block
 from .taskdata import AuditTensors, Fitter, TaskData
 from .verdict import Thresholds
-
-_MIN_LEVEL_COUNT = 5
 
 
 @dataclass
@@ -51,7 +50,7 @@ class AuditSettings:
     n_bootstrap: int = 200
     n_permutations: int = 200
     n_folds: int = 5
-    seed: int = 0
+    seed: int | None = 0
     C: float = 1.0
     alpha: float = 1.0
     n_bins: int = 5
@@ -68,6 +67,7 @@ class AuditSettings:
     max_memory_mb: float | None = None
     max_levels: int = 50
     performance_pairs: list | None = None
+    classes: list | None = None
 
     def validate(self) -> None:
         if self.n_bootstrap < 0 or self.n_permutations < 0:
@@ -86,6 +86,16 @@ class AuditSettings:
             raise AuditError("max_levels must be >= 2")
         if self.max_memory_mb is not None and self.max_memory_mb < 0:
             raise AuditError("max_memory_mb must be >= 0")
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
+            raise AuditError(
+                f"seed must be an int, or None for fresh randomness; got {self.seed!r}"
+            )
+        if self.classes is not None:
+            if isinstance(self.classes, (str, bytes)) or not hasattr(self.classes, "__len__"):
+                raise AuditError(
+                    f"classes is the class of each head output, in order; got {self.classes!r}"
+                )
+            self.classes = [c.item() if isinstance(c, np.generic) else c for c in self.classes]
         for pair in self.performance_pairs or []:
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
                 raise AuditError(f"performance_pairs holds pairs of metadata names; got {pair!r}")
@@ -117,8 +127,9 @@ def analyze(
     ----------
     embeddings : array-like of shape (n_samples, embedding_dim)
     targets : array-like of shape (n_samples,), optional
-        Primary class labels.
-    metadata : mapping of str to array-like
+        Primary labels: the head's class indices (never renumbered), or any labels with
+        ``classes=[...]`` naming the class of each output in order.
+    metadata : mapping of str to array-like, or a pandas DataFrame
         Metadata columns to audit.
     primary_weight : array-like of shape (n_outputs, embedding_dim)
         The model's final linear layer (``logits = z @ W.T + b``).
@@ -128,7 +139,9 @@ def analyze(
     drop_nonfinite : bool, default=False
     **settings
         Fields of :class:`AuditSettings`: ``n_bootstrap=200``, ``n_permutations=200``,
-        ``seed=0``, ``C=1.0`` (logistic heads), ``alpha=1.0`` (ridge heads),
+        ``seed=0`` (None: fresh randomness, the seed drawn is in the report's settings),
+        ``classes=None`` (the class of each head output, in order, for targets that are
+        not class indices), ``C=1.0`` (logistic heads), ``alpha=1.0`` (ridge heads),
         ``n_folds=5``, ``n_bins=5``, ``thresholds=Thresholds()``, ``device=None`` (CUDA
         when available, else CPU), ``dtype="float32"``, ``progress=True``, ...
 
@@ -191,13 +204,19 @@ def analyze_embeddings(es: EmbeddingSet, model_info: dict | None = None, **setti
             f"{sorted(AuditSettings.__dataclass_fields__)}"
         )
     cfg = AuditSettings(**settings, **({"thresholds": thresholds} if thresholds else {}))
+    drawn = cfg.seed is None
+    if drawn:  # fresh randomness, recorded so that the run can be repeated (random_state)
+        cfg.seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
     cfg.validate()
     if es.primary is None:
         raise AuditError(
             "no primary head: pass primary_weight= (the model's final linear layer), or "
             "collect with an Auditor whose model ends in an nn.Linear"
         )
-    return _Analysis(es, cfg, model_info or {}).run()
+    run = _Analysis(es, cfg, model_info or {})
+    if drawn:
+        run.warnings.append(f"seed=None drew seed {cfg.seed}; pass seed={cfg.seed} to repeat")
+    return run.run()
 
 
 class _Analysis:
@@ -259,13 +278,24 @@ class _Analysis:
         self.fitter = Fitter(cfg, self.boot, self.dtype, self.device)
 
     def _labels(self) -> None:
-        """Primary labels: class indices for the metric, strata for centring and
-        permutations (see :func:`wsca_audit.primary.label_codes`)."""
+        """Primary labels: the head's class index of each target for the metric, and
+        compact codes of the classes present for the strata that centring and
+        permutations hold fixed (see :func:`wsca_audit.primary.label_codes`)."""
         n = self.es.n_samples
         self.labels = None
+        strata = torch.zeros(n, dtype=torch.long)
         if self.es.targets is not None:
-            codes, self.label_values = primary.label_codes(self.es.targets)
-            self.labels = torch.as_tensor(codes, device=self.device)
+            n_out = self.es.primary.n_outputs
+            index, self.label_values = primary.label_codes(self.es.targets, n_out, self.cfg.classes)
+            self.labels = torch.as_tensor(index, device=self.device)
+            strata = torch.as_tensor(np.searchsorted(self.label_values, index))
+            absent = primary.absent_classes(self.label_values, n_out)
+            if absent:
+                self._warn(
+                    f"class(es) {absent} of the head's {n_out} outputs have no sample in the "
+                    "audit data: they stay absent (the metric and the strata use the "
+                    f"classes present, {self.label_values.tolist()})"
+                )
             if len(self.label_values) < 2:
                 self._warn(
                     "the targets hold a single class: the primary metric is undefined and "
@@ -276,7 +306,6 @@ class _Analysis:
                 "no targets were recorded: usage is not deconfounded from the primary label "
                 "and the primary metric is not reported"
             )
-        strata = self.labels if self.labels is not None else torch.zeros(n, dtype=torch.long)
         self.strata = strata.cpu()
 
     def _designs(self, Z: Tensor, contrasts: Tensor) -> tuple[Tensor, ...]:
@@ -392,14 +421,14 @@ class _Analysis:
             )
             return None
         counts = coded.counts
-        if kind == "categorical" and counts.min() < _MIN_LEVEL_COUNT:
-            rare = [coded.labels[i] for i in np.flatnonzero(counts < _MIN_LEVEL_COUNT)]
+        if kind == "categorical" and counts.min() < MIN_LEVEL_COUNT:
+            rare = [coded.labels[i] for i in np.flatnonzero(counts < MIN_LEVEL_COUNT)]
             shown = ", ".join(repr(r) for r in rare[:5]) + (
                 f" and {len(rare) - 5} more" if len(rare) > 5 else ""
             )
             self._warn(
-                f"{name}: level(s) {shown} have fewer than {_MIN_LEVEL_COUNT} samples; "
-                "estimates for them are unstable"
+                f"{name}: level(s) {shown} have fewer than {MIN_LEVEL_COUNT} samples; "
+                "no verdict rests on so few (group rare levels, or audit more samples)"
             )
         return coded
 
@@ -421,9 +450,33 @@ class _Analysis:
                     out[measure.report_key] = result.block
                 if result.per_class is not None:
                     per_class[measure.report_key] = result.per_class
+        _hide_absurd_effect(out)
         out.update(verdict=None, reason=None, samples_needed=None)
         out["per_class"] = per_class
+        out["support"] = support_block(task)
         return out
+
+    def _check_permutations(self, n_tested: int) -> None:
+        """Warn at the start when ``n_permutations`` cannot give a significant test: the
+        smallest p is 1 / (B + 1), and BH over m variables raises that of a variable
+        that alone stands out to m / (B + 1)."""
+        b, alpha = self.cfg.n_permutations, self.cfg.thresholds.alpha
+        m = max(n_tested, 1)
+        if not n_tested or m / (b + 1) <= alpha:
+            return
+        need = math.ceil(m / alpha) - 1
+        if b == 0:
+            why = "no permutation test is run"
+        else:
+            why = (
+                f"a variable that alone stands out gets a p-value of at least {m}/{b + 1} = "
+                f"{m / (b + 1):.3f} after BH over {m} variable(s), above alpha {alpha:g}"
+            )
+        reach = "is out of reach" if b == 0 or 1 / (b + 1) > alpha else "may be out of reach"
+        self._warn(
+            f"n_permutations={b}: {why}, so a verdict of uses (which needs a significant "
+            f"test) {reach}; use n_permutations={need} or more"
+        )
 
     # ------------------------------------------------------------------ run
     def run(self) -> AuditResult:
@@ -454,6 +507,7 @@ class _Analysis:
         names = list(es.metadata)
         if not names:
             self._warn("no metadata columns were given: the report holds the primary metric only")
+        self._check_permutations(len(names))
         bar = tqdm(names, desc="wsca: auditing", disable=not self.cfg.progress, unit="task")
         for name in bar:
             bar.set_postfix_str(name)
@@ -471,8 +525,12 @@ class _Analysis:
             for block, p in zip(blocks, adj):
                 block["p_value_raw"] = block["p_value"]
                 block["p_value"] = p
+        n_tested = sum(1 for t in tasks.values() if "usage" in t)
         for name, t in tasks.items():
-            d = decide(name, t, self.cfg.thresholds, t["n_valid"], self.cfg.ci_level)
+            d = decide(
+                name, t, self.cfg.thresholds, t["n_valid"], self.cfg.ci_level,
+                n_permutations=self.cfg.n_permutations, n_tested=n_tested,
+            )  # fmt: skip
             t["verdict"], t["reason"], t["samples_needed"] = d.verdict, d.reason, d.samples_needed
             if d.informative_needed is not None:
                 t["informative_needed"] = d.informative_needed
@@ -500,6 +558,21 @@ class _Analysis:
             "warnings": list(self.warnings),
         }
         return AuditResult(report)
+
+
+def _hide_absurd_effect(task: dict) -> None:
+    """An effect interval end beyond ±MAX_EFFECT_SD is a symptom of too few samples, not
+    a size: it is not reported (a note says why) and the verdict does not rest on it."""
+    eff = task.get("effect")
+    if not eff:
+        return
+    ends = [eff.get(k) for k in ("value", "ci_low", "ci_high")]
+    if any(v is not None and math.isfinite(v) and abs(v) > MAX_EFFECT_SD for v in ends):
+        eff.update(value=None, ci_low=None, ci_high=None)
+        eff["note"] = (
+            f"not reported: an interval end lay beyond ±{MAX_EFFECT_SD:g} sd, a symptom of "
+            "too few samples"
+        )
 
 
 def _safe_std(Z: Tensor, size: int) -> Tensor:

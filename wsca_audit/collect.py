@@ -383,7 +383,8 @@ class Auditor:
             batch_targets = column_or_1d(targets, "targets", flatten=True)
         if self._n_batches and (batch_targets is None) != (not self._targets):
             raise AuditError("give targets for every batch or for none")
-        metadata = dict(metadata or {})
+        # a DataFrame is a mapping of columns too (its truth value is undefined)
+        metadata = {} if metadata is None else dict(metadata)
         if self.kinds is not None:
             missing = [c for c in self.kinds if c not in metadata]
             if missing:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 from .formatting import ci_text, fmt
+from .support import MAX_EFFECT_SD, insufficient
 from .verdict import ENCODED_NOT_USED, INCONCLUSIVE, NOT_ENCODED, USES, Thresholds
 
 # the z of 80% power on top of an interval's own z (see _size_for)
@@ -50,7 +51,14 @@ def _ok(*xs) -> bool:
 
 
 def decide(
-    name: str, task: dict, thresholds: Thresholds, n_samples: int, level: float = 0.95
+    name: str,
+    task: dict,
+    thresholds: Thresholds,
+    n_samples: int,
+    level: float = 0.95,
+    *,
+    n_permutations: int | None = None,
+    n_tested: int = 1,
 ) -> Decision:
     """Apply the rules of this module to one task block of a report.
 
@@ -59,12 +67,17 @@ def decide(
     name : str
         The metadata variable (used in the sentence).
     task : dict
-        The task's report block (``encoding``, ``usage``, optionally ``effect``).
+        The task's report block (``encoding``, ``usage``, optionally ``effect`` and
+        ``support``).
     thresholds : Thresholds
     n_samples : int
         Valid samples of the task (the size ``samples_needed`` scales).
     level : float, default=0.95
         The level of the report's intervals (``ci_level``), for ``samples_needed``.
+    n_permutations : int, optional
+        The permutations behind the p-value, and ``n_tested`` the variables BH adjusted
+        over: when the smallest p they allow stands in the way, the reason says so and
+        names ``n_permutations``, not the audit size.
 
     Examples
     --------
@@ -77,76 +90,183 @@ def decide(
     >>> d.reason
     'scanner is encoded (AUC 0.900 [0.850, 0.950]) but moves the score by 0.02 [-0.05, 0.09] sd, within ±0.25 sd'
     """
-    enc, use = task.get("encoding") or {}, task.get("usage") or {}
-    eff = task.get("effect") or {}
-    metric = enc.get("metric", "auc")
-    enc_thr = thresholds.auc if metric == "auc" else thresholds.r2
-    enc_text = f"{metric.upper() if metric == 'auc' else 'R²'} {ci_text(enc)}"
-    enc_lo, enc_hi = enc.get("ci_low"), enc.get("ci_high")
-    if not _ok(enc_lo, enc_hi):
-        return Decision(
-            INCONCLUSIVE,
-            f"the encoding of {name} has no interval ({enc_text}): run with n_bootstrap > 0",
-        )
-    if enc_hi < enc_thr:
+    lacking = insufficient(name, task.get("support"))
+    if lacking is not None:  # no interval means anything: say what the data lack
+        return Decision(INCONCLUSIVE, lacking[0], None, lacking[1])
+    f = _Facts.of(task, thresholds, n_permutations, n_tested)
+    if f.enc_problem:
+        return Decision(INCONCLUSIVE, f"the encoding of {name} {f.enc_problem}")
+    if f.enc_hi < f.enc_thr:
         return Decision(
             NOT_ENCODED,
-            f"{name} is not readable from the embedding: encoding {enc_text} is below "
-            f"{fmt(enc_thr, 2)}",
+            f"{name} is not readable from the embedding: encoding {f.enc_text} is below "
+            f"{fmt(f.enc_thr, 2)}",
         )
-    encoded = enc_lo >= enc_thr
     delta = thresholds.effect
-    e_lo, e_hi, e_v = eff.get("ci_low"), eff.get("ci_high"), eff.get("value")
-    has_effect = _ok(e_lo, e_hi, e_v)
-    negligible = has_effect and -delta < e_lo and e_hi < delta
-    # a cross-fitted size is oriented by the half that chose it: below 0 the halves
-    # disagree, which is noise, not a large effect the other way
-    oriented = bool(eff.get("selection"))
-    large = has_effect and (e_lo >= delta or (e_hi <= -delta and not oriented))
-    u_lo, u_hi, p = use.get("ci_low"), use.get("ci_high"), use.get("p_value")
-    has_usage = _ok(u_lo, u_hi)
-    significant = _ok(p) and p <= thresholds.alpha
-    use_text = f"usage {ci_text(use)}"
-    eff_text = f"{ci_text(eff, 2)} sd{_groups(eff)}" if has_effect else ""
-    p_text = f"p = {fmt(p, 3)}" if _ok(p) else "no permutation test"
-
-    if encoded and negligible:
+    if f.encoded and f.negligible:
         return Decision(
             ENCODED_NOT_USED,
-            f"{name} is encoded ({enc_text}) but moves the score by {eff_text}, "
+            f"{name} is encoded ({f.enc_text}) but moves the score by {f.eff_text}, "
             f"within ±{fmt(delta, 2)} sd",
         )
-    one_contrast = not use.get("n_contrasts")
-    if encoded and significant and has_usage and one_contrast and u_lo >= thresholds.usage:
-        extra = f"; it moves the score by {eff_text}" if has_effect else ""
+    if f.encoded and f.significant and f.usage_above and f.one_contrast:
+        extra = f"; it moves the score by {f.eff_text}" if f.has_effect else ""
         return Decision(
             USES,
-            f"{use_text} is above {fmt(thresholds.usage, 2)} and {p_text}{extra}",
+            f"{f.use_text} is above {fmt(thresholds.usage, 2)} and {f.p_text}{extra}",
         )
-    if encoded and significant and large:
+    if f.encoded and f.significant and f.large:
         return Decision(
             USES,
-            f"{name} moves the score by {eff_text}, beyond ±{fmt(delta, 2)} sd, and {p_text} "
-            f"({use_text})",
+            f"{name} moves the score by {f.eff_text}, beyond ±{fmt(delta, 2)} sd, and "
+            f"{f.p_text} ({f.use_text})",
         )
-    if encoded and has_usage and u_hi < thresholds.usage:
+    if f.encoded and f.has_usage and f.u_hi < thresholds.usage:
         return Decision(
             ENCODED_NOT_USED,
-            f"{name} is encoded ({enc_text}) but {use_text} is below {fmt(thresholds.usage, 2)}",
+            f"{name} is encoded ({f.enc_text}) but {f.use_text} is below "
+            f"{fmt(thresholds.usage, 2)}",
         )
+    return _inconclusive(name, task, f, thresholds, n_samples, level)
 
-    # inconclusive: what straddles, and the size that would decide
+
+@dataclass(frozen=True)
+class _Facts:
+    """What the rules read off a task block: intervals that can carry a verdict (finite,
+    of positive width, within ±MAX_EFFECT_SD for the effect) and the texts that cite them."""
+
+    enc_thr: float
+    enc_text: str
+    enc_lo: float | None
+    enc_hi: float | None
+    enc_problem: str | None
+    encoded: bool
+    has_effect: bool
+    negligible: bool
+    large: bool
+    eff_text: str
+    eff_problem: str | None
+    has_usage: bool
+    u_lo: float | None
+    u_hi: float | None
+    usage_above: bool
+    use_text: str
+    one_contrast: bool
+    significant: bool
+    p_text: str
+    p_floor: str | None
+
+    @classmethod
+    def of(cls, task: dict, th: Thresholds, n_perm: int | None, n_tested: int) -> _Facts:
+        enc, use = task.get("encoding") or {}, task.get("usage") or {}
+        eff = task.get("effect") or {}
+        metric = enc.get("metric", "auc")
+        enc_thr = th.auc if metric == "auc" else th.r2
+        enc_text = f"{metric.upper() if metric == 'auc' else 'R²'} {ci_text(enc)}"
+        enc_lo, enc_hi = enc.get("ci_low"), enc.get("ci_high")
+        enc_problem = _interval_problem(enc, enc_text, ends=(0.0, 1.0))
+        e_lo, e_hi = eff.get("ci_low"), eff.get("ci_high")
+        eff_problem = None
+        if eff.get("note"):  # hidden by the analysis (an end beyond ±MAX_EFFECT_SD)
+            eff_problem = f"was {eff['note']}"
+        elif eff:
+            eff_problem = _interval_problem(eff, f"{ci_text(eff, 2)} sd", MAX_EFFECT_SD)
+        has_effect = bool(eff) and eff_problem is None
+        delta = th.effect
+        # a cross-fitted size is oriented by the half that chose it: below 0 the halves
+        # disagree, which is noise, not a large effect the other way
+        oriented = bool(eff.get("selection"))
+        u_lo, u_hi, p = use.get("ci_low"), use.get("ci_high"), use.get("p_value")
+        has_usage = bool(use) and _interval_problem(use, "", ends=(0.0, 1.0)) is None
+        return cls(
+            enc_thr=enc_thr, enc_text=enc_text, enc_lo=enc_lo, enc_hi=enc_hi,
+            enc_problem=enc_problem, encoded=enc_problem is None and enc_lo >= enc_thr,
+            has_effect=has_effect,
+            negligible=has_effect and -delta < e_lo and e_hi < delta,
+            large=has_effect and (e_lo >= delta or (e_hi <= -delta and not oriented)),
+            eff_text=f"{ci_text(eff, 2)} sd{_groups(eff)}" if has_effect else "",
+            eff_problem=eff_problem,
+            has_usage=has_usage, u_lo=u_lo, u_hi=u_hi,
+            usage_above=has_usage and u_lo >= th.usage,
+            use_text=f"usage {ci_text(use)}",
+            one_contrast=not use.get("n_contrasts"),
+            significant=_ok(p) and p <= th.alpha,
+            p_text=f"p = {fmt(p, 3)}" if _ok(p) else "no permutation test",
+            p_floor=_p_floor(use, th.alpha, n_perm, n_tested),
+        )  # fmt: skip
+
+
+def _interval_problem(
+    block: dict, text: str, bound: float | None = None, ends: tuple = ()
+) -> str | None:
+    """Why an interval cannot carry a verdict (None when it can): missing, absurdly wide
+    (an end beyond ``±bound``), or of zero width away from the measure's own ``ends``
+    (an AUC of 1 [1, 1] is a fact; 0.5 [0.5, 0.5] means the resamples do not vary)."""
+    if not block:
+        return "is missing"
+    lo, hi, v = block.get("ci_low"), block.get("ci_high"), block.get("value")
+    if not _ok(lo, hi):
+        return f"has no interval ({text}): run with n_bootstrap > 0"
+    if bound is not None and max(abs(lo), abs(hi), abs(v) if _ok(v) else 0.0) > bound:
+        return f"has an interval end beyond ±{fmt(bound, 0)} sd: too few samples to size it"
+    at_end = any(abs(lo - e) <= 1e-9 and abs(hi - e) <= 1e-9 for e in ends)
+    if hi - lo <= 1e-9 * (1.0 + abs(hi)) and not at_end:
+        return f"has an interval of zero width ({text}): its resamples do not vary"
+    return None
+
+
+def _p_floor(use: dict, alpha: float, n_perm: int | None, n_tested: int) -> str | None:
+    """Why the permutation test cannot reach ``alpha`` at these settings, or None.
+
+    With ``B`` permutations the smallest p is ``1 / (B + 1)``; BH over ``m`` variables
+    then gives a variable that alone stands out at least ``m / (B + 1)``."""
+    if n_perm is None:
+        return None
+    need = math.ceil(max(n_tested, 1) / alpha) - 1
+    if n_perm == 0 or use.get("p_value") is None:
+        return f"no permutation test was run (n_permutations=0); run with n_permutations={need} or more"
+    floor = 1.0 / (n_perm + 1)
+    raw = use.get("p_value_raw", use.get("p_value"))
+    at_floor = _ok(raw) and raw <= floor * (1 + 1e-5)  # p is stored in float32
+    if at_floor and use["p_value"] > alpha:
+        return (
+            f"the permutation test is at its floor (p = {fmt(use['p_value'], 3)} after BH over "
+            f"{n_tested} variable(s) with n_permutations={n_perm}, above alpha "
+            f"{fmt(alpha, 2)}): more permutations would decide it, not more samples; run "
+            f"with n_permutations={need} or more"
+        )
+    return None
+
+
+def _inconclusive(name, task, f: _Facts, thresholds, n_samples, level) -> Decision:
+    """What straddles (or what else stands in the way), and the size that would decide."""
+    delta = thresholds.effect
     parts = []
-    if not encoded:
-        parts.append(f"encoding {enc_text} straddles {fmt(enc_thr, 2)}")
-    if has_effect and not negligible and not large:
-        parts.append(f"the effect interval {eff_text} straddles ±{fmt(delta, 2)}")
-    if has_usage:
-        parts.append(f"{use_text} straddles {fmt(thresholds.usage, 2)}")
-    if large and not significant:
-        parts.append(f"the permutation test is not significant ({p_text})")
-    n_needed = _samples_needed(task, thresholds, n_samples, encoded, enc_thr, level)
-    informative = eff.get("n_informative")
+    if not f.encoded:
+        parts.append(f"encoding {f.enc_text} straddles {fmt(f.enc_thr, 2)}")
+    if f.eff_problem:
+        parts.append(f"the effect {f.eff_problem}")
+    elif f.has_effect and not f.negligible and not f.large:
+        parts.append(f"the effect interval {f.eff_text} straddles ±{fmt(delta, 2)}")
+    if f.has_usage and f.u_lo < thresholds.usage <= f.u_hi:
+        parts.append(f"{f.use_text} straddles {fmt(thresholds.usage, 2)}")
+    elif f.has_usage and f.usage_above and not f.one_contrast and not f.large:
+        parts.append(
+            f"{f.use_text} is above {fmt(thresholds.usage, 2)}, which alone does not decide "
+            "for a head of three or more classes"
+        )
+    ready = f.encoded and (f.large or (f.usage_above and f.one_contrast))
+    if ready and not f.significant:
+        if f.usage_above and f.one_contrast:
+            shown = f"{f.use_text} is above {fmt(thresholds.usage, 2)}"
+        else:
+            shown = f"the effect {f.eff_text} is beyond ±{fmt(delta, 2)}"
+        if f.p_floor:
+            parts.append(f"{shown}, but {f.p_floor}")
+            return Decision(INCONCLUSIVE, "; ".join(parts))
+        parts.append(f"{shown}, but the permutation test is not significant ({f.p_text})")
+    n_needed = _samples_needed(task, thresholds, n_samples, f.encoded, f.enc_thr, level)
+    informative = (task.get("effect") or {}).get("n_informative")
     inf_needed = None
     if n_needed is not None and informative:
         inf_needed = math.ceil(informative * n_needed / max(n_samples, 1))

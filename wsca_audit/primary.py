@@ -33,6 +33,7 @@ from .validation import as_array
 __all__ = [
     "PrimaryHead",
     "ScoreModel",
+    "absent_classes",
     "class_vectors",
     "contrasts",
     "headline",
@@ -184,18 +185,99 @@ class ScoreModel(nn.Module):
 
 
 # --------------------------------------------------------------------------- targets
-def label_codes(targets: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Class index per sample (the strata the measures hold fixed) and the sorted
-    distinct target values they stand for.
+def label_codes(
+    targets: Any, n_outputs: int | None = None, classes: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The head's class index of each target, and the indices present (sorted).
+
+    Targets are matched to the head's outputs by value, never renumbered: an integer
+    target *is* the output index (a class absent from the data stays absent), and other
+    labels (strings, say) need ``classes``, the class of each output in the head's order.
+    A head of one output (a logit) has the classes 0 and 1.
+
+    Parameters
+    ----------
+    targets : array-like of shape (n_samples,)
+    n_outputs : int, optional
+        The head's outputs; when given, every index must be one of them.
+    classes : sequence, optional
+        The class of each output, in the head's order (``["well", "sick"]``: output 1 is
+        "sick").
+
+    Raises
+    ------
+    AuditError
+        For labels that are not class indices and no ``classes``, a label that
+        ``classes`` lacks, or an index the head does not have.
 
     Examples
     --------
-    >>> codes, values = label_codes(np.array([3, 1, 3]))
-    >>> codes.tolist(), values.tolist()
-    ([1, 0, 1], [1, 3])
+    >>> index, present = label_codes(np.array([2, 0, 2]), n_outputs=3)
+    >>> index.tolist(), present.tolist()
+    ([2, 0, 2], [0, 2])
+    >>> label_codes(np.array(["sick", "well"]), 2, classes=["well", "sick"])[0].tolist()
+    [1, 0]
     """
-    values, codes = np.unique(np.asarray(targets), return_inverse=True)
-    return codes.reshape(-1), values
+    y = np.asarray(targets).reshape(-1)
+    n_classes = None if n_outputs is None else max(int(n_outputs), 2)
+    if classes is not None:
+        index = _index_by_name(y, list(classes), n_classes)
+    else:
+        index = _integer_index(y)
+    if n_classes is not None and index.size and (index.min() < 0 or index.max() >= n_classes):
+        bad = sorted({int(v) for v in index if not 0 <= v < n_classes})[:5]
+        raise AuditError(
+            f"targets hold class index(es) {bad}, but the head has {n_outputs} output(s) "
+            f"(classes 0..{n_classes - 1}); targets are the head's class indices (pass "
+            "classes=[...] to name them)"
+        )
+    return index, np.unique(index)
+
+
+def _integer_index(y: np.ndarray) -> np.ndarray:
+    """Targets that are class indices as int64, or an error that asks for ``classes``."""
+    if y.dtype.kind in "biu":
+        return y.astype(np.int64)
+    try:
+        numeric = y.astype(np.float64)
+    except (TypeError, ValueError):
+        numeric = None
+    if (
+        numeric is not None
+        and np.all(np.isfinite(numeric))
+        and np.all(numeric == np.round(numeric))
+    ):
+        return numeric.astype(np.int64)
+    shown = ", ".join(repr(v) for v in list(dict.fromkeys(y.tolist()))[:4])
+    raise AuditError(
+        f"targets are not class indices (values such as {shown}): pass classes=[...], the "
+        "class of each of the head's outputs in its order (e.g. classes=['well', 'sick'] "
+        "when output 1 is 'sick'); labels are never matched to outputs by sorting"
+    )
+
+
+def _index_by_name(y: np.ndarray, classes: list, n_classes: int | None) -> np.ndarray:
+    if len(set(map(str, classes))) != len(classes):
+        raise AuditError(f"classes must be distinct; got {classes}")
+    if n_classes is not None and len(classes) != n_classes:
+        raise AuditError(
+            f"classes names {len(classes)} classes but the head has {n_classes} "
+            "(one per output; two for a single-logit head)"
+        )
+    lookup = {str(c): i for i, c in enumerate(classes)}
+    keys = y.astype(str)
+    unknown = sorted(set(keys.tolist()) - set(lookup))
+    if unknown:
+        raise AuditError(f"targets {unknown[:5]} are not among classes={classes}")
+    return np.array([lookup[k] for k in keys.tolist()], dtype=np.int64)
+
+
+def absent_classes(present: np.ndarray, n_outputs: int) -> list[int]:
+    """Head classes with no sample (only for heads of three or more outputs: with two,
+    a missing class leaves a single class, which is said elsewhere)."""
+    if n_outputs < 3:
+        return []
+    return sorted(set(range(n_outputs)) - {int(c) for c in present})
 
 
 # --------------------------------------------------------------------------- metrics
@@ -239,8 +321,9 @@ def headline(
     logits: Tensor, labels: Tensor, n_labels: int, weights: Tensor, n_bootstrap: int, level: float
 ) -> tuple[dict, str | None]:
     """The report's primary metric: AUC of the score for a head of one or two outputs
-    on two classes, accuracy otherwise; ``{"name", "value", "ci_low", "ci_high"}`` and a
-    warning when the targets cannot be the head's class indices (else None).
+    on two classes, accuracy otherwise; ``{"name", "value", "ci_low", "ci_high"}``, and
+    None where a warning once was (:func:`label_codes` now refuses targets that are not
+    the head's class indices).
 
     Examples
     --------
@@ -250,30 +333,25 @@ def headline(
     ('auc', 1.0, None)
     """
     n_out = logits.shape[1]
-    note = None
     if n_out <= 2 and n_labels == 2:
         name, vals = "auc", weighted_auc(primary_score(logits), labels == 1, weights)
     else:
-        if n_out != 1 and int(labels.max()) >= n_out:
-            note = (
-                f"targets have {n_labels} classes but the head has {n_out} outputs; "
-                "the primary metric compares argmax indices with sorted target values"
-            )
         name, vals = "accuracy", weighted_accuracy(predictions(logits), labels, weights)
-    return {"name": name, **ci_block(vals, n_bootstrap, level)}, note
+    return {"name": name, **ci_block(vals, n_bootstrap, level)}, None
 
 
 def outputs_auc(outputs: Tensor, labels: Tensor, n_labels: int, weights: Tensor) -> Tensor:
-    """AUC of model outputs (N x K) against class indices, per weight row: of the score
-    for two classes (a head of three or more outputs: class 1's logit), macro
-    one-vs-rest of the softmax for more."""
+    """AUC of model outputs (N x K) against the head's class indices, per weight row: of
+    the score for two classes (a head of three or more outputs: the logit of the higher
+    class present), macro one-vs-rest of the softmax for more."""
     k = outputs.shape[1]
     if n_labels == 2:
-        score = primary_score(outputs, target=1 if k > 2 else None)
-        return weighted_auc(score, labels == 1, weights)
+        high = int(torch.unique(labels).max())
+        score = primary_score(outputs, target=high if k > 2 else None)
+        return weighted_auc(score, labels == high, weights)
     if k != n_labels:
         raise AuditError(
             f"targets have {n_labels} classes but the model has {k} outputs; for "
-            "multi-class AUC the labels must be the class indices 0..K-1"
+            "multi-class AUC the labels must be the class indices 0..K-1, each present"
         )
     return macro_ovr_auc(torch.softmax(outputs, 1), labels, weights)

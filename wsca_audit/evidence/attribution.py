@@ -541,7 +541,7 @@ def _group_list(groups: Sequence[str] | str | None) -> list[str] | None:
 def _group_metadata(metadata: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
     """``metadata=`` as columns, each categorical (one group per value)."""
     meta: dict[str, np.ndarray] = {}
-    for name, col in (metadata or {}).items():
+    for name, col in ({} if metadata is None else dict(metadata)).items():
         arr = column_or_1d(col, f"metadata[{name!r}]", "image")
         if len(np.unique(arr.astype(str))) > MAX_GROUP_LEVELS:
             raise AuditError(

@@ -389,7 +389,7 @@ def _auc_blocks(
     """Each variant's AUC with its interval, and for the two filled ones the ``drop`` from
     the full images and the ``retained`` share of the above-chance AUC, all on the same
     bootstrap resamples (``logits``: (N, 3, K))."""
-    codes, levels = label_codes(y)
+    codes, levels = label_codes(y, logits.shape[-1])
     if len(levels) < 2:
         raise AuditError("targets hold a single class: AUC is undefined")
     n = logits.shape[0]

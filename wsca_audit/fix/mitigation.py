@@ -108,13 +108,14 @@ class FitData:
         labels: tuple[np.ndarray, np.ndarray],
         levels: tuple[np.ndarray, list[str]],
     ) -> FitData:
-        """The samples ``idx`` of ``es``; ``labels``: class code per sample and the
-        classes (:func:`~wsca_audit.primary.label_codes`); ``levels``: level code per sample
-        and the levels (:func:`~wsca_audit.performance.group_codes`)."""
-        (y_codes, classes), (lvl, names) = labels, levels
+        """The samples ``idx`` of ``es``; ``labels``: the head's class index per sample
+        and the classes present (:func:`~wsca_audit.primary.label_codes`); ``levels``:
+        level code per sample and the levels (:func:`~wsca_audit.performance.group_codes`)."""
+        (index, classes), (lvl, names) = labels, levels
+        y_codes = np.searchsorted(classes, index)
         return cls(
             embeddings=es.embeddings[idx].astype(np.float64),
-            labels=es.targets[idx].astype(np.int64),
+            labels=index[idx],
             values=es.metadata[variable][idx],
             kind=es.kinds[variable],
             groups=y_codes[idx] * len(names) + lvl[idx],
@@ -157,28 +158,21 @@ def _embedding_set(auditor: Auditor | EmbeddingSet) -> tuple[EmbeddingSet, dict]
     )
 
 
-def _check(es: EmbeddingSet, variable: str) -> tuple[np.ndarray, np.ndarray]:
-    """Refuse what cannot be mitigated; the class index per sample and the classes."""
+def _check(es: EmbeddingSet, variable: str, classes=None) -> tuple[np.ndarray, np.ndarray]:
+    """Refuse what cannot be mitigated; the head's class index per sample and the
+    classes present (:func:`~wsca_audit.primary.label_codes`: matched by value)."""
     if variable not in es.metadata:
         raise AuditError(
             f"variable {variable!r} was not audited; the auditor recorded {sorted(es.metadata)}"
         )
     if es.primary is None or es.targets is None:
         raise AuditError("mitigation needs the model's head and the labels (targets)")
-    y_codes, classes = label_codes(es.targets)
-    k_out = es.primary.n_outputs
-    try:
-        numeric = classes.astype(np.float64)
-        as_index = bool(np.all(numeric == np.round(numeric)) and numeric.min() >= 0)
-        as_index = as_index and numeric.max() < max(k_out, 2)
-    except (TypeError, ValueError):
-        as_index = False
-    if not as_index or len(classes) < 2:
+    index, present = label_codes(es.targets, es.primary.n_outputs, classes)
+    if len(present) < 2:
         raise AuditError(
-            f"mitigation needs labels that are class indices of the head's {k_out} "
-            f"output(s) (0 .. {max(k_out, 2) - 1}), at least two of them; got {classes[:10].tolist()}"
+            f"mitigation needs at least two classes among the labels; got {present.tolist()}"
         )
-    return y_codes, classes
+    return index, present
 
 
 # --------------------------------------------------------------------------- step 1
@@ -308,7 +302,7 @@ def audit_both(
     held_idx: np.ndarray,
     new: NewHead,
     model_info: dict,
-    y_codes: np.ndarray,
+    labels: np.ndarray,
     *,
     variable: str,
     method: str,
@@ -335,7 +329,7 @@ def audit_both(
     cost = _cost(
         _logits(z, primary.weight, primary.bias),
         _logits(z, new.weight, new.bias),
-        torch.as_tensor(y_codes[held_idx]),
+        torch.as_tensor(labels[held_idx]),
         before.settings.get("n_bootstrap", 200),
         seed,
         before.ci_level,
@@ -420,7 +414,8 @@ def mitigate(
     if not 0.05 <= holdout <= 0.9:
         raise AuditError(f"holdout must be between 0.05 and 0.9; got {holdout}")
     es, model_info = _embedding_set(auditor)
-    y_codes, classes = _check(es, variable)
+    index, classes = _check(es, variable, settings.get("classes"))
+    y_codes = np.searchsorted(classes, index)  # compact: the strata of the split
     kind, values = es.kinds[variable], es.metadata[variable]
     present = ~missing_mask(values)
 
@@ -429,7 +424,7 @@ def mitigate(
     fit_idx, held_idx = split_parts(y_codes * (len(lvl_names) + 1) + lvl, present, holdout, seed)
 
     # 2. fit the new head on the fitting part
-    data = FitData.of(es, variable, fit_idx, (y_codes, classes), (lvl, lvl_names))
+    data = FitData.of(es, variable, fit_idx, (index, classes), (lvl, lvl_names))
     new = fit_new_head(
         data, es.primary, method, variable=variable, seed=seed, n_subsamples=n_subsamples
     )
@@ -438,7 +433,7 @@ def mitigate(
 
     # 3. audit both heads on the held-out part
     before, after, cost = audit_both(
-        es, held_idx, new, model_info, y_codes,
+        es, held_idx, new, model_info, index,
         variable=variable, method=method, seed=seed, settings=settings,
     )  # fmt: skip
 
