@@ -18,9 +18,9 @@ before any other rule.
 - ``within_class_share``: the share of a continuous variable's variance left within
   classes; below :data:`MIN_WITHIN_SHARE` the class all but fixes it.
 
-The minimums were checked on ``benchmarks/validation.py``: no scenario there is near
-them (its smallest informative count is in docs/benchmarks.md), and on null data with
-few informative samples (``tests/test_support.py``).
+The minimums are conservative first choices, tested on data built to be aliased, tiny
+or clean (``tests/test_support.py``); their check against the scenarios of
+``benchmarks/validation.py`` is still to be done.
 """
 
 from __future__ import annotations
