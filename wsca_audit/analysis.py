@@ -38,7 +38,7 @@ from .performance import subgroup_performance
 from .primary import PrimaryHead
 from .report import SCHEMA_VERSION, AuditResult
 from .store import SPILL_PREFIX
-from .support import MAX_EFFECT_SD, MIN_LEVEL_COUNT, support_block
+from .support import MAX_EFFECT_SD, MIN_LEVEL_COUNT, permutations_needed, support_block
 from .taskdata import AuditTensors, Fitter, TaskData
 from .verdict import Thresholds
 
@@ -288,7 +288,7 @@ class _Analysis:
             n_out = self.es.primary.n_outputs
             index, self.label_values = primary.label_codes(self.es.targets, n_out, self.cfg.classes)
             self.labels = torch.as_tensor(index, device=self.device)
-            strata = torch.as_tensor(np.searchsorted(self.label_values, index))
+            strata = torch.as_tensor(primary.class_strata(index, self.label_values))
             absent = primary.absent_classes(self.label_values, n_out)
             if absent:
                 self._warn(
@@ -464,7 +464,7 @@ class _Analysis:
         m = max(n_tested, 1)
         if not n_tested or m / (b + 1) <= alpha:
             return
-        need = math.ceil(m / alpha) - 1
+        need = permutations_needed(m, alpha)
         if b == 0:
             why = "no permutation test is run"
         else:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 from .formatting import ci_text, fmt
-from .support import MAX_EFFECT_SD, insufficient
+from .support import MAX_EFFECT_SD, insufficient, permutations_needed
 from .verdict import ENCODED_NOT_USED, INCONCLUSIVE, NOT_ENCODED, USES, Thresholds
 
 # the z of 80% power on top of an interval's own z (see _size_for)
@@ -222,7 +222,7 @@ def _p_floor(use: dict, alpha: float, n_perm: int | None, n_tested: int) -> str 
     then gives a variable that alone stands out at least ``m / (B + 1)``."""
     if n_perm is None:
         return None
-    need = math.ceil(max(n_tested, 1) / alpha) - 1
+    need = permutations_needed(n_tested, alpha)
     if n_perm == 0 or use.get("p_value") is None:
         return f"no permutation test was run (n_permutations=0); run with n_permutations={need} or more"
     floor = 1.0 / (n_perm + 1)

@@ -34,6 +34,7 @@ __all__ = [
     "PrimaryHead",
     "ScoreModel",
     "absent_classes",
+    "class_strata",
     "class_vectors",
     "contrasts",
     "headline",
@@ -270,6 +271,18 @@ def _index_by_name(y: np.ndarray, classes: list, n_classes: int | None) -> np.nd
     if unknown:
         raise AuditError(f"targets {unknown[:5]} are not among classes={classes}")
     return np.array([lookup[k] for k in keys.tolist()], dtype=np.int64)
+
+
+def class_strata(index: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Compact code (0 .. len(present) - 1) of each class index: the strata that the
+    measures hold fixed, contiguous even where a class of the head is absent.
+
+    Examples
+    --------
+    >>> class_strata(np.array([2, 0, 2]), np.array([0, 2])).tolist()
+    [1, 0, 1]
+    """
+    return np.searchsorted(present, index)
 
 
 def absent_classes(present: np.ndarray, n_outputs: int) -> list[int]:

@@ -35,6 +35,7 @@ __all__ = [
     "MIN_LEVEL_COUNT",
     "MIN_WITHIN_SHARE",
     "insufficient",
+    "permutations_needed",
     "support_block",
 ]
 
@@ -85,6 +86,18 @@ def _within_share(task) -> float:
         return 0.0
     within = task.center(task.target_std[:, None])[:, 0][task.valid].double()
     return float(torch.clamp((within**2).sum() / total, 0.0, 1.0))
+
+
+def permutations_needed(n_tested: int, alpha: float) -> int:
+    """The fewest permutations with which a variable that alone stands out can reach
+    ``alpha`` after BH over ``n_tested`` variables: ``m / (B + 1) <= alpha``.
+
+    Examples
+    --------
+    >>> permutations_needed(2, 0.05)
+    39
+    """
+    return math.ceil(max(n_tested, 1) / alpha) - 1
 
 
 def insufficient(name: str, support: dict | None) -> tuple[str, int | None] | None:

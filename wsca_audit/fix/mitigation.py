@@ -43,7 +43,7 @@ from ..collect import Auditor
 from ..embeddings import EmbeddingSet, missing_mask
 from ..errors import AuditError, AuditWarning
 from ..performance import group_codes
-from ..primary import PrimaryHead, label_codes, metric_values
+from ..primary import PrimaryHead, class_strata, label_codes, metric_values
 from ..report import AuditResult
 from ..stats import bootstrap_counts, ci_block
 from ..verdict import USES
@@ -112,7 +112,7 @@ class FitData:
         and the classes present (:func:`~wsca_audit.primary.label_codes`); ``levels``:
         level code per sample and the levels (:func:`~wsca_audit.performance.group_codes`)."""
         (index, classes), (lvl, names) = labels, levels
-        y_codes = np.searchsorted(classes, index)
+        y_codes = class_strata(index, classes)
         return cls(
             embeddings=es.embeddings[idx].astype(np.float64),
             labels=index[idx],
@@ -415,7 +415,7 @@ def mitigate(
         raise AuditError(f"holdout must be between 0.05 and 0.9; got {holdout}")
     es, model_info = _embedding_set(auditor)
     index, classes = _check(es, variable, settings.get("classes"))
-    y_codes = np.searchsorted(classes, index)  # compact: the strata of the split
+    y_codes = class_strata(index, classes)  # compact: the strata of the split
     kind, values = es.kinds[variable], es.metadata[variable]
     present = ~missing_mask(values)
 
