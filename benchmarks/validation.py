@@ -390,6 +390,8 @@ def audit_row(task: dict) -> dict:
         "verdict": task.get("verdict"),
         "reason": task.get("reason"),
         "samples_needed": task.get("samples_needed"),
+        "informative_needed": task.get("informative_needed"),
+        "n_informative": (task.get("support") or {}).get("n_informative"),
         "effect": _interval(eff),
         "effect_unit": eff.get("unit") if eff else None,
         "usage": _interval(task.get("usage")),
@@ -589,6 +591,8 @@ def summarize(rows: Iterable[dict]) -> dict:
         ),
         "n_inconclusive": len(inc),
         "n_samples_needed": sum(r["samples_needed"] is not None for r in inc),
+        # inconclusive because the data cannot separate the artefact from the label
+        "n_informative_needed": sum(r.get("informative_needed") is not None for r in inc),
         "samples_needed_median": (
             float(np.median([r["samples_needed"] for r in inc if r["samples_needed"]]))
             if any(r["samples_needed"] for r in inc)
@@ -725,7 +729,9 @@ def format_report(summ: dict) -> str:
         f"within 0.25 sd: {_pct(o['effect_within_0.25'])}, CI covers the shift: "
         f"{_pct(o['effect_ci_covers_shift'])}",
         f"inconclusive: {o['n_inconclusive']}, with samples_needed: {o['n_samples_needed']} "
-        f"(median {_f(o['samples_needed_median'], 0)}); rerun at that size: {o['n_rerun']}, "
+        f"(median {_f(o['samples_needed_median'], 0)}), with informative_needed (too few "
+        f"informative samples): {o.get('n_informative_needed', 0)}; rerun at that size: "
+        f"{o['n_rerun']}, "
         f"decided {_pct(o['rerun_decided'])} (uncapped {_pct(o['rerun_decided_uncapped'])}; "
         f"capped by the pool: {o['n_rerun_capped']}, decided "
         f"{_pct(o['rerun_decided_capped'])}); decided reruns that agree with the ground truth "

@@ -570,8 +570,8 @@ def _hide_absurd_effect(task: dict) -> None:
     if any(v is not None and math.isfinite(v) and abs(v) > MAX_EFFECT_SD for v in ends):
         eff.update(value=None, ci_low=None, ci_high=None)
         eff["note"] = (
-            f"not reported: an interval end lay beyond ±{MAX_EFFECT_SD:g} sd, a symptom of "
-            "too few samples"
+            f"not reported: an interval end lay beyond ±{MAX_EFFECT_SD:g} sd, far beyond any "
+            "real effect: a symptom of too few samples"
         )
 
 
