@@ -110,19 +110,37 @@ def test_headline_is_auc_for_two_classes_and_accuracy_with_a_note_otherwise():
     assert note is None  # targets that are not the head's indices are refused earlier
 
 
-def test_outputs_auc_reads_two_classes_off_the_score_and_many_by_macro_ovr():
+def test_outputs_auc_reads_two_classes_off_their_contrast_and_many_by_macro_ovr():
     rng = np.random.default_rng(0)
     lg = torch.tensor(rng.normal(size=(60, 3)))
     y = torch.tensor(rng.integers(0, 3, 60))
     w = torch.ones(1, 60, dtype=torch.float64)
     ref = roc_auc_score(y.numpy(), torch.softmax(lg, 1).numpy(), multi_class="ovr")
-    assert float(primary.outputs_auc(lg, y, 3, w)[0]) == pytest.approx(ref)
-    two = (y > 0).long()
-    assert float(primary.outputs_auc(lg, two, 2, w)[0]) == pytest.approx(
-        roc_auc_score(two.numpy(), lg[:, 1].numpy())
+    assert float(primary.outputs_auc(lg, y, w)[0]) == pytest.approx(ref)
+    # two classes of a 3-output head: the log-odds between them, never one class's logit
+    two = torch.where(y > 0, 2, 0)
+    assert float(primary.outputs_auc(lg, two, w)[0]) == pytest.approx(
+        roc_auc_score((two == 2).numpy(), (lg[:, 2] - lg[:, 0]).numpy())
     )
-    with pytest.raises(wa.AuditError, match="class indices"):
-        primary.outputs_auc(lg[:, :2], y, 3, w)
+    assert primary.auc_score_text(3, [0, 2]) == "logit 2 − logit 0"
+    # a class absent from a 3-class audit: macro over the classes present, no error
+    y2 = torch.tensor(rng.integers(0, 3, 60))
+    y2[y2 == 1] = 0
+    y2[:5] = torch.tensor([0, 2, 0, 2, 0])
+    y3 = y2.clone()
+    y3[10:20] = 1
+    p = torch.softmax(lg, 1)
+    ref3 = np.mean([roc_auc_score((y3 == c).numpy(), p[:, c].numpy()) for c in (0, 1, 2)])
+    assert float(primary.outputs_auc(lg, y3, w)[0]) == pytest.approx(ref3)
+    lg4 = torch.tensor(rng.normal(size=(60, 4)))  # class 3 absent, 3 present
+    p4 = torch.softmax(lg4, 1)
+    ref4 = np.mean([roc_auc_score((y3 == c).numpy(), p4[:, c].numpy()) for c in (0, 1, 2)])
+    assert float(primary.outputs_auc(lg4, y3, w)[0]) == pytest.approx(ref4)
+    # target=: one class against the rest, by its log-odds against the others
+    odds = lg[:, 1] - torch.logsumexp(lg[:, [0, 2]], 1)
+    assert float(primary.outputs_auc(lg, y3, w, target=1)[0]) == pytest.approx(
+        roc_auc_score((y3 == 1).numpy(), odds.numpy())
+    )
 
 
 def test_a_single_logit_head_decides_by_the_sign_of_its_logit():

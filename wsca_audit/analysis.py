@@ -550,6 +550,7 @@ class _Analysis:
                 "n_classes": int(self.W.shape[0]) if self.W.shape[0] > 1 else 2,
                 "n_outputs": int(self.W.shape[0]),
                 "head": es.primary.source,
+                "fingerprint": es.primary.fingerprint,
                 "metric": self._primary_metric(),
             },
             "tasks": tasks,

@@ -17,6 +17,7 @@ Every stage asks this module and computes none of it itself (the habit of torchm
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import AuditError
-from .metrics import macro_ovr_auc, weighted_accuracy, weighted_auc
+from .metrics import weighted_accuracy, weighted_auc
 from .stats import ci_block
 from .validation import as_array
 
@@ -34,9 +35,11 @@ __all__ = [
     "PrimaryHead",
     "ScoreModel",
     "absent_classes",
+    "auc_score_text",
     "class_strata",
     "class_vectors",
     "contrasts",
+    "head_fingerprint",
     "headline",
     "label_codes",
     "logits_of",
@@ -45,6 +48,7 @@ __all__ = [
     "outputs_auc",
     "predictions",
     "primary_score",
+    "score_text",
 ]
 
 
@@ -68,6 +72,11 @@ class PrimaryHead:
     @property
     def n_outputs(self) -> int:
         return int(self.weight.shape[0])
+
+    @property
+    def fingerprint(self) -> str:
+        """:func:`head_fingerprint` of this head."""
+        return head_fingerprint(self.weight, self.bias)
 
     @classmethod
     def from_arrays(cls, weight, bias=None, source: str = "user") -> PrimaryHead:
@@ -96,6 +105,32 @@ class PrimaryHead:
     def from_linear(cls, module: torch.nn.Linear, source: str) -> PrimaryHead:
         bias = None if module.bias is None else module.bias.detach()
         return cls.from_arrays(module.weight.detach(), bias, source=source)
+
+
+def head_fingerprint(weight: Any, bias: Any = None) -> str:
+    """A short hash of a head's weights (as float32, a missing bias as zeros): the same
+    for the head an audit read and the ``nn.Linear`` it came from, so that evidence can
+    say whether it ran on the audited model.
+
+    Examples
+    --------
+    >>> lin = torch.nn.Linear(3, 2)
+    >>> head_fingerprint(lin.weight, lin.bias) == head_fingerprint(
+    ...     lin.weight.detach().double().numpy(), lin.bias.detach().numpy())
+    True
+    """
+    w = np.ascontiguousarray(_float32(weight))
+    b = np.zeros(w.shape[0], np.float32) if bias is None else _float32(bias).reshape(-1)
+    digest = hashlib.sha256(str(w.shape).encode())
+    digest.update(w.tobytes())
+    digest.update(np.ascontiguousarray(b).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _float32(x: Any) -> np.ndarray:
+    if isinstance(x, Tensor):
+        x = x.detach().to("cpu", torch.float32).numpy()
+    return np.asarray(x, dtype=np.float32)
 
 
 def class_vectors(weight: Tensor, center: bool = True) -> Tensor:
@@ -171,6 +206,24 @@ def primary_score(logits: Tensor, target: int | None = None) -> Tensor:
     raise AuditError(
         f"the model has {k} outputs: say which class's logit to follow with target=<index>"
     )
+
+
+def score_text(n_outputs: int, target: int | None = None, *, many: str = "predicted class") -> str:
+    """The score evidence read, in words: what :func:`primary_score` (or ``many`` for a
+    head of three or more outputs without ``target``) stands for.
+
+    Examples
+    --------
+    >>> score_text(2), score_text(10, 8), score_text(10)
+    ('log-odds (logit 1 − logit 0)', 'logit 8', 'predicted class')
+    """
+    if target is not None:
+        return f"logit {int(target)}"
+    if n_outputs == 1:
+        return "the single logit"
+    if n_outputs == 2:
+        return "log-odds (logit 1 − logit 0)"
+    return many
 
 
 class ScoreModel(nn.Module):
@@ -353,18 +406,62 @@ def headline(
     return {"name": name, **ci_block(vals, n_bootstrap, level)}, None
 
 
-def outputs_auc(outputs: Tensor, labels: Tensor, n_labels: int, weights: Tensor) -> Tensor:
-    """AUC of model outputs (N x K) against the head's class indices, per weight row: of
-    the score for two classes (a head of three or more outputs: the logit of the higher
-    class present), macro one-vs-rest of the softmax for more."""
+def outputs_auc(
+    outputs: Tensor, labels: Tensor, weights: Tensor, *, target: int | None = None
+) -> Tensor:
+    """AUC of model outputs (N x K) against the head's class indices ``labels``, per
+    weight row, of the score :func:`auc_score_text` names:
+
+    - ``target`` given: class ``target`` against the rest, scored by its log-odds
+      against the others (``logit c - logsumexp`` of the other logits);
+    - two classes present: the head's log-odds between them (``z1 - z0``, the single
+      logit, or ``logit b - logit a`` on a head of more outputs);
+    - more: macro one-vs-rest of the softmax over the classes present.
+
+    Examples
+    --------
+    >>> lg = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 2.0], [0.0, 3.0, 0.0]])
+    >>> float(outputs_auc(lg, torch.tensor([2, 1, 2]), torch.ones(1, 3))[0])  # logit 2 - logit 1
+    0.0
+    """
+    present = torch.unique(labels)
     k = outputs.shape[1]
-    if n_labels == 2:
-        high = int(torch.unique(labels).max())
-        score = primary_score(outputs, target=high if k > 2 else None)
+    if target is not None:
+        score = _one_vs_rest_logodds(outputs, int(target)) if k > 1 else outputs[:, 0]
+        return weighted_auc(score, labels == int(target), weights)
+    if len(present) == 2:
+        low, high = (int(c) for c in present)
+        score = primary_score(outputs) if k <= 2 else outputs[:, high] - outputs[:, low]
         return weighted_auc(score, labels == high, weights)
-    if k != n_labels:
+    probs = torch.softmax(outputs, 1)
+    per_class = [weighted_auc(probs[:, int(c)], labels == c, weights) for c in present]
+    return torch.nanmean(torch.stack(per_class), dim=0)
+
+
+def _one_vs_rest_logodds(outputs: Tensor, target: int) -> Tensor:
+    if not 0 <= target < outputs.shape[1]:
         raise AuditError(
-            f"targets have {n_labels} classes but the model has {k} outputs; for "
-            "multi-class AUC the labels must be the class indices 0..K-1, each present"
+            f"target={target} is not a class of a model with {outputs.shape[1]} outputs"
         )
-    return macro_ovr_auc(torch.softmax(outputs, 1), labels, weights)
+    others = torch.cat([outputs[:, :target], outputs[:, target + 1 :]], 1)
+    return outputs[:, target] - torch.logsumexp(others, 1)
+
+
+def auc_score_text(n_outputs: int, present: Any, target: int | None = None) -> str:
+    """In words, the score whose AUC :func:`outputs_auc` gives.
+
+    Examples
+    --------
+    >>> auc_score_text(10, [3, 8]), auc_score_text(2, [0, 1]), auc_score_text(10, [3, 8], 3)
+    ('logit 8 − logit 3', 'log-odds (logit 1 − logit 0)', 'class 3 against the rest (logit 3 − logsumexp of the others)')
+    """
+    present = [int(c) for c in present]
+    if target is not None:
+        return (
+            f"class {int(target)} against the rest (logit {int(target)} − logsumexp of the others)"
+        )
+    if len(present) == 2:
+        if n_outputs <= 2:
+            return score_text(n_outputs)
+        return f"logit {present[1]} − logit {present[0]}"
+    return f"softmax, macro one-vs-rest over the {len(present)} classes present"

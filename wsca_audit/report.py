@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import AuditError
-from .evidence import evidence_type, evidence_type_for_section, evidence_types
+from .errors import AuditError, AuditWarning
+from .evidence import (
+    check_provenance,
+    evidence_type,
+    evidence_type_for_section,
+    evidence_types,
+)
 from .figures import (
     EVIDENCE_FIGURES,
     PER_CLASS_FIGURE,
@@ -184,7 +190,9 @@ class AuditResult:
         """Input-side evidence: ``{"attribution"|"roi_masking"|"interventions": {key: {...}}}``."""
         return self._report.get("evidence", {})
 
-    def add_evidence(self, evidence: Any, key: str | None = None) -> AuditResult:
+    def add_evidence(
+        self, evidence: Any, key: str | None = None, *, strict: bool = False
+    ) -> AuditResult:
         """File a piece of input-side evidence into the report; returns ``self``.
 
         Parameters
@@ -195,6 +203,11 @@ class AuditResult:
         key : str, optional
             Name of the entry (default: the intervention's variable, the masking fill, the
             attribution method). An existing entry of that name is replaced.
+        strict : bool, default=False
+            Refuse (``AuditError``) instead of warning when the evidence does not match
+            the audit: it ran on a model none of whose ``nn.Linear`` layers is the
+            audited head, or names a variable the audit lacks (a suggestion is given).
+            The entry's ``provenance`` records the check and both sample counts.
 
         The JSON lands in ``report["evidence"][section][key]`` (schema_version 1, added
         keys); the figures (overlays, mean maps, masking and intervention plots) are
@@ -209,9 +222,16 @@ class AuditResult:
             )
         section = cls.section
         key = str(key if key is not None else evidence.default_key)
-        self._report.setdefault("evidence", {}).setdefault(section, {})[key] = json_safe(
-            evidence.to_dict()
-        )
+        data = json_safe(evidence.to_dict())
+        variable = data.get("variable") or (key if section == "interventions" else None)
+        data["provenance"], problems = check_provenance(data, variable, self._report)
+        for problem in problems:
+            text = f"evidence {section} '{key}': {problem}"
+            if strict:
+                raise AuditError(text)
+            warnings.warn(text, AuditWarning, stacklevel=2)
+            self._report.setdefault("warnings", []).append(text)
+        self._report.setdefault("evidence", {}).setdefault(section, {})[key] = data
         self._evidence = [e for e in self._evidence if (e[0], e[1]) != (section, key)]
         self._evidence.append((section, key, evidence))
         self._evidence_png = None  # the report's own figures do not show evidence

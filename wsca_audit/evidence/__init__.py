@@ -9,6 +9,7 @@ from .attribution import AttributionResult, InputAttribution, attribution_mass
 from .base import (
     Evidence,
     boxes_to_roi,
+    check_provenance,
     evidence_type,
     evidence_type_for_section,
     evidence_types,
@@ -26,6 +27,7 @@ __all__ = [
     "MaskingResult",
     "attribution_mass",
     "boxes_to_roi",
+    "check_provenance",
     "evidence_type",
     "evidence_type_for_section",
     "evidence_types",

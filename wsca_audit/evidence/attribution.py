@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ..errors import AuditError
 from ..formatting import ci_text, fmt
 from ..naming import interval_metrics, sanitize_name
+from ..primary import score_text
 from ..stats import stratified_subsample
 from ..validation import check_consistent_length, column_or_1d
 from .attribution_figures import mean_maps_figure, overlay_figure, shares_figure
@@ -38,10 +39,11 @@ from .base import (
     RoiMasks,
     as_image_batch,
     iter_image_batches,
+    model_as_deployed,
     model_device,
+    model_provenance,
     n_images,
     register_evidence,
-    warn_if_training,
 )
 from .captum_method import CaptumMethod
 
@@ -158,11 +160,11 @@ class AttributionResult(Evidence):
     def _red(self) -> str:
         """What red (positive attribution) means in the figures."""
         target = self._data.get("target")
-        return (
-            f"red: raises logit {target}"
-            if isinstance(target, int)
-            else "red: raises the primary score"
-        )
+        if isinstance(target, int):
+            return f"red: raises logit {target}"
+        if target == "predicted class":
+            return "red: raises the logit of each image's predicted class"
+        return "red: raises the primary score"
 
     def _title(self) -> str:
         layer = self._data.get("layer")
@@ -231,6 +233,7 @@ class _Inputs:
     y: np.ndarray | None
     meta: dict[str, np.ndarray]
     n_known: int | None
+    n_outputs: int | None = None  # the model's, counted on the first batch
 
 
 class InputAttribution:
@@ -391,7 +394,8 @@ class InputAttribution:
         """
         x = as_image_batch(x).to(model_device(self.model, self.device))
         captum = self._captum
-        return self._attribute(x, captum.n_outputs(x) if captum.needs_outputs else None)
+        with model_as_deployed(self.model, "attribution"):
+            return self._attribute(x, captum.n_outputs(x) if captum.needs_outputs else None)
 
     def _attribute(self, x: Tensor, n_outputs: int | None) -> Tensor:
         """:meth:`attribute_batch` of a batch already on the device, its outputs counted."""
@@ -428,11 +432,11 @@ class InputAttribution:
         """
         self._check_settings()
         run = self._inputs(inputs, roi, targets, metadata, regions)
-        warn_if_training(self.model, "attribution")
-        sums = self._stream(run)
+        with model_as_deployed(self.model, "attribution"):
+            sums = self._stream(run)
         self._check_counts(run, sums.n)
         data = {
-            **self._header(sums.n),
+            **self._header(sums.n, run.n_outputs),
             **share_summary(sums, run.y, run.meta, self.n_bootstrap, self.ci_level, self.seed),
         }
         return AttributionResult(
@@ -500,7 +504,7 @@ class InputAttribution:
                 x = x[: self.max_samples - sums.n]
             x = x.to(dev)
             if n_outputs is None and self._captum.needs_outputs:
-                n_outputs = self._captum.n_outputs(x)
+                n_outputs = run.n_outputs = self._captum.n_outputs(x)
             sums.add(x, self._attribute(x, n_outputs), run.roi, run.y, run.meta)
             bar.update(x.shape[0])
         bar.close()
@@ -519,15 +523,24 @@ class InputAttribution:
             run.roi.check_count(n)
         check_region_counts(run.regions, n)
 
-    def _header(self, n: int) -> dict[str, Any]:
-        """What was attributed, and how: the first keys of the report entry."""
+    def _header(self, n: int, n_outputs: int | None) -> dict[str, Any]:
+        """What was attributed, and how: the first keys of the report entry. ``score``
+        says in words what was attributed (None for a configured Captum instance, whose
+        own forward decides)."""
+        many = n_outputs is not None and n_outputs > 2
+        if self.target is not None:
+            target: int | str = self.target
+        else:
+            target = "predicted class" if many else "primary score"
         return {
             "method": self._captum.name,
             "layer": self._captum.layer_name,
-            "target": self.target if self.target is not None else "primary score",
+            "target": target,
+            "score": score_text(n_outputs, self.target) if n_outputs is not None else None,
             "n_steps": self.n_steps,
             "baselines": "captum default (zeros)" if self.baselines is None else "user",
             "n_samples": n,
+            "model": model_provenance(self.model),
         }
 
 

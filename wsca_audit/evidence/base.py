@@ -15,10 +15,12 @@ The model's primary score comes from :mod:`wsca_audit.primary`, every interval f
 
 from __future__ import annotations
 
+import difflib
 import io
 import json
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,6 +31,7 @@ from torch import Tensor, nn
 from ..errors import AuditError, AuditWarning
 from ..formatting import json_safe
 from ..naming import sanitize_name
+from ..primary import head_fingerprint
 
 
 class Evidence(Mapping):
@@ -168,14 +171,105 @@ def model_device(model: nn.Module, device: str | torch.device | None) -> torch.d
     return p.device if p is not None else torch.device("cpu")
 
 
-def warn_if_training(model: nn.Module, what: str) -> None:
+def model_provenance(model: nn.Module) -> dict[str, Any]:
+    """What a piece of evidence ran on: the model's class and the
+    :func:`~wsca_audit.primary.head_fingerprint` of each of its ``nn.Linear`` layers, so
+    that :meth:`~wsca_audit.AuditResult.add_evidence` can tell whether the audited head
+    is among them.
+
+    Examples
+    --------
+    >>> import torch
+    >>> info = model_provenance(torch.nn.Sequential(torch.nn.Linear(3, 2)))
+    >>> info["class"], len(info["linear_fingerprints"])
+    ('Sequential', 1)
+    """
+    return {
+        "class": type(model).__qualname__,
+        "linear_fingerprints": [
+            head_fingerprint(m.weight, m.bias) for m in model.modules() if isinstance(m, nn.Linear)
+        ],
+    }
+
+
+def check_provenance(
+    data: Mapping[str, Any], variable: str | None, report: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """Whether a piece of evidence describes the audited model and data: its
+    ``provenance`` entry (``same_model``: True, False, or None where either side lacks a
+    fingerprint; ``n_samples`` beside the audit's) and the problems to warn about (a
+    head that is not among the evidence model's layers, a variable the audit lacks).
+
+    Examples
+    --------
+    >>> rep = {"primary": {"fingerprint": "ab"}, "n_samples": 800, "tasks": {"scanner": {}}}
+    >>> ev = {"model": {"linear_fingerprints": ["cd"]}, "n_samples": 40}
+    >>> prov, problems = check_provenance(ev, "scaner", rep)
+    >>> prov["same_model"], len(problems)
+    (False, 2)
+    >>> problems[1]
+    "variable 'scaner' is not a variable of this audit (did you mean 'scanner'?)"
+    """
+    audited = (report.get("primary") or {}).get("fingerprint")
+    seen = (data.get("model") or {}).get("linear_fingerprints")
+    same = None if not audited or not seen else audited in seen
+    prov = {"same_model": same, "n_samples": data.get("n_samples"),
+            "audit_n_samples": report.get("n_samples")}  # fmt: skip
+    problems = []
+    if same is False:
+        problems.append(
+            f"it ran on a {data['model'].get('class', 'model')} none of whose nn.Linear layers "
+            f"is the audited head (fingerprint {audited}): another model, or weights changed "
+            "since the audit"
+        )
+    tasks = report.get("tasks") or {}
+    if variable is not None and tasks and variable not in tasks:
+        close = difflib.get_close_matches(variable, list(tasks), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (it has {sorted(tasks)})"
+        problems.append(f"variable {variable!r} is not a variable of this audit{hint}")
+    return prov, problems
+
+
+@contextmanager
+def model_as_deployed(model: nn.Module, what: str) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode and leave it exactly as it was: evidence measures the
+    model a user deploys, and must not change it.
+
+    A model in train mode is switched to eval mode for the duration (dropout off,
+    batch-norm reads its running statistics instead of updating them), with a warning
+    that says so; afterwards every module's mode is restored, and so is every buffer that
+    changed all the same (a module that updates state in eval mode).
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2)).eval()
+    >>> with model_as_deployed(net, "a check") as m:
+    ...     _ = m(torch.randn(4, 2))
+    >>> float(net[1].running_mean.abs().sum())
+    0.0
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     if model.training:
         warnings.warn(
-            f"the model is in train mode during {what}: dropout and batch-norm change the "
-            "outputs; call model.eval() first",
+            f"the model is in train mode: {what} runs it in eval mode (dropout off, "
+            "batch-norm reads its running statistics and does not update them) and puts it "
+            "back in train mode afterwards",
             AuditWarning,
             stacklevel=3,
         )
+    model.eval()
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                old = buffers.get(name)
+                if old is not None and (old.shape != b.shape or not torch.equal(old, b)):
+                    b.copy_(old) if old.shape == b.shape else b.set_(old)
+        for m, training in modes:
+            m.training = training
 
 
 # --------------------------------------------------------------------------- images
@@ -309,9 +403,10 @@ class RoiMasks:
             )
         full = np.flatnonzero(flat.all(1))
         if full.size:
+            where = "every image (a shared mask)" if shared else f"{full.size} image(s)"
             warnings.warn(
-                f"the ROI covers the whole image for {full.size} image(s): 'outside the ROI' "
-                "is empty there",
+                f"the ROI covers the whole image for {where}: 'outside the ROI' is empty "
+                "there",
                 AuditWarning,
                 stacklevel=3,
             )

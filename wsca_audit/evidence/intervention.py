@@ -23,15 +23,16 @@ from tqdm.auto import tqdm
 from ..errors import AuditError
 from ..formatting import ci_text, fmt
 from ..naming import interval_metrics, sanitize_name
-from ..primary import logits_of, primary_score
+from ..primary import logits_of, primary_score, score_text
 from ..stats import bootstrap_ratio_ci
 from .base import (
     Evidence,
     iter_image_batches,
+    model_as_deployed,
     model_device,
+    model_provenance,
     n_images,
     register_evidence,
-    warn_if_training,
 )
 from .plotting import ci_label
 
@@ -164,8 +165,10 @@ def intervention_effect(
         raise AuditError("intervene must be a callable (inputs, value) -> inputs")
     if n_bootstrap < 0:
         raise AuditError("n_bootstrap must be >= 0")
-    warn_if_training(model, "the intervention")
-    s = _scores(model, inputs, intervene, values, target, batch_size, device, progress)
+    _check_distinct(values)
+    with model_as_deployed(model, "the intervention"):
+        s, n_outputs = _scores(model, inputs, intervene, values, target, batch_size, device,
+                               progress)  # fmt: skip
     ref = s[:, 0]
     sd = float(ref.std(ddof=1))
     if not math.isfinite(sd) or sd <= 1e-12:
@@ -179,6 +182,7 @@ def intervention_effect(
         "variable": variable,
         "values": [v if isinstance(v, (int, float, str, bool)) else str(v) for v in values],
         "target": target,
+        "score": score_text(n_outputs, target),
         "unit": "sd of the primary score at the reference value",
         "value": last["value"],
         "ci_low": last["ci_low"],
@@ -186,24 +190,44 @@ def intervention_effect(
         "mean_delta": last["mean_delta"],
         "score_sd": sd,
         "n_samples": s.shape[0],
+        "model": model_provenance(model),
         "n_bootstrap": n_bootstrap,
         "per_value": per_value,
     }
     return InterventionResult(out, deltas=s[:, -1] - ref, ci_level=ci_level)
 
 
-def _scores(model, inputs, intervene, values, target, batch_size, device, progress) -> np.ndarray:
-    """The primary score of every input at every value, (N, n_values) in float64."""
+def _check_distinct(values: list) -> None:
+    """Each value is reported under its text: two values with the same text (``1`` and
+    ``"1"``, or a value given twice) would overwrite one another."""
+    seen: dict[str, Any] = {}
+    for v in values:
+        key = str(v)
+        if key in seen:
+            raise AuditError(
+                f"values {seen[key]!r} and {v!r} are reported under the same name {key!r}: "
+                "give each value once, and values that differ as text"
+            )
+        seen[key] = v
+
+
+def _scores(
+    model, inputs, intervene, values, target, batch_size, device, progress
+) -> tuple[np.ndarray, int]:
+    """The primary score of every input at every value, (N, n_values) in float64, and
+    the model's number of outputs."""
     dev = model_device(model, device)
     scores: list[Tensor] = []
+    n_outputs = 0
     bar = tqdm(total=n_images(inputs), desc="wsca: intervention", unit="img", disable=not progress)
     with torch.inference_mode():
         for x in _batches(inputs, batch_size):
             x = x.to(dev)
-            per_value = [
-                primary_score(logits_of(model(_intervened(intervene, x, v))), target).float().cpu()
-                for v in values
-            ]
+            per_value = []
+            for v in values:
+                logits = logits_of(model(_intervened(intervene, x, v)))
+                n_outputs = logits.shape[1]
+                per_value.append(primary_score(logits, target).float().cpu())
             scores.append(torch.stack(per_value, 1))
             bar.update(x.shape[0])
     bar.close()
@@ -212,11 +236,12 @@ def _scores(model, inputs, intervene, values, target, batch_size, device, progre
     s = torch.cat(scores).double().numpy()
     if s.shape[0] < 2:
         raise AuditError("an intervention effect needs at least 2 samples")
-    return s
+    return s, n_outputs
 
 
 def _intervened(intervene: Callable[[Tensor, Any], Tensor], x: Tensor, value: Any) -> Tensor:
-    """``intervene(copy of x, value)``, checked: a tensor with one input per input."""
+    """``intervene(copy of x, value)``, checked: a tensor like its input (the same shape,
+    dtype and device), so that the model sees the same kind of input at every value."""
     try:
         xv = intervene(x.clone(), value)
     except AuditError:
@@ -231,6 +256,18 @@ def _intervened(intervene: Callable[[Tensor, Any], Tensor], x: Tensor, value: An
         raise AuditError(
             f"intervene(inputs, {value!r}) changed the batch size from {x.shape[0]} "
             f"to {xv.shape[0]}: an intervention must return one input per input"
+        )
+    if xv.shape != x.shape:
+        raise AuditError(
+            f"intervene(inputs, {value!r}) returned shape {tuple(xv.shape)} for inputs of "
+            f"shape {tuple(x.shape)}: an intervention sets the variable in the input, it does "
+            "not crop or resize it (the model would see another kind of input)"
+        )
+    if xv.dtype != x.dtype or xv.device != x.device:
+        raise AuditError(
+            f"intervene(inputs, {value!r}) returned {xv.dtype} on {xv.device} for inputs of "
+            f"{x.dtype} on {x.device}: return a tensor like its input (e.g. "
+            "out.to(inputs.dtype))"
         )
     return xv
 

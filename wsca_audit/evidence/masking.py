@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from ..errors import AuditError
 from ..formatting import ci_text
 from ..naming import interval_metrics, sanitize_name
-from ..primary import label_codes, logits_of, outputs_auc
+from ..primary import auc_score_text, label_codes, logits_of, outputs_auc
 from ..stats import bootstrap_counts, ci_block
 from ..validation import check_consistent_length, column_or_1d
 from ..verdict import INCONCLUSIVE
@@ -39,10 +39,11 @@ from .base import (
     boxes_to_roi,
     display_image,
     iter_image_batches,
+    model_as_deployed,
     model_device,
+    model_provenance,
     n_images,
     register_evidence,
-    warn_if_training,
 )
 from .plotting import ci_label, draw_outlines, outline_legend
 
@@ -54,7 +55,17 @@ VARIANTS = ("full", "roi_removed", "roi_only")  # the images the model is evalua
 RELIES_OUTSIDE_ROI = "relies_outside_roi"
 RELIES_ON_ROI_AND_OUTSIDE = "relies_on_roi_and_outside"
 RELIES_ON_ROI = "relies_on_roi"
-MASKING_VERDICTS = (RELIES_OUTSIDE_ROI, RELIES_ON_ROI_AND_OUTSIDE, RELIES_ON_ROI, INCONCLUSIVE)
+# the fill left nothing to measure: too few distinct images, or the ROI's content kept
+UNINFORMATIVE = "uninformative"
+MASKING_VERDICTS = (
+    RELIES_OUTSIDE_ROI, RELIES_ON_ROI_AND_OUTSIDE, RELIES_ON_ROI, INCONCLUSIVE, UNINFORMATIVE,
+)  # fmt: skip
+# with fewer distinct filled images than this (and than the full images), an AUC ranks a
+# handful of inputs: it measures how the few patterns left agree with the label
+MIN_DISTINCT_IMAGES = 20
+# a fill that keeps more than this share of what varies inside the ROI between images
+# (a blur of a large ROI) has not removed it
+MAX_KEPT_SHARE = 0.5
 
 OUTLINE_COLOURS = ("#f1c40f", "#e84393", "#00cec9", "#e17055")
 
@@ -81,8 +92,13 @@ def fill_region(
     *,
     blur_sigma: float | None = None,
     generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
 ) -> Tensor:
     """Replace the pixels of ``x`` (N, C, H, W) where ``region`` (N, H, W) is True.
+
+    ``fill="noise"`` draws standard normal noise from ``generator``, or uses ``noise``
+    (the shape of ``x``) when given: :func:`roi_masking` draws it per image, so that its
+    result does not depend on how the images are batched.
 
     Examples
     --------
@@ -105,7 +121,9 @@ def fill_region(
             raise AuditError("blur_sigma must be > 0")
         value = _gaussian_blur(x, float(sigma))
     else:
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        if noise is None:
+            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        noise = noise.to(device=x.device, dtype=x.dtype)
         value = x.mean((2, 3), keepdim=True) + x.std((2, 3), keepdim=True) * noise
     return torch.where(m, value, x)
 
@@ -116,8 +134,9 @@ class MaskingResult(Evidence):
 
     A mapping with keys ``full``, ``roi_removed``, ``roi_only`` (each ``{"metric",
     "value", "ci_low", "ci_high"}``, the last two with ``drop`` and ``retained``),
-    ``verdict`` (one of :data:`MASKING_VERDICTS`), ``fill``, ``n_samples`` and
-    ``roi_area``.
+    ``verdict`` (one of :data:`MASKING_VERDICTS`) with its ``reason`` when
+    ``uninformative``, ``fill``, ``score`` (the score whose AUC it is, in words),
+    ``n_samples``, ``roi_area``, ``distinct_images`` and ``roi_kept_share``.
     """
 
     kind = "roi_masking"
@@ -138,10 +157,12 @@ class MaskingResult(Evidence):
     @classmethod
     def lines(cls, key: str, data: dict, tasks: dict) -> list[str]:
         parts = [f"{name.replace('_', ' ')} {ci_text(data.get(name))}" for name in VARIANTS]
-        return [
-            f"ROI masking '{key}' (AUC, fill={data.get('fill')}): {'; '.join(parts)} "
+        score = f" of {data['score']}" if data.get("score") else ""
+        line = (
+            f"ROI masking '{key}' (AUC{score}, fill={data.get('fill')}): {'; '.join(parts)} "
             f"-> {data.get('verdict')}"
-        ]
+        )
+        return [line + (f": {data['reason']}" if data.get("reason") else "")]
 
     @classmethod
     def mlflow(cls, key: str, data: dict) -> tuple[dict[str, float], dict[str, str]]:
@@ -224,6 +245,7 @@ def roi_masking(
     fill: str = "zero",
     n_bootstrap: int = 200,
     *,
+    target: int | None = None,
     boxes: Any = None,
     batch_size: int = 64,
     retained_threshold: float = 0.8,
@@ -245,8 +267,12 @@ def roi_masking(
     roi : bool array of shape (N, H, W) or (H, W)
         The region the model *should* read (lesion, organ, stroke pixels).
     targets : array-like of shape (N,)
-        Class labels: two values give AUC of the log-odds, more give macro one-vs-rest
-        AUC of the softmax (labels must then be class indices).
+        The head's class index of each image. Two classes present give the AUC of the
+        head's log-odds between them (``logit 8 − logit 3`` on a ten-class head), more
+        give the macro one-vs-rest AUC of the softmax over the classes present.
+    target : int, optional
+        Score class ``target`` against the rest instead (its logit minus the logsumexp
+        of the others). The result's ``score`` says in words which score was used.
     fill : {"zero", "mean", "blur", "noise"}, default="zero"
         What replaces the removed pixels (see the module docstring).
     n_bootstrap : int, default=200
@@ -266,8 +292,11 @@ def roi_masking(
         Further regions to outline on the example images, by name, e.g.
         ``{"scanner marker": (4, 4, 16, 16)}``: what a reviewer should see where it is.
     ci_level, seed, device, progress
-        Interval level, random seed (bootstrap and noise), device (default: the model's)
-        and a progress bar.
+        Interval level, random seed (bootstrap, and the noise, drawn per image so that
+        batching does not change it), device (default: the model's) and a progress bar.
+
+    The model runs in eval mode and is left as it was (see
+    :func:`~wsca_audit.evidence.base.model_as_deployed`).
 
     Returns
     -------
@@ -276,7 +305,10 @@ def roi_masking(
         of its above-chance AUC with the ROI removed), ``"relies_on_roi_and_outside"``
         (loses more than that, but the ROI-removed AUC's interval stays above chance),
         ``"relies_on_roi"`` (the upper end of the retained share's interval is under one
-        half) or ``"inconclusive"``.
+        half), ``"inconclusive"``, or ``"uninformative"`` when the fill left nothing to
+        measure (``reason`` says why): fewer than :data:`MIN_DISTINCT_IMAGES` distinct
+        images with the ROI removed, or more than :data:`MAX_KEPT_SHARE` of what varies
+        inside the ROI kept by the fill (``distinct_images``, ``roi_kept_share``).
 
     Examples
     --------
@@ -296,14 +328,11 @@ def roi_masking(
     n_known = n_images(inputs)
     if n_known is not None:
         check_consistent_length(n_known, "images", targets=y)
-    warn_if_training(model, "ROI masking")
-    # one generator, noise first and then the bootstrap: a seed fixes both
-    gen = torch.Generator().manual_seed(seed)
     masks = RoiMasks(roi) if roi is not None else None
     if not isinstance(example, (int, np.integer)) or example < 0:
         raise AuditError(f"example must be a non-negative image index; got {example!r}")
-    run = _Variants(fill, blur_sigma, example, outline, gen, masks, boxes)
-    with torch.inference_mode():
+    run = _Variants(fill, blur_sigma, example, outline, seed, masks, boxes)
+    with model_as_deployed(model, "ROI masking"), torch.inference_mode():
         run.evaluate(model, inputs, batch_size, model_device(model, device), progress)
     if run.n == 0:
         raise AuditError("inputs held no images")
@@ -311,17 +340,46 @@ def roi_masking(
     run.masks.check_count(run.n)
     if example >= run.n:
         raise AuditError(f"example={example} but the inputs hold {run.n} images")
+    logits = torch.cat(run.logits)
+    codes, present = label_codes(y, logits.shape[-1])
     out: dict[str, Any] = {
         "metric": "auc",
         "fill": fill,
+        "score": auc_score_text(logits.shape[-1], present, target),
+        "target": target,
         "n_samples": run.n,
+        "model": model_provenance(model),
         "roi_area": run.area_sum / run.n,
         "retained_threshold": retained_threshold,
         "n_bootstrap": n_bootstrap,
-        **_auc_blocks(torch.cat(run.logits), y, gen, n_bootstrap, ci_level),
+        **_auc_blocks(logits, codes, present, target, seed, n_bootstrap, ci_level),
+        "distinct_images": run.distinct(),
+        "roi_kept_share": run.kept_share(),
     }
-    out["verdict"] = _verdict(out["roi_removed"], retained_threshold)
+    reason = _uninformative(out, fill)
+    out["verdict"] = UNINFORMATIVE if reason else _verdict(out["roi_removed"], retained_threshold)
+    out["reason"] = reason
     return MaskingResult(out, run.examples, run.regions, ci_level=ci_level)
+
+
+def _uninformative(out: dict, fill: str) -> str | None:
+    """Why the ROI-removed images cannot say what the model reads, or None."""
+    distinct = out["distinct_images"]
+    removed, full = distinct["roi_removed"], distinct["full"]
+    if 1 < removed < min(MIN_DISTINCT_IMAGES, full):
+        return (
+            f"fill={fill!r} leaves {removed} distinct images of {out['n_samples']} with the ROI "
+            "removed: their AUC measures how those few patterns agree with the label, not "
+            "what the model reads; use fill='noise'"
+        )
+    kept = out["roi_kept_share"]
+    if kept is not None and kept > MAX_KEPT_SHARE:
+        return (
+            f"fill={fill!r} keeps {kept:.0%} of what varies inside the ROI between images, so "
+            "removing the ROI removed little of it; use fill='noise' or 'zero' (a blur keeps "
+            "the ROI's coarse content)"
+        )
+    return None
 
 
 def _check_arguments(fill, retained_threshold, n_bootstrap, roi, boxes, targets) -> None:
@@ -339,14 +397,16 @@ def _check_arguments(fill, retained_threshold, n_bootstrap, roi, boxes, targets)
 
 @dataclass
 class _Variants:
-    """One pass over the images: the logits of each variant, the ROI's area, and the
-    example image in each variant with its outlines."""
+    """One pass over the images: the logits of each variant, the ROI's area, the example
+    image in each variant with its outlines, and what tells a degenerate fill: each
+    variant's distinct images and the running sums of the ROI's pixels before and after
+    the ROI-removing fill."""
 
     fill: str
     blur_sigma: float | None
     example: int
     outline: dict[str, Any] | None
-    gen: torch.Generator
+    seed: int
     masks: RoiMasks | None  # None with boxes: built once the image size is known
     boxes: Any
     n: int = 0
@@ -354,6 +414,9 @@ class _Variants:
     logits: list[Tensor] = field(default_factory=list)  # per batch, (n, 3, K)
     examples: dict[str, np.ndarray] = field(default_factory=dict)
     regions: dict[str, np.ndarray] = field(default_factory=dict)
+    signatures: list[Tensor] = field(default_factory=list)  # per batch, (n, 3)
+    sums: Tensor | None = None  # (6, C, H, W): count, x, f, xf, xx, ff inside the ROI
+    _projection: Tensor | None = None
 
     def evaluate(self, model: nn.Module, inputs: Any, batch_size: int, dev, progress: bool):
         bar = tqdm(total=n_images(inputs), desc="wsca: ROI masking", unit="img",
@@ -367,13 +430,11 @@ class _Variants:
         if self.masks is None:
             self.masks = RoiMasks(boxes_to_roi(self.boxes, *x.shape[-2:]))
         m = self.masks.take(self.n, x)
-        variants = (
-            x,
-            fill_region(x, m, self.fill, blur_sigma=self.blur_sigma, generator=self.gen),
-            fill_region(x, ~m, self.fill, blur_sigma=self.blur_sigma, generator=self.gen),
-        )
+        variants = (x, self._filled(x, m, 1), self._filled(x, ~m, 2))
         self.logits.append(torch.stack([logits_of(model(v)).float() for v in variants], 1).cpu())
         self.area_sum += float(m.float().mean((1, 2)).sum())
+        self.signatures.append(torch.stack([self._signature(v) for v in variants], 1))
+        self._add_sums(x, variants[1], m)
         if not self.examples and self.n <= self.example < self.n + x.shape[0]:
             j = self.example - self.n
             for name, v in zip(VARIANTS, variants):
@@ -382,21 +443,72 @@ class _Variants:
             self.regions.update(_regions(self.outline, *x.shape[-2:]))
         self.n += x.shape[0]
 
+    def _filled(self, x: Tensor, region: Tensor, variant: int) -> Tensor:
+        noise = _image_noise(self.seed, self.n, x.shape, variant) if self.fill == "noise" else None
+        return fill_region(x, region, self.fill, blur_sigma=self.blur_sigma, noise=noise)
+
+    def _signature(self, v: Tensor) -> Tensor:
+        """One number per image, equal for equal images (a fixed random projection)."""
+        flat = v.flatten(1).double()
+        if self._projection is None:
+            g = torch.Generator().manual_seed(0)
+            self._projection = torch.randn(flat.shape[1], generator=g, dtype=torch.float64)
+        return torch.round((flat @ self._projection.to(flat.device)) * 1e6).cpu()
+
+    def _add_sums(self, x: Tensor, filled: Tensor, m: Tensor) -> None:
+        w = m[:, None].expand_as(x).double()
+        a, f = x.double() * w, filled.double() * w
+        batch = torch.stack([w.sum(0), a.sum(0), f.sum(0), (a * f).sum(0), (a * a).sum(0),
+                             (f * f).sum(0)]).cpu()  # fmt: skip
+        self.sums = batch if self.sums is None else self.sums + batch
+
+    def distinct(self) -> dict[str, int]:
+        sig = torch.cat(self.signatures)
+        return {name: int(torch.unique(sig[:, i]).numel()) for i, name in enumerate(VARIANTS)}
+
+    def kept_share(self) -> float | None:
+        """Pooled squared correlation, over the ROI's pixels and the images, of each
+        pixel before and after the fill: the share of what varies inside the ROI between
+        images that the fill keeps (0 for a constant fill; None without an ROI pixel seen
+        twice)."""
+        cnt, sx, sf, sxf, sxx, sff = self.sums
+        ok = cnt >= 2
+        if not bool(ok.any()):
+            return None
+        c = cnt[ok]
+        cov = (sxf[ok] - sx[ok] * sf[ok] / c).sum()
+        vx = (sxx[ok] - sx[ok] ** 2 / c).sum()
+        vf = (sff[ok] - sf[ok] ** 2 / c).sum()
+        if vx <= 1e-12 * c.sum() or vf <= 1e-12 * c.sum():
+            return 0.0
+        return float(torch.clamp(cov**2 / (vx * vf), 0.0, 1.0))
+
+
+def _image_noise(seed: int, start: int, shape: torch.Size, variant: int) -> Tensor:
+    """Standard normal noise for images ``start``, ``start + 1``, ..., each drawn from
+    its own seed (``seed``, its index, the variant): the same whatever the batching."""
+    out = torch.empty(shape)
+    for j in range(shape[0]):
+        state = np.random.SeedSequence([seed, start + j, variant]).generate_state(1)[0]
+        out[j] = torch.randn(shape[1:], generator=torch.Generator().manual_seed(int(state)))
+    return out
+
 
 def _auc_blocks(
-    logits: Tensor, y: np.ndarray, gen: torch.Generator, n_bootstrap: int, ci_level: float
-) -> dict[str, dict]:
+    logits: Tensor, codes: np.ndarray, present: np.ndarray, target: int | None, seed: int,
+    n_bootstrap: int, ci_level: float,
+) -> dict[str, dict]:  # fmt: skip
     """Each variant's AUC with its interval, and for the two filled ones the ``drop`` from
     the full images and the ``retained`` share of the above-chance AUC, all on the same
-    bootstrap resamples (``logits``: (N, 3, K))."""
-    codes, levels = label_codes(y, logits.shape[-1])
-    if len(levels) < 2:
+    bootstrap resamples (``logits``: (N, 3, K); ``codes``: the head's class indices)."""
+    if len(present) < 2 and target is None:
         raise AuditError("targets hold a single class: AUC is undefined")
     n = logits.shape[0]
+    gen = torch.Generator().manual_seed(seed)
     weights = torch.cat([torch.ones(1, n), bootstrap_counts(n, n_bootstrap, gen)])
     codes_t = torch.as_tensor(codes)
     vals = {
-        name: outputs_auc(logits[:, i], codes_t, len(levels), weights).double()
+        name: outputs_auc(logits[:, i], codes_t, weights, target=target).double()
         for i, name in enumerate(VARIANTS)
     }
     full = vals["full"]

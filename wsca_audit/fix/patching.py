@@ -11,7 +11,27 @@ from torch import Tensor, nn
 
 from ..errors import AuditError
 
-__all__ = ["ERASER_FILE", "HEAD_FILE", "linear_head", "load_head", "patch_model"]
+__all__ = [
+    "ERASER_FILE",
+    "HEAD_FILE",
+    "copy_without_audit",
+    "linear_head",
+    "load_head",
+    "patch_model",
+]
+
+# the module dicts in which torch keeps a module's hooks (and their flags), by hook id
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+)
+_HOOK_HOLDERS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_HOOK_HOLDERS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
 HEAD_FILE = "head.safetensors"
 ERASER_FILE = "eraser.safetensors"
@@ -75,7 +95,7 @@ def patch_model(
             None,
             f"{source!r} has weight {tuple(module.weight.shape)}, the new head {tuple(weight.shape)}",
         )
-    patched = copy.deepcopy(model)
+    patched = copy_without_audit(model)
     target = patched.get_submodule(source)
     with torch.no_grad():
         target.weight.copy_(weight.to(target.weight))
@@ -84,6 +104,53 @@ def patch_model(
         elif bool(bias.abs().max() > 0):
             target.bias = nn.Parameter(bias.to(target.weight))
     return patched, None
+
+
+def _is_ours(hook) -> bool:
+    """Whether a hook was registered by this library (an auditor's, or its trace's)."""
+    fn = getattr(hook, "__func__", hook)
+    return str(getattr(fn, "__module__", "") or "").startswith("wsca_audit.")
+
+
+def copy_without_audit(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` that carries nothing of an audit: the hooks that an
+    attached :class:`~wsca_audit.Auditor` put on the model (and through them the
+    auditor, with every embedding and metadata value it recorded) stay behind. The
+    user's own hooks are copied; ``model`` itself is left as it was.
+
+    Examples
+    --------
+    >>> import torch, wsca_audit as wa
+    >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)).eval()
+    >>> auditor = wa.Auditor(net).attach()
+    >>> _ = net(torch.randn(5, 3))
+    >>> copied = copy_without_audit(net)
+    >>> sum(len(m._forward_pre_hooks) for m in copied.modules())
+    0
+    >>> auditor.detach()
+    """
+    set_aside: list[tuple[dict, dict]] = []
+    for module in model.modules():
+        ours = {
+            hid
+            for name in _HOOK_HOLDERS
+            for hid, hook in getattr(module, name, {}).items()
+            if _is_ours(hook)
+        }
+        if not ours:
+            continue
+        for name in _HOOK_DICTS:
+            hooks = getattr(module, name, None)
+            if hooks and ours & set(hooks):
+                set_aside.append((hooks, dict(hooks)))
+                for hid in ours & set(hooks):
+                    del hooks[hid]
+    try:
+        return copy.deepcopy(model)
+    finally:  # the same dict objects, in their order: the auditor's handles still work
+        for hooks, original in set_aside:
+            hooks.clear()
+            hooks.update(original)
 
 
 def load_head(path: str | Path) -> nn.Linear:
