@@ -590,9 +590,13 @@ def summarize(rows: Iterable[dict]) -> dict:
             [abs(r["shift"]) for r in rows if r["usage"]],
         ),
         "n_inconclusive": len(inc),
+        # the permutation test's part: audits the effect rule alone would call uses
+        "without_p_test": _without_p_test(rows),
         "n_samples_needed": sum(r["samples_needed"] is not None for r in inc),
         # inconclusive because the data cannot separate the artefact from the label
-        "n_informative_needed": sum(r.get("informative_needed") is not None for r in inc),
+        "n_informative_needed": sum(
+            r.get("informative_needed") is not None and r["samples_needed"] is None for r in inc
+        ),
         "samples_needed_median": (
             float(np.median([r["samples_needed"] for r in inc if r["samples_needed"]]))
             if any(r["samples_needed"] for r in inc)
@@ -638,6 +642,24 @@ def summarize(rows: Iterable[dict]) -> dict:
             for v in ("uses", "encoded_not_used", "not_encoded", "inconclusive")
         },
     }
+    return out
+
+
+def _without_p_test(rows: list[dict]) -> dict[str, int]:
+    """Audits not called ``uses`` that would be if the permutation test were not required
+    (encoded, and the effect interval beyond ±0.25 sd), by ground truth."""
+    out = {"free": 0, "grey": 0, "shortcut": 0}
+    for r in rows:
+        enc, eff = r.get("encoding") or {}, r.get("effect") or {}
+        thr = 0.6 if r["kind"] == "categorical" else 0.05
+        encoded = enc.get("ci_low") is not None and enc["ci_low"] >= thr
+        clears = eff.get("ci_low") is not None and (
+            eff["ci_low"] >= 0.25 or eff["ci_high"] <= -0.25
+        )
+        # too few informative samples: the support rule, not the permutation test, decides
+        support = r.get("informative_needed") is not None and r["samples_needed"] is None
+        if r["verdict"] != "uses" and encoded and clears and not support:
+            out[r["truth"]] += 1
     return out
 
 
@@ -729,13 +751,16 @@ def format_report(summ: dict) -> str:
         f"within 0.25 sd: {_pct(o['effect_within_0.25'])}, CI covers the shift: "
         f"{_pct(o['effect_ci_covers_shift'])}",
         f"inconclusive: {o['n_inconclusive']}, with samples_needed: {o['n_samples_needed']} "
-        f"(median {_f(o['samples_needed_median'], 0)}), with informative_needed (too few "
-        f"informative samples): {o.get('n_informative_needed', 0)}; rerun at that size: "
+        f"(median {_f(o['samples_needed_median'], 0)}), for too few informative samples "
+        f"(informative_needed, no samples_needed): {o.get('n_informative_needed', 0)}; rerun "
+        "at that size: "
         f"{o['n_rerun']}, "
         f"decided {_pct(o['rerun_decided'])} (uncapped {_pct(o['rerun_decided_uncapped'])}; "
         f"capped by the pool: {o['n_rerun_capped']}, decided "
         f"{_pct(o['rerun_decided_capped'])}); decided reruns that agree with the ground truth "
         f"(shortcut: uses, free: not uses; grey zone left out): {_pct(o['rerun_correct'])}",
+        "without the permutation test (uses on the effect interval alone), audits that would "
+        f"become uses, by ground truth: {o.get('without_p_test')}",
         "reruns decided, by ground truth: "
         + "; ".join(
             f"{t} {_pct(x['decided'])} of {x['n']} (uncapped {_pct(x['decided_uncapped'])} of "

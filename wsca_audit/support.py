@@ -47,7 +47,7 @@ __all__ = [
     "support_block",
 ]
 
-MIN_INFORMATIVE = 10
+MIN_INFORMATIVE = 8
 MIN_LEVEL_COUNT = 5
 MIN_WITHIN_SHARE = 0.01
 # an effect interval end beyond this many score sd is a symptom of a degenerate fit
