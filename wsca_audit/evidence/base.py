@@ -405,8 +405,7 @@ class RoiMasks:
         if full.size:
             where = "every image (a shared mask)" if shared else f"{full.size} image(s)"
             warnings.warn(
-                f"the ROI covers the whole image for {where}: 'outside the ROI' is empty "
-                "there",
+                f"the ROI covers the whole image for {where}: 'outside the ROI' is empty there",
                 AuditWarning,
                 stacklevel=3,
             )
