@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import wsca_audit as wa
@@ -44,10 +44,15 @@ def default_batch_fn(metadata_names: Iterable[str]) -> Callable[[Any], tuple[Any
     def read(batch: Any) -> tuple[Any, dict]:
         if isinstance(batch, Mapping):
             label = next((batch[k] for k in _LABEL_KEYS if k in batch), None)
+            missing = [n for n in names if n not in batch]
+            if label is None or missing:
+                _explain_dict(batch, label is None, missing)
             return label, {n: batch[n] for n in names if n in batch}
         if isinstance(batch, (tuple, list)):
             y = batch[1] if len(batch) > 1 else None
             meta = batch[2] if len(batch) > 2 and isinstance(batch[2], Mapping) else {}
+            if names and not meta:
+                _explain_tuple(batch, names)
             return y, dict(meta)
         raise wa.AuditError(
             f"cannot read labels and metadata from a {type(batch).__name__} batch: pass "
@@ -55,6 +60,37 @@ def default_batch_fn(metadata_names: Iterable[str]) -> Callable[[Any], tuple[Any
         )
 
     return read
+
+
+def _explain_dict(batch: Mapping, no_label: bool, missing: list[str]) -> None:
+    """A dict batch without a label key the reader knows, or without a metadata key:
+    name the keys looked for and the keys the batch has."""
+    have = sorted(map(str, batch))
+    if missing:
+        raise wa.AuditError(
+            f"the batch has no key {missing[0]!r} (metadata {missing}); its keys are {have}. "
+            "Pass batch_fn= (metadata_fn= for the callbacks): "
+            "lambda batch: (targets, {name: values})"
+        )
+    warnings.warn(
+        f"the batch has none of the label keys {list(_LABEL_KEYS)} (its keys are {have}), so "
+        "no targets are recorded and usage is not deconfounded from the label; pass "
+        "batch_fn= (metadata_fn= for the callbacks) to name the label",
+        wa.AuditWarning,
+        stacklevel=4,
+    )
+
+
+def _explain_tuple(batch: Sequence, names: list[str]) -> None:
+    """A tuple batch whose third element is not a dict of metadata (a
+    ``TensorDataset(x, y, site)`` batch): say how its columns can be named."""
+    kinds = ", ".join(type(b).__name__ for b in batch)
+    raise wa.AuditError(
+        f"cannot find metadata {names} in a batch of {len(batch)} elements ({kinds}): the "
+        "default reader takes (x, y, {name: values}) tuples and dict batches. For a "
+        "TensorDataset(x, y, site) pass batch_fn= (metadata_fn= for the callbacks), e.g. "
+        f"lambda b: (b[1], {{{names[0]!r}: b[2]}})"
+    )
 
 
 class _RecordingLoader:

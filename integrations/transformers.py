@@ -4,8 +4,12 @@ The Trainer's callbacks see no batches (``on_prediction_step`` gets none), so th
 callback hooks the model itself: the :class:`wsca_audit.Auditor` is attached when the
 Trainer is built (``Trainer(callbacks=[...])``) and ignores train-mode forward passes.
 After each evaluation step it records the labels and metadata of the samples just seen,
-read by position from the evaluation data's columns (the evaluation dataloader keeps the
-dataset's order); ``on_evaluate`` analyses, adds ``eval_wsca.*`` scalars to the returned
+read by position from the columns of the dataset *being evaluated* (the Trainer's
+evaluation dataloader, which keeps its order: ``evaluate(eval_dataset=other)`` is read from
+``other``). Columns that ``remove_unused_columns`` stripped from it are taken from the
+callback's ``eval_dataset`` only when that is the evaluated data (the same labels, row for
+row); otherwise the callback says which columns to keep. Forward passes outside an
+evaluation are never recorded; ``on_evaluate`` analyses, adds ``eval_wsca.*`` scalars to the returned
 metrics and, when ``report_to`` includes ``"mlflow"``, logs the report into the active
 MLflow run (the one the Trainer's ``MLflowCallback`` opened).
 
@@ -119,15 +123,44 @@ class WSCATrainerCallback(TrainerCallback):
     def last_result_(self) -> wa.AuditResult | None:
         return self.results_[-1][1] if self.results_ else None
 
-    def _read_columns(self) -> dict[str, np.ndarray]:
-        if self._columns is None:
-            label = self.label_column
+    def _labels(self, data: Any) -> np.ndarray:
+        try:
+            return _column(data, self.label_column)
+        except wa.AuditError:
             try:
-                labels = _column(self.eval_dataset, label)
+                return _column(data, "label")
             except wa.AuditError:
-                labels = _column(self.eval_dataset, "label")
-            cols = {name: _column(self.eval_dataset, name) for name in self.kinds}
-            self._columns = {"__labels__": labels, **cols}
+                raise wa.AuditError(
+                    f"the evaluated data has no label column {self.label_column!r} (nor "
+                    "'label'): pass label_column= to WSCATrainerCallback"
+                ) from None
+
+    def _read_columns(self, loader: Any = None) -> dict[str, np.ndarray]:
+        """The labels and metadata of the data being evaluated (see the module docstring)."""
+        if self._columns is not None:
+            return self._columns
+        data = getattr(loader, "dataset", None)
+        data = self.eval_dataset if data is None else data
+        labels = self._labels(data)
+        cols: dict[str, np.ndarray] = {}
+        for name in self.kinds:
+            try:
+                cols[name] = _column(data, name)
+            except wa.AuditError:
+                pass
+        missing = [n for n in self.kinds if n not in cols]
+        if missing and data is not self.eval_dataset:
+            ref = self._labels(self.eval_dataset)
+            if len(ref) != len(labels) or not np.array_equal(ref, labels):
+                raise wa.AuditError(
+                    f"the dataset being evaluated ({len(labels)} rows) lacks the metadata "
+                    f"column(s) {missing} and is not the callback's eval_dataset "
+                    f"({len(ref)} rows, other labels): keep the columns in the evaluated "
+                    "data (TrainingArguments(remove_unused_columns=False) and a collator "
+                    "that drops them), or give this dataset to the callback"
+                )
+            cols.update({n: _column(self.eval_dataset, n) for n in missing})
+        self._columns = {"__labels__": labels, **cols}
         return self._columns
 
     def _attach(self, model) -> None:
@@ -153,7 +186,7 @@ class WSCATrainerCallback(TrainerCallback):
         if self._auditor is not None:
             self._auditor.discard_pending()  # forwards made outside evaluation
 
-    def on_prediction_step(self, args, state, control, model=None, **kwargs):
+    def on_prediction_step(self, args, state, control, model=None, eval_dataloader=None, **kwargs):
         if self._auditor is None:
             warnings.warn(
                 "WSCATrainerCallback was not attached before evaluation: pass it in "
@@ -162,15 +195,24 @@ class WSCATrainerCallback(TrainerCallback):
                 stacklevel=2,
             )
             return
+        stray = self._auditor.discard_pending(keep_last=1)  # forwards outside this step
+        if stray:
+            warnings.warn(
+                f"{stray} embedding(s) from forward passes outside the evaluation were "
+                "ignored (a model(...) call after the Trainer was built)",
+                wa.AuditWarning,
+                stacklevel=2,
+            )
         n = self._auditor.pending_count
         if n == 0:
             return
-        cols = self._read_columns()
+        cols = self._read_columns(eval_dataloader)
         end = self._offset + n
         if end > len(cols["__labels__"]):
             raise wa.AuditError(
-                f"evaluation reached sample {end} but the callback's eval_dataset has "
-                f"{len(cols['__labels__'])} rows: pass the dataset that is evaluated"
+                f"evaluation reached sample {end} but the evaluated data has "
+                f"{len(cols['__labels__'])} rows: does the model's forward run the head "
+                "more than once per batch?"
             )
         sl = slice(self._offset, end)
         self._auditor.record(
@@ -183,7 +225,7 @@ class WSCATrainerCallback(TrainerCallback):
         if self._auditor is None or self._auditor.n_recorded == 0:
             return
         auditor = self._auditor
-        self._offset = 0
+        self._offset, self._columns = 0, None  # the next evaluation may read other data
         result = auditor.analyze(**self.analyze_kwargs)
         auditor.reset()
         if result is None:  # not rank 0
@@ -217,7 +259,7 @@ class WSCATrainerCallback(TrainerCallback):
         if self._auditor is not None:
             self._auditor.discard_pending()
             self._auditor.reset()
-        self._offset = 0
+        self._offset, self._columns = 0, None
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._auditor is not None:

@@ -183,3 +183,18 @@ def test_every_flag_has_help():
             if not isinstance(action, argparse._HelpAction) and not action.help:
                 missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
     assert not missing, missing
+
+
+def test_a_ci_gate_behind_a_closed_pipe_still_fails(small_result, tmp_path):
+    """`set -o pipefail; wsca-audit report DIR --fail-on V | head -1` with more output than
+    a pipe holds: the reader leaves early, and the gate must still say 1 (it said 0)."""
+    big = wa.AuditResult(
+        {**small_result.to_dict(), "warnings": [f"warning {i}: " + "x" * 200 for i in range(2000)]}
+    )
+    big.save(tmp_path / "rep")
+    assert len(big.summary()) > 2**17  # more than a pipe holds
+    verdict = next(iter(big.verdicts.values()))
+    cmd = f"set -o pipefail; '{_exe()}' report '{tmp_path / 'rep'}' --fail-on {verdict} | head -1"
+    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr and f"--fail-on {verdict}" in out.stderr

@@ -323,3 +323,59 @@ def test_the_old_attribute_names_still_read_with_a_warning():
                          deconfounding="within_class_centering", n_bootstrap=5,
                          n_permutations=5, progress=False)  # fmt: skip
     assert res.settings["deconfounding"] == "within_class_centering"
+
+
+def test_an_auditor_reused_across_epochs_audits_the_head_as_it_is_now():
+    """collect, analyze, reset, train, collect again: the second audit reads the trained
+    head (it read the first epoch's head before), and a head that changes between
+    record() calls is named."""
+    from sklearn.metrics import roc_auc_score
+
+    from wsca_audit.primary import head_fingerprint
+
+    torch.manual_seed(0)
+    x = torch.randn(400, 6)
+    y = (x[:, 0] + 0.5 * torch.randn(400) > 0).long()
+    site = (x[:, 1] > 0).long().numpy()
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+    aud = wa.Auditor(model, kinds={"site": "categorical"})
+    fast = dict(n_bootstrap=20, n_permutations=20, progress=False)
+
+    def audit():
+        with aud.collect(), torch.no_grad():
+            model(x)
+            aud.record(targets=y.numpy(), metadata={"site": site})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return aud.analyze(**fast)
+
+    first = audit()
+    aud.reset()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(30):  # an epoch of training between the audits
+        opt.zero_grad()
+        nn.functional.cross_entropy(model.train()(x), y).backward()
+        opt.step()
+    model.eval()
+    second = audit()
+    head = model[2]
+    assert second.to_dict()["primary"]["fingerprint"] == head_fingerprint(head.weight, head.bias)
+    assert first.to_dict()["primary"]["fingerprint"] != second.to_dict()["primary"]["fingerprint"]
+    with torch.no_grad():
+        lg = model(x)
+    truth = roc_auc_score(y.numpy(), (lg[:, 1] - lg[:, 0]).numpy())
+    assert second.to_dict()["primary"]["metric"]["value"] == pytest.approx(truth, abs=1e-6)
+    # a training step between two record() calls of one audit is named
+    aud.reset()
+    with aud.collect(), torch.no_grad():
+        model(x[:200])
+        aud.record(targets=y[:200].numpy(), metadata={"site": site[:200]})
+        with torch.enable_grad():
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        aud.discard_pending()  # the training step's forward pass
+        model(x[200:])
+        aud.record(targets=y[200:].numpy(), metadata={"site": site[200:]})
+    with pytest.warns(wa.AuditWarning, match="head's weights changed while these embeddings"):
+        aud.embeddings()

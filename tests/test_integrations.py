@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import wsca_audit as wa
 from wsca_audit.demo.shortcut import add_artefact, artefact_flags, load_digits_images
+from wsca_audit.primary import head_fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -344,5 +346,29 @@ def test_hf_trainer_evaluate_audits_and_logs_to_mlflow(digits_shortcut, tmp_path
         next(r for r in runs if r.info.status == "FINISHED").info.run_id, "wsca"
     )
     assert {"wsca/step38", "wsca/step76", "wsca/step114"} <= {a.path for a in art}
+
+    # the audit reads the head as trained, not as it was when the Trainer was built
+    trained = head_fingerprint(model.classifier.weight, model.classifier.bias)
+    assert res.to_dict()["primary"]["fingerprint"] == trained
+    # a forward pass outside an evaluation is not recorded (it shifted every label)
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=eval_ds.ids[:5])
+    # another dataset: read from the data being evaluated, never by position from the
+    # callback's own eval_dataset
+    rev = np.arange(len(ye))[::-1][:300]
+    other = TokenDigits(xe[rev], ye[rev])
+    with pytest.raises(wa.AuditError, match="is not the callback's eval_dataset"):
+        trainer.evaluate(eval_dataset=other)
+    cb.eval_dataset = {"labels": ye[rev], "artefact": fe[rev]}
+    with pytest.warns(wa.AuditWarning, match="outside the evaluation were ignored"):
+        model(input_ids=eval_ds.ids[:5])
+        trainer.evaluate(eval_dataset=other)
+    got = cb.last_result_
+    with torch.no_grad():
+        logits = model(input_ids=other.ids).logits
+    truth = roc_auc_score(ye[rev], (logits[:, 1] - logits[:, 0]).numpy())
+    assert got["n_samples"] == 300
+    assert got.to_dict()["primary"]["metric"]["value"] == pytest.approx(truth, abs=1e-6)
     cb.close()
     assert not any(m._forward_pre_hooks for m in model.modules())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -45,6 +46,16 @@ def _fail_on(result, verdicts: list[str] | None) -> int:
     return 0
 
 
+def _write(text: str) -> None:
+    """Print to stdout; a reader that left (``| head``) is no error, and the exit status
+    the command computed stands (a CI gate must not pass because a pipe closed)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # point stdout at /dev/null so that the interpreter's final flush cannot fail
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import AuditResult
     from .tracking import load_from_mlflow
@@ -55,8 +66,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
         result = AuditResult.load(args.dir)
     else:
         raise AuditError("give a report folder (or report.json) or --run-id")
-    print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
-    return _fail_on(result, args.fail_on)
+    code = _fail_on(result, args.fail_on)  # decided before any output can fail
+    _write(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
+    return code
 
 
 def _cmd_card(args: argparse.Namespace) -> int:
@@ -91,8 +103,9 @@ def _cmd_card(args: argparse.Namespace) -> int:
         license=args.license,
         run_id=args.run_id,
     )
-    print(f"model card: {path} (HTML: {path.with_suffix('.html')})")
-    return _fail_on(result, args.fail_on)
+    code = _fail_on(result, args.fail_on)
+    _write(f"model card: {path} (HTML: {path.with_suffix('.html')})")
+    return code
 
 
 def _cmd_log(args: argparse.Namespace) -> int:
@@ -105,7 +118,7 @@ def _cmd_log(args: argparse.Namespace) -> int:
         run_name=args.run_name,
         tracking_uri=args.tracking_uri,
     )
-    print(f"logged {args.dir} to MLflow run {run_id}")
+    _write(f"logged {args.dir} to MLflow run {run_id}")
     return 0
 
 
@@ -245,11 +258,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except BrokenPipeError:
-        # `wsca-audit report --json | head`: the reader left; no traceback
-        import os
-
+        # output the command did not guard: its status is unknown, so never 0 (a CI gate
+        # behind a pipe must not pass because the reader left)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        print("error: the output could not be written (the reader closed the pipe)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

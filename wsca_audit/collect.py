@@ -140,6 +140,11 @@ class Auditor:
         self.layer_name: str | None = None
         self._layer_module: nn.Module | None = None
         self._head: PrimaryHead | None = None
+        # the nn.Linear the head is read from: read again whenever an audit is made, so an
+        # auditor reused across epochs (or attached before training) audits the weights
+        # as they are then, not as they were at the first forward pass
+        self._head_module: nn.Linear | None = None
+        self._head_states: set[tuple] = set()  # the head's weights at each record()
         self._collecting = False
         self._handles: list = []  # hook handles while attached
         self._pending: list[torch.Tensor] = []
@@ -326,6 +331,7 @@ class Auditor:
                 self.layer_name = _module_name(self.model, head)
                 self._store(z)
                 self._head = PrimaryHead.from_linear(head, self.layer_name)
+                self._head_module = head
             else:  # a named layer that is not the head: the next Linear called after it
                 pos = next((i for i, (m, _) in enumerate(calls) if m is target), None)
                 if pos is None:
@@ -341,6 +347,7 @@ class Auditor:
                         "primary_weight= (and primary_bias=) for the head"
                     )
                 self._head = PrimaryHead.from_linear(nxt[0], _module_name(self.model, nxt[0]))
+                self._head_module = nxt[0]
             handles.append(self._layer_module.register_forward_pre_hook(self._pre_hook))
 
         if target is None:
@@ -361,6 +368,24 @@ class Auditor:
                 self._head = self._user_head
             elif isinstance(self._layer_module, nn.Linear):
                 self._head = PrimaryHead.from_linear(self._layer_module, self.layer_name)
+                self._head_module = self._layer_module
+
+    def _current_head(self) -> PrimaryHead | None:
+        """The head as it is now: the user's weights, or read afresh from its module."""
+        if self._user_head is not None:
+            return self._user_head
+        if self._head_module is not None:
+            self._head = PrimaryHead.from_linear(self._head_module, self._head.source)
+        return self._head
+
+    def _head_state(self) -> tuple | None:
+        """Which weights the head holds (tensor identity and in-place version counters:
+        an optimiser step or a loaded state dict changes them; reading them costs nothing)."""
+        m = self._head_module
+        if m is None or self._user_head is not None:
+            return None
+        params = [p for p in (m.weight, m.bias) if p is not None]
+        return tuple((id(p), p._version) for p in params)
 
     # ------------------------------------------------------------------ recording
     def record(self, targets=None, metadata: Mapping | None = None, sample_ids=None) -> None:
@@ -422,6 +447,7 @@ class Auditor:
         if batch_ids is not None:
             self._ids.append(batch_ids)
         self._n_batches += 1
+        self._head_states.add(self._head_state())
 
     def _warn(self, message: str) -> None:
         self._warnings.append(message)
@@ -437,10 +463,12 @@ class Auditor:
         """Embeddings recorded so far on this process."""
         return len(self._embeddings)
 
-    def discard_pending(self) -> int:
-        """Forget embeddings captured since the last :meth:`record`; returns how many."""
-        n = self.pending_count
-        self._pending = []
+    def discard_pending(self, keep_last: int = 0) -> int:
+        """Forget embeddings captured since the last :meth:`record`, but those of the last
+        ``keep_last`` forward passes; returns how many were forgotten."""
+        keep = self._pending[len(self._pending) - keep_last :] if keep_last > 0 else []
+        n = self.pending_count - sum(int(z.shape[0]) for z in keep)
+        self._pending = keep
         return n
 
     # ------------------------------------------------------------------ results
@@ -454,6 +482,12 @@ class Auditor:
             self._warn(
                 f"{self.pending_count} embeddings from forward passes without a record() "
                 "call were ignored"
+            )
+        if len(self._head_states - {None}) > 1:
+            self._warn(
+                "the head's weights changed while these embeddings were recorded (a training "
+                "step between record() calls?): they come from different models, and the "
+                "audit reads the head as it is now; call reset() after each change"
             )
         Z = self._embeddings.array()
         columns = {
@@ -477,7 +511,7 @@ class Auditor:
             columns["__targets__"],
             meta,
             kinds=self.kinds,
-            primary=self._user_head or self._head,
+            primary=self._current_head(),
             sample_ids=columns["__sample_ids__"],
             drop_nonfinite=drop_nonfinite,
             layer=self.layer_name or "auto",
@@ -510,10 +544,12 @@ class Auditor:
         return analyze_embeddings(es, model_info=self.model_info(), **settings)
 
     def reset(self) -> None:
-        """Forget everything recorded (the resolved layer and head are kept)."""
+        """Forget everything recorded (the resolved layer is kept; the head is read again
+        whenever an audit is made)."""
         self._embeddings.close()
         self._pending, self._targets, self._ids = [], [], []
         self._meta, self._n_batches, self._warnings = {}, 0, []
+        self._head_states = set()
 
 
 def _concat(parts: list[np.ndarray]) -> np.ndarray:
