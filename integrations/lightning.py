@@ -5,8 +5,18 @@ validation (or test) epoch, records every batch's labels and metadata after the 
 run on it, and at the end of the epoch analyses, keeps the result, logs the scalars with
 the trainer's loggers and, for an ``MLFlowLogger``, the whole report into its run. The
 sanity-check pass is skipped. Under DDP every rank collects its shard and rank 0 gets
-and logs the gathered audit. ``results_`` is saved in Lightning checkpoints (as JSON-safe
-reports) and restored when training or evaluation resumes from one (``ckpt_path=``).
+and logs the gathered audit. Each dataloader of a validation is audited on its own.
+
+Every audit is kept and findable: its artifact folder is
+``wsca/<stage>-epoch<E>-step<S>[-dl<i>]`` (``-2``, ``-3``... when that name was used
+before: two ``validate()`` calls, or a mid-epoch validation with ``val_check_interval``),
+its metrics are logged at the global step, moved on by one where an earlier audit of the
+same run used it (``validate()`` after ``fit``, ``test()``, a second dataloader: every
+audit its own point, in order; ``wsca.epoch`` and ``wsca.global_step`` beside), and
+``report["model"]["context"]`` holds the stage, epoch, global step, dataloader and
+artifact path. ``results_`` is saved in Lightning checkpoints (as JSON-safe reports),
+merged back when training or evaluation resumes from one (``ckpt_path=``), and an audit
+of a checkpoint's weights is labelled with that checkpoint's epoch and step.
 
 Example
 -------
@@ -63,8 +73,10 @@ class WSCACallback(Callback):
     Attributes
     ----------
     results_ : list of (epoch, AuditResult)
-        One entry per audited epoch (rank 0). Saved in checkpoints (:meth:`state_dict`)
-        and restored from them (:meth:`load_state_dict`).
+        One entry per audit, in order (rank 0): per validation (or test) epoch, per
+        mid-epoch validation and per dataloader; each result's
+        ``["model"]["context"]`` says which. Saved in checkpoints (:meth:`state_dict`)
+        and merged back from them (:meth:`load_state_dict`).
 
     Notes
     -----
@@ -109,7 +121,10 @@ class WSCACallback(Callback):
         self.log_report = log_report
         self.analyze_kwargs = {"progress": False, **analyze_kwargs}
         self.results_: list[tuple[int, wa.AuditResult]] = []
-        self._auditor: wa.Auditor | None = None
+        self._auditors: dict[int, wa.Auditor] = {}  # per dataloader of this epoch
+        self._current: int | None = None  # the dataloader whose auditor is attached
+        self._model: Any = None
+        self._ckpt: tuple[int, int] | None = None  # (epoch, step) of loaded weights
 
     @property
     def metadata_keys(self) -> list[str]:
@@ -142,11 +157,19 @@ class WSCACallback(Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore ``results_`` from :meth:`state_dict`'s output (reports are validated)."""
-        self.results_ = [
+        """Merge the audits of :meth:`state_dict`'s output into ``results_``: those this
+        callback does not hold yet (by artifact path) come first, in their order; none
+        that it holds is lost (``validate(ckpt_path=...)`` after ``fit`` keeps them all)."""
+        held = {_path(r) for _, r in self.results_}
+        restored = [
             (int(entry["epoch"]), wa.AuditResult.from_dict(entry["report"]))
             for entry in state_dict.get("results", [])
         ]
+        self.results_ = [(e, r) for e, r in restored if _path(r) not in held] + self.results_
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        # the weights now loaded are those of the checkpoint's epoch, not the trainer's
+        self._ckpt = (int(checkpoint.get("epoch", 0)), int(checkpoint.get("global_step", 0)))
 
     # ------------------------------------------------------------------ shared logic
     def _active(self, trainer) -> bool:
@@ -158,61 +181,111 @@ class WSCACallback(Callback):
 
     def _start(self, trainer, pl_module) -> None:
         self._close()
-        self._auditor = None
+        self._auditors, self._current, self._model = {}, None, None
         if not self._active(trainer):
             return
-        model = getattr(pl_module, self.module) if self.module else pl_module
-        self._auditor = wa.Auditor(model, layer=self.layer, kinds=self.kinds).attach()
+        if self.module and not hasattr(pl_module, self.module):
+            raise wa.AuditError(
+                f"the LightningModule has no attribute module={self.module!r}; its "
+                f"submodules are {[n for n, _ in pl_module.named_children()]}"
+            )
+        self._model = getattr(pl_module, self.module) if self.module else pl_module
 
-    def _batch(self, batch) -> None:
-        if self._auditor is None:
+    def _switch(self, dataloader_idx: int) -> None:
+        """Hook the auditor of this dataloader (validation runs its dataloaders one after
+        the other, so this switches once per dataloader)."""
+        if self._model is None or self._current == dataloader_idx:
             return
+        if self._current is not None:
+            self._auditors[self._current].detach()
+        if dataloader_idx not in self._auditors:
+            self._auditors[dataloader_idx] = wa.Auditor(
+                self._model, layer=self.layer, kinds=self.kinds
+            )
+        self._auditors[dataloader_idx].attach()
+        self._current = dataloader_idx
+
+    def _batch(self, batch, dataloader_idx: int) -> None:
+        if self._model is None:
+            return
+        auditor = self._auditors[dataloader_idx]
+        if not auditor.pending_count:
+            raise wa.AuditError(_NO_FORWARD)
         targets, meta = self.metadata_fn(batch)
         ids = self.ids_fn(batch) if self.ids_fn else None
-        self._auditor.record(targets=targets, metadata=meta, sample_ids=ids)
+        auditor.record(targets=targets, metadata=meta, sample_ids=ids)
 
     def _end(self, trainer, pl_module) -> None:
-        if self._auditor is None:
+        if self._model is None:
             return
-        auditor, self._auditor = self._auditor, None
-        auditor.detach()  # removes the hooks
-        result = auditor.analyze(**self.analyze_kwargs)  # collective under DDP
-        auditor.reset()
-        if result is None:  # not rank 0
-            return
-        epoch = trainer.current_epoch
-        self.results_.append((epoch, result))
-        self._log(trainer, result, epoch)
+        self._close()
+        auditors, self._auditors, self._current, self._model = self._auditors, {}, None, None
+        for idx, auditor in sorted(auditors.items()):
+            context = self._context(trainer, idx if len(auditors) > 1 else None)
+            result = auditor.analyze(context=context, **self.analyze_kwargs)  # collective
+            auditor.reset()
+            if result is not None:  # rank 0
+                self.results_.append((context["epoch"], result))
+                self._log(trainer, result, context)
 
-    def _log(self, trainer, result: wa.AuditResult, epoch: int) -> None:
+    def _context(self, trainer, dataloader_idx: int | None) -> dict[str, Any]:
+        """Where this audit was made, and the unique artifact folder it gets."""
+        loaded = self._ckpt if getattr(trainer.state, "fn", "fit") != "fit" else None
+        epoch, step = loaded or (int(trainer.current_epoch), int(trainer.global_step))
+        name = f"wsca/{self.stage}-epoch{epoch}-step{step}"
+        if dataloader_idx is not None:
+            name += f"-dl{dataloader_idx}"
+        used = {_path(r) for _, r in self.results_}
+        path, k = name, 1
+        while path in used:
+            k += 1
+            path = f"{name}-{k}"
+        return {"stage": self.stage, "epoch": epoch, "global_step": step,
+                "dataloader_idx": dataloader_idx, "artifact_path": path,
+                "audit_index": len(self.results_),
+                **({"checkpoint": True} if loaded else {})}  # fmt: skip
+
+    def _log(self, trainer, result: wa.AuditResult, context: dict[str, Any]) -> None:
         metrics, _, _ = wa.mlflow_payload(result)
-        step = trainer.global_step
+        keys = [str(getattr(lg, "run_id", None) or id(lg)) for lg in trainer.loggers]
+        # the global step, moved on where an audit of this run already used it (validate()
+        # after fit, test(), two dataloaders): each audit its own point, in order
+        step = max([int(context["global_step"])] + [_LAST_STEP.get(k, -1) + 1 for k in keys])
+        _LAST_STEP.update(dict.fromkeys(keys, step))
+        extra = {"wsca.epoch": float(context["epoch"]),
+                 "wsca.global_step": float(context["global_step"])}  # fmt: skip
         for logger in trainer.loggers:
             if type(logger).__name__ == "MLFlowLogger" and self.log_report:
-                wa.log_to_mlflow(
+                run = wa.log_to_mlflow(
                     result,
                     run_id=logger.run_id,
                     tracking_uri=getattr(logger, "_tracking_uri", None),
                     step=step,
-                    artifact_path=f"wsca/{self.stage}-epoch{epoch}",
+                    artifact_path=context["artifact_path"],
                 )
+                if run is not None:
+                    logger.log_metrics(extra, step=step)
             else:
-                logger.log_metrics(metrics, step=step)
+                logger.log_metrics({**metrics, **extra}, step=step)
 
     def _close(self) -> None:
-        if self._auditor is not None:
-            self._auditor.detach()  # removes the hooks
+        for auditor in self._auditors.values():
+            auditor.detach()  # removes the hooks
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         if self.stage == "validation":
             self._start(trainer, pl_module)
 
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if self.stage == "validation":
+            self._switch(dataloader_idx)
+
     def on_validation_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
     ) -> None:
         if self.stage == "validation":
-            self._batch(batch)
+            self._batch(batch, dataloader_idx)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if self.stage == "validation":
@@ -222,11 +295,15 @@ class WSCACallback(Callback):
         if self.stage == "test":
             self._start(trainer, pl_module)
 
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if self.stage == "test":
+            self._switch(dataloader_idx)
+
     def on_test_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
     ) -> None:
         if self.stage == "test":
-            self._batch(batch)
+            self._batch(batch, dataloader_idx)
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         if self.stage == "test":
@@ -234,4 +311,26 @@ class WSCACallback(Callback):
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         self._close()
-        self._auditor = None
+        self._auditors, self._current, self._model = {}, None, None
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._ckpt = None  # a later validate() without ckpt_path= reads the live weights
+
+
+# the last metric step an audit used, per logger run (shared by every callback of a run)
+_LAST_STEP: dict[str, int] = {}
+
+_NO_FORWARD = (
+    "no forward pass reached the audited layer during this batch: the step ran a "
+    "submodule (self.net(x)) rather than the LightningModule itself; pass "
+    "WSCACallback(..., module='net'), the attribute it calls"
+)
+
+
+def _path(result: wa.AuditResult) -> str | None:
+    """The artifact folder an audit was logged under (its identity within a run)."""
+    try:
+        model = result["model"] or {}
+    except KeyError:
+        return None
+    return (model.get("context") or {}).get("artifact_path")

@@ -90,7 +90,7 @@ class LitCNN:
                 x, y, _ = batch
                 return nn.functional.cross_entropy(self(x), y)
 
-            def validation_step(self, batch, batch_idx):
+            def validation_step(self, batch, batch_idx, dataloader_idx=0):
                 x, y, _ = batch
                 self.log("val_loss", nn.functional.cross_entropy(self(x), y))
 
@@ -166,15 +166,23 @@ def test_lightning_fit_validate_test_with_mlflow_logger(digits_shortcut, tmp_pat
     run = client.get_run(mlf.run_id)
     assert run.data.tags["wsca.verdict.artefact"] == "uses"
     history = client.get_metric_history(mlf.run_id, "wsca.artefact.usage")
-    assert len(history) == 4  # 2 in fit, 1 validate, 1 test
+    steps = [m.step for m in sorted(history, key=lambda m: m.timestamp)]
+    assert len(steps) == 4 and steps == sorted(set(steps))  # one point per audit, in order
     arts = {a.path for a in client.list_artifacts(mlf.run_id, "wsca")}
-    # fit (epochs 1, 3), then validate and test after the 4 epochs
-    assert {
-        "wsca/validation-epoch1",
-        "wsca/validation-epoch3",
-        "wsca/validation-epoch4",
+    # fit (epochs 1, 3), then validate and test after the 4 epochs: each its own folder
+    paths = [r["model"]["context"]["artifact_path"] for _, r in val_cb.results_]
+    paths.append(test_cb.last_result_["model"]["context"]["artifact_path"])
+    assert set(paths) <= arts and len(set(paths)) == 4
+    assert [p.split("-step")[0] for p in paths] == [
+        "wsca/validation-epoch1", "wsca/validation-epoch3", "wsca/validation-epoch4",
         "wsca/test-epoch4",
-    } <= arts
+    ]  # fmt: skip
+    # a second validate() at the same step is kept beside the first, not over it
+    trainer.validate(module, val)
+    again = val_cb.last_result_["model"]["context"]["artifact_path"]
+    assert again == paths[2] + "-2" and again in {
+        a.path for a in client.list_artifacts(mlf.run_id, "wsca")
+    }
     csv_text = (tmp_path / "csv" / "lightning_logs" / "version_0" / "metrics.csv").read_text()
     assert "wsca.artefact.usage" in csv_text
 
@@ -217,6 +225,14 @@ def test_lightning_results_survive_a_checkpoint(digits_shortcut, tmp_path):
     assert json.loads(json.dumps(state)) == state
     assert [entry["epoch"] for entry in state["results"]] == [0, 1]
     assert len(saved[test_cb.state_key]["results"]) == 1
+    # validate(ckpt_path=) on the same callback appends (it replaced results_ before),
+    # labelled with the checkpoint's epoch
+    before = [r.to_dict() for _, r in val_cb.results_]
+    trainer.validate(module, val, ckpt_path=path)
+    assert [r.to_dict() for _, r in val_cb.results_[:2]] == before
+    ctx = val_cb.last_result_["model"]["context"]
+    assert len(val_cb.results_) == 3 and ctx["checkpoint"] and ctx["epoch"] == val_cb.results_[2][0]
+    val_cb.results_ = val_cb.results_[:2]
 
     def summary(results):
         return [
@@ -240,6 +256,57 @@ def test_lightning_results_survive_a_checkpoint(digits_shortcut, tmp_path):
         last.tasks["artefact"]["usage"]["value"], rel=1e-6
     )
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in module2.modules())
+
+
+@pytest.mark.slow
+def test_lightning_mid_epoch_validations_and_two_dataloaders_each_kept(digits_shortcut):
+    """val_check_interval=0.5 with two validation dataloaders: four audits, each its own
+    folder and sample count (the mid-epoch ones were overwritten, the loaders merged)."""
+    import lightning as L
+    from wsca_audit.integrations.lightning import WSCACallback
+
+    train, val = _loaders(digits_shortcut)
+    half = len(val.dataset) // 2
+    first = DataLoader(torch.utils.data.Subset(val.dataset, range(half)), batch_size=100)
+    second = DataLoader(torch.utils.data.Subset(val.dataset, range(half, 2 * half - 50)),
+                        batch_size=100)  # fmt: skip
+    cb = WSCACallback({"artefact": "categorical"}, metadata_fn=_lightning_batch,
+                      n_bootstrap=10, n_permutations=10)  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=1, limit_train_batches=8, val_check_interval=0.5, callbacks=[cb],
+        logger=False, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(LitCNN.make(), train, [first, second])
+    contexts = [r["model"]["context"] for _, r in cb.results_]
+    assert [(c["global_step"], c["dataloader_idx"]) for c in contexts] == [
+        (4, 0),
+        (4, 1),
+        (8, 0),
+        (8, 1),
+    ]
+    assert len({c["artifact_path"] for c in contexts}) == 4
+    assert [r["n_samples"] for _, r in cb.results_] == [half, half - 50] * 2
+
+
+def test_a_lightning_step_that_calls_a_submodule_is_told_module(digits_shortcut):
+    import lightning as L
+    from wsca_audit.integrations.lightning import WSCACallback
+
+    class Direct(L.LightningModule):  # validation_step calls self.net(x), not self(x)
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 2))
+
+        def validation_step(self, batch, batch_idx):
+            self.net(batch[0])
+
+    _, val = _loaders(digits_shortcut)
+    cb = WSCACallback({"artefact": "categorical"}, metadata_fn=_lightning_batch)
+    trainer = L.Trainer(callbacks=[cb], logger=False, accelerator="cpu",
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    with pytest.raises(wa.AuditError, match="module='net'"):
+        trainer.validate(Direct(), val)
 
 
 def test_a_lightning_validation_that_fails_midway_leaves_the_model_unhooked(digits_shortcut):

@@ -12,6 +12,7 @@ import difflib
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -527,8 +528,19 @@ class Auditor:
             "head": None if self._head is None else self._head.source,
         }
 
-    def analyze(self, drop_nonfinite: bool = False, gather: bool = True, **settings):
+    def analyze(
+        self,
+        drop_nonfinite: bool = False,
+        gather: bool = True,
+        *,
+        context: Mapping[str, Any] | None = None,
+        **settings,
+    ):
         """Audit what was collected; settings as :func:`wsca_audit.analyze`.
+
+        ``context`` says where the audit was made (``{"stage": "validation", "epoch": 3,
+        "global_step": 120}``, as the integrations pass it); it is kept in
+        ``report["model"]["context"]``, beside the head's ``primary.fingerprint``.
 
         Returns
         -------
@@ -541,7 +553,10 @@ class Auditor:
         if es is None:
             return None
         settings.setdefault("max_memory_mb", self.max_memory_mb)
-        return analyze_embeddings(es, model_info=self.model_info(), **settings)
+        info = self.model_info()
+        if context:
+            info["context"] = dict(context)
+        return analyze_embeddings(es, model_info=info, **settings)
 
     def reset(self) -> None:
         """Forget everything recorded (the resolved layer is kept; the head is read again
