@@ -27,6 +27,7 @@ Example
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -71,13 +72,40 @@ def _inputs(features, config: dict) -> np.ndarray:
     return x
 
 
+def _forward(net, xb, features, config: dict) -> None:
+    """Run the model on a batch; a failure names the columns that were fed to it."""
+    try:
+        net(xb)
+    except wa.AuditError:
+        raise
+    except Exception as exc:
+        meta = set(config["kinds"])
+        fed = config.get("feature_columns") or [c for c in features.columns if c not in meta]
+        raise wa.AuditError(
+            f"the model could not run on the evaluation data: {type(exc).__name__}: "
+            f"{str(exc)[:200]}. It was fed the columns {list(fed)} as inputs of shape "
+            f"{tuple(xb.shape[1:])}: name its inputs with evaluator_config feature_columns=[...]"
+            " (an id column such as patient_id is not an input), or set input_shape="
+        ) from exc
+
+
 class WSCAEvaluator(ModelEvaluator):
     """The ``wsca`` evaluator (see the module docstring for ``evaluator_config``)."""
 
     @classmethod
     def can_evaluate(cls, *, model_type: str, evaluator_config: dict, **kwargs: Any) -> bool:
         config = evaluator_config or {}
-        return model_type == "classifier" and ("kinds" in config or "metadata" in config)
+        ready = "kinds" in config or "metadata" in config
+        if model_type == "classifier" and not ready:
+            # MLflow would only say that no evaluator could evaluate the model
+            warnings.warn(
+                "the wsca evaluator did not run: it needs evaluator_config={'wsca': {'kinds': "
+                "{column: 'categorical' | 'continuous'}}}, the metadata columns of `data` to "
+                "audit",
+                wa.AuditWarning,
+                stacklevel=2,
+            )
+        return model_type == "classifier" and ready
 
     def evaluate(
         self,
@@ -127,7 +155,7 @@ class WSCAEvaluator(ModelEvaluator):
         bs = int(config.get("batch_size", 256))
         with auditor.collect(), torch.inference_mode():
             for i in range(0, len(x), bs):
-                net(torch.as_tensor(x[i : i + bs], device=device))
+                _forward(net, torch.as_tensor(x[i : i + bs], device=device), features, config)
                 auditor.record(
                     targets=y[i : i + bs], metadata={c: v[i : i + bs] for c, v in meta.items()}
                 )

@@ -30,7 +30,7 @@ LAYERS = [
     {"collect"},
     {"fix"},
     {"card"},
-    {"tracking"},
+    {"tracking", "runs"},
     {"cli"},
     {"__init__"},
 ]

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import wsca_audit as wa
@@ -110,5 +111,30 @@ def test_evaluator_reports_missing_metadata_column(logged_model):
                 model_uri, data=df, targets="label", model_type="classifier",
                 evaluators=["wsca"], evaluator_config={"wsca": {"metadata": {"scanner": "categorical"}}},
             )  # fmt: skip
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_evaluator_names_the_columns_it_fed_and_the_config_it_needs(logged_model):
+    """An id column fed as an input gave a raw `mat1 and mat2 shapes` RuntimeError, and a
+    missing config only MLflow's generic 'could not be evaluated'."""
+    uri, exp, model_uri, df, _ = logged_model
+    mlflow.set_tracking_uri(uri)
+    try:
+        with mlflow.start_run(experiment_id=exp):
+            extra = df.assign(patient_id=np.arange(len(df)))
+            with pytest.raises(wa.AuditError, match=r"'patient_id'\].*feature_columns="):
+                mlflow.models.evaluate(
+                    model_uri, data=extra, targets="label", model_type="classifier",
+                    evaluators=["wsca"], evaluator_config={"wsca": {"kinds": {"site": "categorical"}}},
+                )  # fmt: skip
+            with (
+                pytest.warns(wa.AuditWarning, match="needs evaluator_config"),
+                pytest.raises(MlflowException),
+            ):
+                mlflow.models.evaluate(
+                    model_uri, data=df, targets="label", model_type="classifier",
+                    evaluators=["wsca"],
+                )  # fmt: skip
     finally:
         mlflow.set_tracking_uri(None)

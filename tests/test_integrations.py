@@ -67,6 +67,27 @@ def test_audit_loop_equals_the_hand_written_loop(digits_shortcut, shortcut_model
     assert evaluate_first_batches.last_result["n_samples"] == 300
 
 
+def test_batch_readers_name_the_keys_and_the_keyword_they_need():
+    from wsca_audit.integrations.plain import audit_loop
+
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)).eval()
+    x, y, site = torch.randn(40, 4), torch.arange(40) % 2, torch.arange(40) % 3
+
+    def evaluate(model, loader):
+        with torch.no_grad():
+            for batch in loader:
+                model(batch[0] if isinstance(batch, (tuple, list)) else batch["x"])
+
+    loader = DataLoader(TensorDataset(x, y, site), batch_size=20)
+    with pytest.raises(wa.AuditError, match=r"TensorDataset\(x, y, site\) pass batch_fn="):
+        audit_loop(evaluate, model, loader, metadata={"site": "categorical"})
+    rows = [{"x": x[i : i + 20], "class": y[i : i + 20], "site": site[i : i + 20]}
+            for i in (0, 20)]  # fmt: skip
+    with pytest.warns(wa.AuditWarning, match=r"none of the label keys \['labels'.*'class'"):
+        audit_loop(evaluate, model, rows, metadata={"site": "categorical"},
+                   analyze_kwargs=dict(n_bootstrap=0, n_permutations=0, progress=False))  # fmt: skip
+
+
 # --------------------------------------------------------------------------- Lightning
 class LitCNN:
     """Built lazily so that importing this test module does not need lightning."""
@@ -118,7 +139,7 @@ def _lightning_batch(batch):
 
 
 @pytest.mark.slow
-def test_lightning_fit_validate_test_with_mlflow_logger(digits_shortcut, tmp_path):
+def test_lightning_fit_validate_test_with_mlflow_logger(digits_shortcut, tmp_path, capsys):
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
     from wsca_audit.integrations.lightning import WSCACallback
@@ -183,6 +204,20 @@ def test_lightning_fit_validate_test_with_mlflow_logger(digits_shortcut, tmp_pat
     assert again == paths[2] + "-2" and again in {
         a.path for a in client.list_artifacts(mlf.run_id, "wsca")
     }
+    # the command line finds the run's reports: the latest by default, each by its folder
+    from wsca_audit.cli import main as cli
+
+    code = cli(["report", "--run-id", mlf.run_id, "--tracking-uri", uri])
+    out = capsys.readouterr()
+    assert code == 0 and f"holds 5 reports; read {again}" in out.err
+    assert "wsca/test-epoch4" in out.err and "artefact" in out.out
+    code = cli(["report", "--run-id", mlf.run_id, "--tracking-uri", uri, "--artifact-path",
+                paths[0], "--json"])  # fmt: skip
+    assert code == 0
+    assert f'"artifact_path": "{paths[0]}"' in capsys.readouterr().out
+    card = tmp_path / "card.md"
+    assert cli(["card", "--run-id", mlf.run_id, "--tracking-uri", uri, "--out", str(card)]) == 0
+    assert card.exists()
     csv_text = (tmp_path / "csv" / "lightning_logs" / "version_0" / "metrics.csv").read_text()
     assert "wsca.artefact.usage" in csv_text
 

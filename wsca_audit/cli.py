@@ -56,12 +56,29 @@ def _write(text: str) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def _run_report(args: argparse.Namespace):
+    """The report of ``--run-id`` at ``--artifact-path``, or the run's latest one; when
+    the run holds several, say which was read and how to choose (on stderr)."""
+    from .runs import load_run_report
+
+    result, path, paths = load_run_report(
+        args.run_id, tracking_uri=args.tracking_uri, artifact_path=args.artifact_path
+    )
+    if len(paths) > 1:
+        listing = "\n".join(f"  {p}" for p in paths)
+        print(
+            f"run {args.run_id} holds {len(paths)} reports; read {path} (choose one with "
+            f"--artifact-path):\n{listing}",
+            file=sys.stderr,
+        )
+    return result
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import AuditResult
-    from .tracking import load_from_mlflow
 
     if args.run_id:
-        result = load_from_mlflow(args.run_id, tracking_uri=args.tracking_uri)
+        result = _run_report(args)
     elif args.dir:
         result = AuditResult.load(args.dir)
     else:
@@ -74,13 +91,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_card(args: argparse.Namespace) -> int:
     from .card import write_model_card
     from .report import AuditResult
-    from .tracking import load_from_mlflow
 
     details: dict[str, str] = {}
     if args.run_id:
         from .tracking import run_details
 
-        result = load_from_mlflow(args.run_id, tracking_uri=args.tracking_uri)
+        result = _run_report(args)
         details = run_details(args.run_id, tracking_uri=args.tracking_uri)
     elif args.report:
         result = AuditResult.load(args.report)
@@ -187,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
         f"--fail-on {USES}",
     }
     uri = {"help": "MLflow tracking URI (default: MLFLOW_TRACKING_URI or MLflow's local store)"}
+    artifact = {
+        "help": "with --run-id: the run's report folder, e.g. wsca/validation-epoch3-step120 "
+        "(default: wsca, else the run's latest report; several are listed)"
+    }
 
     p = sub.add_parser(
         "report",
@@ -195,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("dir", nargs="?", help="report folder or report.json")
     p.add_argument("--run-id", help="read the report from this MLflow run instead")
+    p.add_argument("--artifact-path", **artifact)
     p.add_argument("--tracking-uri", **uri)
     p.add_argument("--json", action="store_true", help="print the full JSON report")
     p.add_argument("--fail-on", **fail_on)
@@ -216,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--intended-use", help="one sentence on what the model is for")
     p.add_argument("--evaluation-data", help="one sentence on the evaluation data")
     p.add_argument("--license", help="licence id for the card's metadata, e.g. apache-2.0")
+    p.add_argument("--artifact-path", **artifact)
     p.add_argument("--tracking-uri", **uri)
     p.add_argument("--fail-on", **fail_on)
     p.set_defaults(func=_cmd_card)

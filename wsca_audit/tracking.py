@@ -565,7 +565,7 @@ def load_from_mlflow(
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri or mlflow.get_tracking_uri()
-    _check_store_exists(uri)
+    check_store_exists(uri)
     with tempfile.TemporaryDirectory(prefix="wsca-load-") as tmp:
         try:
             # no download progress bar: this output may be a pipeline's
@@ -592,7 +592,7 @@ def run_details(run_id: str, *, tracking_uri: str | None = None) -> dict[str, st
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri or mlflow.get_tracking_uri()
-    _check_store_exists(uri)
+    check_store_exists(uri)
     try:
         with fast_fail():
             client = MlflowClient(tracking_uri=uri)
@@ -613,7 +613,7 @@ def run_details(run_id: str, *, tracking_uri: str | None = None) -> dict[str, st
     }
 
 
-def _check_store_exists(uri: str) -> None:
+def check_store_exists(uri: str) -> None:
     """Reading never creates a store: a local sqlite store that is not there is an error
     that names it (MLflow itself would create an empty one and then miss the run)."""
     if uri.startswith("sqlite:///"):
