@@ -226,7 +226,15 @@ class WSCATrainerCallback(TrainerCallback):
             return
         auditor = self._auditor
         self._offset, self._columns = 0, None  # the next evaluation may read other data
-        result = auditor.analyze(**self.analyze_kwargs)
+        # a folder per audit: a second evaluate() at the same step gets its own
+        used = {(r["model"].get("context") or {}).get("artifact_path") for _, r in self.results_}
+        path, k = f"wsca/step{state.global_step}", 1
+        while path in used:
+            k += 1
+            path = f"wsca/step{state.global_step}-{k}"
+        context = {"stage": "evaluate", "epoch": state.epoch, "global_step": state.global_step,
+                   "artifact_path": path}  # fmt: skip
+        result = auditor.analyze(context=context, **self.analyze_kwargs)
         auditor.reset()
         if result is None:  # not rank 0
             return
@@ -250,9 +258,7 @@ class WSCATrainerCallback(TrainerCallback):
                     stacklevel=2,
                 )
             else:
-                wa.log_to_mlflow(
-                    result, step=state.global_step, artifact_path=f"wsca/step{state.global_step}"
-                )
+                wa.log_to_mlflow(result, step=state.global_step, artifact_path=path)
 
     def on_predict(self, args, state, control, metrics=None, **kwargs):
         # Trainer.predict() runs the same loop: its samples are not an evaluation

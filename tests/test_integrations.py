@@ -472,5 +472,11 @@ def test_hf_trainer_evaluate_audits_and_logs_to_mlflow(digits_shortcut, tmp_path
     truth = roc_auc_score(ye[rev], (logits[:, 1] - logits[:, 0]).numpy())
     assert got["n_samples"] == 300
     assert got.to_dict()["primary"]["metric"]["value"] == pytest.approx(truth, abs=1e-6)
+    # two evaluations at one step: each its own folder
+    folders = [r["model"]["context"]["artifact_path"] for _, r in cb.results_]
+    assert len(folders) == len(set(folders)) and folders[-2:] == [
+        "wsca/step114-2",
+        "wsca/step114-3",
+    ]
     cb.close()
     assert not any(m._forward_pre_hooks for m in model.modules())
