@@ -21,7 +21,7 @@ before any other rule.
 Why these minimums (``benchmarks/informative_minimum.py``: a site that equals the label
 but for ``k`` samples, a head that reads the site or does not, 80 seeds at N = 800 and at
 N = 300, the minimum switched off, 100 refits): the clean head was called ``uses`` in 10
-of 640 audits at ``k`` = 4 to 7 (1.6%), in 1 of 160 at ``k`` = 8, and in none of 640 at
+of 480 audits at ``k`` = 4, 6 or 7 (2.1%), in 1 of 160 at ``k`` = 8, and in none of 640 at
 ``k`` = 9 to 16; the head that reads the site was never called anything but ``uses`` or
 ``inconclusive``, and ``uses`` in every audit from ``k`` = 9. :data:`MIN_INFORMATIVE` = 9
 is the smallest count without a wrong verdict. On ``benchmarks/validation.py`` (binary
