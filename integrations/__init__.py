@@ -8,7 +8,9 @@ Each module uses only the public ``wsca_audit`` API and imports its framework la
 - ``wsca_audit.integrations.lightning``: ``WSCACallback`` (PyTorch Lightning);
 - ``wsca_audit.integrations.transformers``: ``WSCATrainerCallback`` (HF ``Trainer``);
 - ``wsca_audit.integrations.mlflow_evaluator``: ``mlflow.models.evaluate(...,
-  evaluators=["wsca"])``.
+  evaluators=["wsca"])``;
+- ``wsca_audit.integrations.ignite``: ``WSCAHandler`` (pytorch-ignite engines and MONAI's
+  evaluators and bundles).
 
 Examples: docs/integrations.md.
 """

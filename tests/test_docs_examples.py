@@ -14,7 +14,8 @@ BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
 
 # each integration the doc describes, and the name its example must use
 SHOWN = {"plain": "audit_loop", "lightning": "WSCACallback",
-         "transformers": "WSCATrainerCallback", "ddp": "init_process_group"}  # fmt: skip
+         "transformers": "WSCATrainerCallback", "ddp": "init_process_group",
+         "monai": "MetaTensor(", "monai_bundle": "configs/evaluate.json"}  # fmt: skip
 
 
 def test_every_integration_has_a_runnable_example():
