@@ -245,3 +245,16 @@ def test_mitigation_payload_logs_worst_group_and_its_older_name():
             for suffix, field in ends.items():
                 assert metrics[f"wsca.mitigation.after.{word}.auc{suffix}"] == worst[field]
         assert tags["wsca.mitigation.patched"] == "false"
+
+
+def test_the_audit_set_is_the_runs_dataset_input(small_result, tmp_path):
+    """The runs table's Dataset column shows what was audited: an input of context
+    'audit' named by its size, with the digest of the samples and targets."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = wa.log_to_mlflow(small_result, tracking_uri=uri, experiment_name="inputs")
+    inputs = MlflowClient(uri).get_run(run_id).inputs.dataset_inputs
+    assert len(inputs) == 1
+    ds, tags = inputs[0].dataset, {t.key: t.value for t in inputs[0].tags}
+    assert ds.digest == small_result["data"]["digest"]
+    assert ds.name == f"wsca-audit-{small_result['n_samples']}"
+    assert tags["mlflow.data.context"] == "audit"

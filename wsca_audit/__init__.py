@@ -28,7 +28,8 @@ from .heads import BatchedLinearHead
 from .measures import Measure, register_measure
 from .primary import PrimaryHead
 from .report import SCHEMA_VERSION, AuditResult, report_schema, validate_report
-from .tracking import load_from_mlflow, log_to_mlflow, mlflow_payload
+from .runs import load_from_mlflow
+from .tracking import log_to_mlflow, mlflow_payload
 from .verdict import Thresholds
 from .version import __version__
 

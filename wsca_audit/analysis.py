@@ -545,6 +545,7 @@ class _Analysis:
             "model": dict(self.model_info),
             "layer": es.layer,
             "n_samples": es.n_samples,
+            "data": {"digest": es.digest, "sample_ids": es.sample_ids is not None},
             "embedding_dim": es.embedding_dim,
             "primary": {
                 "n_classes": int(self.W.shape[0]) if self.W.shape[0] > 1 else 2,

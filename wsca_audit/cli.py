@@ -94,7 +94,7 @@ def _cmd_card(args: argparse.Namespace) -> int:
 
     details: dict[str, str] = {}
     if args.run_id:
-        from .tracking import run_details
+        from .runs import run_details
 
         result = _run_report(args)
         details = run_details(args.run_id, tracking_uri=args.tracking_uri)

@@ -8,6 +8,7 @@ ids, non-finite rows), built on the shared helpers of :mod:`wsca_audit.validatio
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -193,6 +194,25 @@ class EmbeddingSet:
     @property
     def embedding_dim(self) -> int:
         return int(self.embeddings.shape[1])
+
+    @property
+    def digest(self) -> str:
+        """A short hash of which samples were audited and their targets (sample ids, or
+        the row order without them): two audits of the same data share it. It names
+        the audit set in MLflow's dataset column.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> a = EmbeddingSet(np.zeros((3, 2)), [0, 1, 0], sample_ids=["x", "y", "z"])
+        >>> a.digest == EmbeddingSet(np.ones((3, 2)), [0, 1, 0], sample_ids=["x", "y", "z"]).digest
+        True
+        """
+        h = hashlib.sha256()
+        ids = self.sample_ids if self.sample_ids is not None else np.arange(self.n_samples)
+        for part in (ids, self.targets):
+            h.update(b"|" + ("-" if part is None else "\x1f".join(map(str, part))).encode())
+        return h.hexdigest()[:16]
 
 
 def _check_embeddings(embeddings) -> np.ndarray:

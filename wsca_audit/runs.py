@@ -10,12 +10,28 @@ for, or the latest: what ``wsca-audit report/card --run-id`` read.
 from __future__ import annotations
 
 import re
+import tempfile
+from pathlib import Path
 
 from .errors import AuditError
 from .report import REPORT_JSON, AuditResult
-from .tracking import ARTIFACT_PATH, check_store_exists, fast_fail, load_from_mlflow
+from .tracking import (
+    ARTIFACT_PATH,
+    DESCRIPTION_PREFIX,
+    DESCRIPTION_TAG,
+    MITIGATION_PREFIX,
+    fast_fail,
+    import_mlflow,
+    scoped_env,
+)
 
-__all__ = ["load_run_report", "report_paths"]
+__all__ = [
+    "check_store_exists",
+    "load_from_mlflow",
+    "load_run_report",
+    "report_paths",
+    "run_details",
+]
 
 
 def _order(path: str) -> tuple[int, int, int, str]:
@@ -72,3 +88,81 @@ def load_run_report(
         return result, ARTIFACT_PATH, [ARTIFACT_PATH]
     path = ARTIFACT_PATH if ARTIFACT_PATH in paths else paths[-1]
     return load_from_mlflow(run_id, tracking_uri=tracking_uri, artifact_path=path), path, paths
+
+
+def load_from_mlflow(
+    run_id: str, *, tracking_uri: str | None = None, artifact_path: str = ARTIFACT_PATH
+) -> AuditResult:
+    """Read the report logged by :func:`log_to_mlflow` back into an AuditResult.
+
+    Examples
+    --------
+    >>> import contextlib, io, tempfile
+    >>> store = f"sqlite:///{tempfile.mkdtemp()}/mlflow.db"
+    >>> load_from_mlflow("no-such-run", tracking_uri=store)
+    Traceback (most recent call last):
+    ...
+    wsca_audit.errors.AuditError: no MLflow store at ... set MLFLOW_TRACKING_URI or pass --tracking-uri ...
+    """
+    mlflow = import_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    check_store_exists(uri)
+    with tempfile.TemporaryDirectory(prefix="wsca-load-") as tmp:
+        try:
+            # no download progress bar: this output may be a pipeline's
+            with fast_fail(), scoped_env({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
+                local = MlflowClient(tracking_uri=uri).download_artifacts(
+                    run_id, f"{artifact_path}/{REPORT_JSON}", tmp
+                )
+        except Exception as exc:
+            raise AuditError(
+                f"could not read {artifact_path}/{REPORT_JSON} of MLflow run {run_id!r} in the "
+                f"store {uri}: {type(exc).__name__}: {str(exc)[:300]}"
+            ) from exc
+        return AuditResult.load(local)
+
+
+def run_details(run_id: str, *, tracking_uri: str | None = None) -> dict[str, str]:
+    """What a model card takes from the run itself: its name, its own description and
+    its parameters other than the audit's (``wsca.*``).
+
+    Returns ``{"run_name", "experiment", "description", "params"}`` (``params`` as one
+    ``k=v, ...`` string; empty strings where the run has nothing).
+    """
+    mlflow = import_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    check_store_exists(uri)
+    try:
+        with fast_fail():
+            client = MlflowClient(tracking_uri=uri)
+            run = client.get_run(run_id)
+            exp = client.get_experiment(run.info.experiment_id)
+    except Exception as exc:
+        raise AuditError(
+            f"could not read MLflow run {run_id!r} in the store {uri}: "
+            f"{type(exc).__name__}: {str(exc)[:300]}"
+        ) from exc
+    note = run.data.tags.get(DESCRIPTION_TAG, "")
+    own = {k: v for k, v in sorted(run.data.params.items()) if not k.startswith("wsca.")}
+    return {
+        "run_name": run.info.run_name or "",
+        "experiment": exp.name if exp else "",
+        "description": "" if note.startswith((DESCRIPTION_PREFIX, MITIGATION_PREFIX)) else note,
+        "params": ", ".join(f"{k}={v}" for k, v in own.items())[:2000],
+    }
+
+
+def check_store_exists(uri: str) -> None:
+    """Reading never creates a store: a local sqlite store that is not there is an error
+    that names it (MLflow itself would create an empty one and then miss the run)."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise AuditError(
+                f"no MLflow store at {path} (tracking URI {uri}); set MLFLOW_TRACKING_URI or "
+                "pass --tracking-uri to the store the run was logged to"
+            )

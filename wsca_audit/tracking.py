@@ -42,7 +42,7 @@ import tempfile
 import time
 import urllib.request
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ from .evidence import evidence_type_for_section
 from .fix import Mitigation
 from .formatting import fmt as fmt_value
 from .naming import interval_metrics, sanitize_name, task_keys
-from .report import REPORT_JSON, AuditResult
+from .report import AuditResult
 from .verdict import INCONCLUSIVE, USES
 from .version import __version__
 
@@ -236,10 +236,10 @@ def description(result: AuditResult) -> str:
 
 def fast_fail() -> contextlib.AbstractContextManager[None]:
     """Bound MLflow's HTTP retries and timeout inside the block (user settings win)."""
-    return _env(_FAST_FAIL_ENV, override=False)
+    return scoped_env(_FAST_FAIL_ENV, override=False)
 
 
-def _import_mlflow():
+def import_mlflow():
     try:
         import mlflow
     except ImportError as exc:
@@ -299,8 +299,9 @@ def _upload(
     artifact_path: str,
     before_artifacts: Callable[[Any, str], None] | None = None,
     parent_run_id: str | None = None,
+    audit_set: Mapping[str, Any] | None = None,
 ) -> str:
-    mlflow = _import_mlflow()
+    mlflow = import_mlflow()
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
@@ -334,6 +335,8 @@ def _upload(
             params=[Param(k, v) for k, v in params.items() if k not in existing],
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
+        if audit_set:
+            client.log_inputs(run_id, datasets=[_audit_input(audit_set)])
         if before_artifacts is not None:  # e.g. the model card, which names the run
             before_artifacts(run, run_id)
         client.log_artifacts(run_id, str(directory), artifact_path)
@@ -352,7 +355,7 @@ def _mitigation_parent(run_id: str | None, parent_run_id: str | None,
     """The audit run a mitigation's child run hangs under: ``parent_run_id``, else
     ``run_id``, else the active run of this store (None, with a warning, when none)."""
     if parent_run_id is None:
-        mlflow = _import_mlflow()
+        mlflow = import_mlflow()
         active = mlflow.active_run() if run_id is None else None
         if active is not None and tracking_uri not in (None, mlflow.get_tracking_uri()):
             active = None  # the active run lives in another store
@@ -486,7 +489,8 @@ def log_to_mlflow(
 
         try:
             with fast_fail():
-                return _upload(stage, payload, before_artifacts=card, **target)
+                return _upload(stage, payload, before_artifacts=card,
+                               audit_set=_set_of(result), **target)  # fmt: skip
         except AuditError:
             raise
         except Exception as exc:  # any transport/server failure: keep the report on disk
@@ -495,6 +499,31 @@ def log_to_mlflow(
             return None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _set_of(result: Any) -> dict | None:
+    """What MLflow's dataset column shows for the audit set: the report's ``data`` digest
+    and its size (None for a report without one, or a mitigation)."""
+    try:
+        data, n = result["data"], result["n_samples"]
+    except (KeyError, TypeError):
+        return None
+    return {**data, "n_samples": n} if data and data.get("digest") else None
+
+
+def _audit_input(audit_set: Mapping[str, Any]) -> Any:
+    """The audit set as an MLflow dataset input (context ``audit``): the runs table's
+    Dataset column then shows what was audited (its size in the name, its digest)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    n = int(audit_set["n_samples"])
+    ids = "sample ids" if audit_set.get("sample_ids") else "row order"
+    source = json.dumps({"wsca_audit": "audit set", "identified_by": ids})
+    dataset = Dataset(name=f"wsca-audit-{n}", digest=str(audit_set["digest"]),
+                      source_type="wsca_audit", source=source,
+                      profile=json.dumps({"num_rows": n}))  # fmt: skip
+    return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "audit")])
 
 
 def log_saved(
@@ -535,6 +564,7 @@ def log_saved(
                 step=note.get("step"),
                 artifact_path=note.get("artifact_path") or ARTIFACT_PATH,
                 parent_run_id=parent,
+                audit_set=_set_of(result),
             )
     except AuditError:
         raise
@@ -547,86 +577,8 @@ def log_saved(
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def load_from_mlflow(
-    run_id: str, *, tracking_uri: str | None = None, artifact_path: str = ARTIFACT_PATH
-) -> AuditResult:
-    """Read the report logged by :func:`log_to_mlflow` back into an AuditResult.
-
-    Examples
-    --------
-    >>> import contextlib, io, tempfile
-    >>> store = f"sqlite:///{tempfile.mkdtemp()}/mlflow.db"
-    >>> load_from_mlflow("no-such-run", tracking_uri=store)
-    Traceback (most recent call last):
-    ...
-    wsca_audit.errors.AuditError: no MLflow store at ... set MLFLOW_TRACKING_URI or pass --tracking-uri ...
-    """
-    mlflow = _import_mlflow()
-    from mlflow.tracking import MlflowClient
-
-    uri = tracking_uri or mlflow.get_tracking_uri()
-    check_store_exists(uri)
-    with tempfile.TemporaryDirectory(prefix="wsca-load-") as tmp:
-        try:
-            # no download progress bar: this output may be a pipeline's
-            with fast_fail(), _env({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
-                local = MlflowClient(tracking_uri=uri).download_artifacts(
-                    run_id, f"{artifact_path}/{REPORT_JSON}", tmp
-                )
-        except Exception as exc:
-            raise AuditError(
-                f"could not read {artifact_path}/{REPORT_JSON} of MLflow run {run_id!r} in the "
-                f"store {uri}: {type(exc).__name__}: {str(exc)[:300]}"
-            ) from exc
-        return AuditResult.load(local)
-
-
-def run_details(run_id: str, *, tracking_uri: str | None = None) -> dict[str, str]:
-    """What a model card takes from the run itself: its name, its own description and
-    its parameters other than the audit's (``wsca.*``).
-
-    Returns ``{"run_name", "experiment", "description", "params"}`` (``params`` as one
-    ``k=v, ...`` string; empty strings where the run has nothing).
-    """
-    mlflow = _import_mlflow()
-    from mlflow.tracking import MlflowClient
-
-    uri = tracking_uri or mlflow.get_tracking_uri()
-    check_store_exists(uri)
-    try:
-        with fast_fail():
-            client = MlflowClient(tracking_uri=uri)
-            run = client.get_run(run_id)
-            exp = client.get_experiment(run.info.experiment_id)
-    except Exception as exc:
-        raise AuditError(
-            f"could not read MLflow run {run_id!r} in the store {uri}: "
-            f"{type(exc).__name__}: {str(exc)[:300]}"
-        ) from exc
-    note = run.data.tags.get(DESCRIPTION_TAG, "")
-    own = {k: v for k, v in sorted(run.data.params.items()) if not k.startswith("wsca.")}
-    return {
-        "run_name": run.info.run_name or "",
-        "experiment": exp.name if exp else "",
-        "description": "" if note.startswith((DESCRIPTION_PREFIX, MITIGATION_PREFIX)) else note,
-        "params": ", ".join(f"{k}={v}" for k, v in own.items())[:2000],
-    }
-
-
-def check_store_exists(uri: str) -> None:
-    """Reading never creates a store: a local sqlite store that is not there is an error
-    that names it (MLflow itself would create an empty one and then miss the run)."""
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise AuditError(
-                f"no MLflow store at {path} (tracking URI {uri}); set MLFLOW_TRACKING_URI or "
-                "pass --tracking-uri to the store the run was logged to"
-            )
-
-
 @contextlib.contextmanager
-def _env(values: dict[str, str], *, override: bool = True) -> Iterator[None]:
+def scoped_env(values: dict[str, str], *, override: bool = True) -> Iterator[None]:
     """Environment variables set inside the block (``override=False``: only those the
     user has not set), restored after it."""
     old = {k: os.environ.get(k) for k in values}
