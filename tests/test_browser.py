@@ -1,6 +1,8 @@
 """A real browser (Debian's headless chromium) on the MLflow UI and on a model card."""
 
+import os
 import re
+import shutil
 
 from conftest import run_browser
 
@@ -20,6 +22,13 @@ def test_mlflow_ui_shows_wsca_metrics_and_report(small_result, mlflow_server, tm
     artifacts = run_browser(page + "/artifacts/wsca/report.json", dump_dom=True)
     assert "report.json" in artifacts and "report.html" in artifacts
     assert "schema_version" in artifacts  # the JSON preview is rendered
+    # the runs table's Dataset column names the audit set (context "audit")
+    table = tmp_path / "mlflow-runs.png"
+    runs = run_browser(f"{mlflow_server.uri}/#/experiments/{exp['experiment']['experiment_id']}/runs",
+                       dump_dom=True, screenshot=table)  # fmt: skip
+    assert f"wsca-audit-{small_result['n_samples']}" in runs
+    if os.environ.get("WSCA_KEEP_SCREENSHOTS"):  # to look at them
+        shutil.copy(table, os.environ["WSCA_KEEP_SCREENSHOTS"])
 
 
 def test_model_card_html_renders_without_broken_images(small_result, tmp_path):
