@@ -51,7 +51,18 @@ def test_demo_tells_the_two_models_apart(tmp_path):
     assert (
         abs(effect) < 0.3 * runs["br35h-shortcut"].data.metrics["wsca.intervention.scanner.effect"]
     )
-    assert "## Mitigation" in (tmp_path / "shortcut" / "card" / "MODEL_CARD.md").read_text()
+    # ... and on the image: the child run holds the patched model's Captum maps, whose
+    # share on the marker is below the original's (the parent run's)
+    marker = "wsca.attribution.LayerGradCam.region.scanner_marker"
+    parent = runs["br35h-shortcut"].data.metrics
+    assert child.data.metrics[marker] < parent[marker]
+    assert "wsca/figures/evidence/attribution/LayerGradCam" in {
+        a.path
+        for a in client.list_artifacts(child.info.run_id, "wsca/figures/evidence/attribution")
+    }
+    card_text = (tmp_path / "shortcut" / "card" / "MODEL_CARD.md").read_text()
+    assert "## Mitigation" in card_text
+    assert "LayerGradCam: attribution share in 'scanner marker'" in card_text
     assert "from finding to fix: wa.mitigate" in out.stdout
     assert runs["br35h-shortcut"].data.tags["wsca.verdict.scanner"] == "uses"
     assert runs["br35h-clean"].data.tags["wsca.verdict.scanner"] != "uses"

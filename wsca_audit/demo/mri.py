@@ -364,6 +364,12 @@ def mitigate(
     after = wa.intervention_effect(m.model, clean, set_marker, **common)
     m.before.add_evidence(before)  # filed with each audit: MLflow, reports and card show it
     m.after.add_evidence(after)
+    # the fix shown on the image: the parent's Captum views (same images, same seed) of the
+    # original and the patched model; the child run logs the patched model's maps
+    kw = dict(n_resamples=n_resamples, progress=progress, seed=seed)
+    for side, net in ((m.before, model), (m.after, m.model)) if m.model is not None else ():
+        for ev in maps.attribution_evidence(net, demo, **kw):
+            side.add_evidence(ev)
     check = {"n_images": len(ids), "before": before.to_dict(), "after": after.to_dict()}
     return {"mitigation": m, "check": check, "seconds": seconds, "run_id": None}
 

@@ -141,7 +141,27 @@ class Mitigation:
             (f"{metric} overall", ci_text(b["performance"]["overall"]), ci_text(a["performance"]["overall"])),
             (f"{metric}, worst {self.variable} group", worst(b), worst(a)),
             (f"cost ({metric}, after - before)", "", ci_text(self.cost_)),
+            *self._evidence_rows(),
         ]  # fmt: skip
+
+    def _evidence_rows(self) -> list[tuple[str, str, str]]:
+        """Input-side evidence filed with both audits (``add_evidence`` on ``before`` and
+        ``after``): the intervention effect and each attribution region's share, so the
+        fix shows on the image, not only in the score."""
+        b, a = self.before.evidence, self.after.evidence
+        rows = []
+        for key, data in (b.get("interventions") or {}).items():
+            other = (a.get("interventions") or {}).get(key)
+            if other:
+                rows.append((f"intervention '{key}' (sd)", ci_text(data, 2), ci_text(other, 2)))
+        for key, data in (b.get("attribution") or {}).items():
+            other = (a.get("attribution") or {}).get(key) or {}
+            for region, share in (data.get("regions") or {}).items():
+                after = (other.get("regions") or {}).get(region)
+                if after:
+                    label = f"{key}: attribution share in '{region}'"
+                    rows.append((label, ci_text(share), ci_text(after)))
+        return rows
 
     def summary(self) -> str:
         """A fixed-width before/after table."""
