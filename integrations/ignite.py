@@ -124,6 +124,9 @@ class WSCAHandler:
         Attribute of the engine holding the model (default: ``network``, or the first of
         ``networks`` for an ``EnsembleEvaluator``; ``network_index`` picks another).
     network_index : int, default=0
+    ids_key : str, optional
+        Batch key of each sample's id: under ``torchrun``, the padding that
+        ``DistributedSampler`` repeats is then dropped when rank 0 gathers the audit.
     layer, task : as :class:`wsca_audit.Auditor` / :func:`wsca_audit.analyze`.
     log_to_mlflow : bool, optional
         ``True``: always log (the usual rules pick the run); ``False``: never; default:
@@ -150,6 +153,7 @@ class WSCAHandler:
         batch_transform: Callable[[Any], tuple[Any, dict]] | None = None,
         network: str | None = None,
         network_index: int = 0,
+        ids_key: str | None = None,
         layer: Any = "auto",
         log_to_mlflow: bool | None = None,
         card: bool = True,
@@ -161,6 +165,7 @@ class WSCAHandler:
         self.label_key, self.image_key = label_key, image_key
         self.batch_transform = batch_transform
         self.network, self.network_index = network, network_index
+        self.ids_key = ids_key
         self.layer = layer
         self.log_to_mlflow = log_to_mlflow
         self.card = card
@@ -221,7 +226,11 @@ class WSCAHandler:
         else:
             targets, meta = read_monai_batch(batch, list(self.kinds), self.label_key,
                                              self.image_key)  # fmt: skip
-        self._auditor.record(targets=targets, metadata=meta)
+        ids = None
+        if self.ids_key is not None:
+            ids = read_monai_batch(batch, [self.ids_key], self.label_key, self.image_key)[1]
+            ids = ids[self.ids_key]
+        self._auditor.record(targets=targets, metadata=meta, sample_ids=ids)
 
     def _epoch_completed(self, engine: Engine) -> None:
         auditor = self._auditor

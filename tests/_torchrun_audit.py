@@ -61,7 +61,35 @@ def main(out: Path) -> None:
     else:
         assert result is None and logged is None, (result, logged)
     (out / f"rank{rank}.json").write_text(json.dumps({"n_local": n_local}))
+    ignite_audit(net, loader, x, y, site, ink, out, rank)
     dist.destroy_process_group()
+
+
+def ignite_audit(net, loader, x, y, site, ink, out: Path, rank: int) -> None:
+    """The same shards through an ignite Engine with the WSCAHandler (MONAI-style dict
+    batches, sample ids under "id"): rank 0 writes the gathered report."""
+    from ignite.engine import Engine
+    from wsca_audit.integrations.ignite import WSCAHandler
+
+    def step(engine, batch):
+        with torch.no_grad():
+            return net(batch["image"])
+
+    def as_dicts(loader):
+        for (idx,) in loader:
+            yield {"image": x[idx], "label": y[idx], "site": [site[i] for i in idx],
+                   "ink": ink[idx], "id": idx}  # fmt: skip
+
+    engine = Engine(step)
+    engine.network = net
+    handler = WSCAHandler({"site": "categorical", "ink": "continuous"}, ids_key="id",
+                          log_to_mlflow=False, **SETTINGS)  # fmt: skip
+    handler.attach(engine)
+    engine.run(list(as_dicts(loader)), max_epochs=1)
+    if rank == 0:
+        (out / "ignite.json").write_text(json.dumps(handler.result_.to_dict()))
+    else:
+        assert handler.result_ is None
 
 
 if __name__ == "__main__":

@@ -48,6 +48,11 @@ def test_torchrun_gathers_to_rank0_and_equals_the_single_process_audit(tmp_path)
     assert dist_report["n_samples"] == 1797
     # equal up to float rounding (the shards' batch sizes differ, so matmuls round differently)
     _assert_same(dist_report, single)
+    # MONAI's way: the WSCAHandler on an ignite Engine, under the same torchrun
+    ignite = json.loads((tmp_path / "ignite.json").read_text())
+    ignite["settings"].pop("runtime_s")
+    assert ignite["model"].pop("context")["stage"] == "ignite"
+    _assert_same(ignite, single)
 
 
 def _assert_same(a, b, path="report"):
