@@ -120,6 +120,9 @@ class WSCAHandler:
     batch_transform : callable, optional
         ``batch_transform(engine.state.batch) -> (targets, {name: values})`` for other
         batch layouts.
+    output_transform : callable, optional
+        ``output_transform(engine.state.output) -> (targets, {name: values})``: read them
+        from the step's output instead (MONAI's output dicts keep ``"label"``).
     network : str, optional
         Attribute of the engine holding the model (default: ``network``, or the first of
         ``networks`` for an ``EnsembleEvaluator``; ``network_index`` picks another).
@@ -151,6 +154,7 @@ class WSCAHandler:
         label_key: str = "label",
         image_key: str = "image",
         batch_transform: Callable[[Any], tuple[Any, dict]] | None = None,
+        output_transform: Callable[[Any], tuple[Any, dict]] | None = None,
         network: str | None = None,
         network_index: int = 0,
         ids_key: str | None = None,
@@ -163,7 +167,7 @@ class WSCAHandler:
             raise wa.AuditError("WSCAHandler needs kinds={name: 'categorical' | 'continuous'}")
         self.kinds = dict(kinds)
         self.label_key, self.image_key = label_key, image_key
-        self.batch_transform = batch_transform
+        self.batch_transform, self.output_transform = batch_transform, output_transform
         self.network, self.network_index = network, network_index
         self.ids_key = ids_key
         self.layer = layer
@@ -221,7 +225,9 @@ class WSCAHandler:
                 "network=<the engine attribute that holds the model> and layer="
             )
         batch = engine.state.batch
-        if self.batch_transform is not None:
+        if self.output_transform is not None:
+            targets, meta = self.output_transform(engine.state.output)
+        elif self.batch_transform is not None:
             targets, meta = self.batch_transform(batch)
         else:
             targets, meta = read_monai_batch(batch, list(self.kinds), self.label_key,

@@ -57,13 +57,13 @@ def _rows(split, in_meta: bool):
     return rows
 
 
-def _bundle(uri: str, first: str) -> list:
+def _bundle(uri: str, first: str, close: bool) -> list:
     """The handlers as a bundle's configs/evaluate.json lists them (`_target_`)."""
     config = {
         "wsca": {"_target_": "wsca_audit.integrations.ignite.WSCAHandler",
                  "kinds": {"Manufacturer": "categorical"}, **FAST},
         "mlflow": {"_target_": "MLFlowHandler", "tracking_uri": uri, "iteration_log": False,
-                   "close_on_complete": True, "experiment_name": "monai"},
+                   "close_on_complete": close, "experiment_name": "monai"},
     }  # fmt: skip
     parser = ConfigParser(config)
     handlers = [parser.get_parsed_content(k) for k in ("wsca", "mlflow")]
@@ -80,7 +80,7 @@ def test_the_handler_in_a_supervised_evaluator_logs_into_the_mlflow_handlers_run
 ):
     net, split = shortcut_model(bias)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    handlers = _bundle(uri, first)
+    handlers = _bundle(uri, first, close=bias == 1.0)  # the clean case keeps its run open
     wsca = next(h for h in handlers if isinstance(h, WSCAHandler))
     loader = DataLoader(Dataset(_rows(split, in_meta)), batch_size=100)
     evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=loader,
