@@ -152,3 +152,29 @@ def test_a_single_logit_head_decides_by_the_sign_of_its_logit():
     m = primary.metric_values(lg, y, torch.ones(1, 6))
     assert block["name"] == "accuracy" and block["value"] == pytest.approx(4 / 6)
     assert block["value"] == pytest.approx(float(m["accuracy"][0]))
+
+
+def test_other_head_kinds_are_refused_with_the_fix_never_misread():
+    """A regression target was read as 800 classes, multi-hot targets as 4,000 labels, and
+    a TorchScript model as a model without a head (issue: every head a model has)."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(200, 8))
+    site = rng.integers(0, 2, 200)
+    w1 = np.zeros((1, 8))
+    age = 50 + 10 * z[:, 0]
+    with pytest.raises(wa.AuditError, match=r"continuous .*regression head .* is not audited yet"):
+        wa.analyze(z, age, {"site": site}, primary_weight=w1, progress=False)
+    with pytest.raises(wa.AuditError, match=r"distinct values from .* single-output head"):
+        wa.analyze(z, np.round(age), {"site": site}, primary_weight=w1, progress=False)
+    multi_hot = (rng.random((200, 5)) < 0.3).astype(int)
+    with pytest.raises(wa.AuditError, match=r"200 x 5 .*multi-label.*W\[k:k\+1\]"):
+        wa.analyze(z, multi_hot, {"site": site}, primary_weight=rng.normal(size=(5, 8)),
+                   progress=False)  # fmt: skip
+    net = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    for compiled in (torch.jit.trace(net.eval(), torch.randn(2, 8)), torch.jit.script(net)):
+        with pytest.raises(wa.AuditError, match=r"TorchScript module .* no Python forward hooks"):
+            wa.Auditor(compiled, kinds={"site": "categorical"})
+    aud = wa.Auditor(net.eval(), kinds={"site": "categorical"})
+    with aud.collect(), torch.no_grad(), pytest.raises(wa.AuditError, match="multi-label"):
+        net(torch.randn(4, 8))
+        aud.record(targets=np.ones((4, 3)), metadata={"site": [0, 1, 0, 1]})

@@ -21,7 +21,7 @@ from torch import nn
 from .distributed import gather_to_rank0, rank_and_world
 from .embeddings import KINDS, EmbeddingSet
 from .errors import AuditError, AuditWarning, renamed
-from .primary import PrimaryHead
+from .primary import PrimaryHead, refuse_multilabel
 from .store import EmbeddingStore
 from .validation import check_consistent_length, column_or_1d
 
@@ -120,6 +120,12 @@ class Auditor:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise AuditError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        if isinstance(model, torch.jit.ScriptModule):
+            raise AuditError(
+                f"the model is a TorchScript module ({type(model).__name__}): it runs no Python "
+                "forward hooks, so nothing can be collected from it. Audit the eager model, "
+                "or pass the embeddings it exports (and its head's weights) to wa.analyze"
+            )
         self.model = model
         if name is not None and not isinstance(name, str):
             raise AuditError(f"name must be a string; got {type(name).__name__}")
@@ -406,6 +412,7 @@ class Auditor:
         n = sum(int(z.shape[0]) for z in self._pending)
         batch_targets = None
         if targets is not None:
+            refuse_multilabel(np.asarray(targets))
             batch_targets = column_or_1d(targets, "targets", flatten=True)
         if self._n_batches and (batch_targets is None) != (not self._targets):
             raise AuditError("give targets for every batch or for none")

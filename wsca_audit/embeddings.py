@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import AuditError, AuditWarning
-from .primary import PrimaryHead
+from .primary import PrimaryHead, refuse_multilabel
 from .stats import DEFAULT_BUDGET_MB, chunk_rows, chunks
 from .validation import as_array, check_consistent_length
 
@@ -147,7 +147,9 @@ class EmbeddingSet:
         kinds, self.inferred_kinds = _declared_kinds(columns, self.kinds)
         targets = None
         if self.targets is not None:
-            targets = as_array(self.targets, "targets").reshape(-1)
+            targets = as_array(self.targets, "targets")
+            refuse_multilabel(targets)
+            targets = targets.reshape(-1)
             check_consistent_length(n, "embeddings", targets=targets)
             if missing_mask(targets).any():
                 raise AuditError("targets contain missing values (None/NaN); drop those samples")

@@ -48,6 +48,7 @@ __all__ = [
     "outputs_auc",
     "predictions",
     "primary_score",
+    "refuse_multilabel",
     "score_text",
 ]
 
@@ -278,6 +279,14 @@ def label_codes(
         index = _index_by_name(y, list(classes), n_classes)
     else:
         index = _integer_index(y)
+    if n_outputs == 1 and index.size and (index.min() < 0 or index.max() > 1):
+        values = np.unique(index)
+        raise AuditError(
+            f"targets hold {len(values)} distinct values from {values[0]} to {values[-1]}, but "
+            "a single-output head scores two classes (0 and 1): give 0/1 targets. A "
+            "regression target (an age, say) is not audited yet: the audit holds a class "
+            "label fixed"
+        )
     if n_classes is not None and index.size and (index.min() < 0 or index.max() >= n_classes):
         bad = sorted({int(v) for v in index if not 0 <= v < n_classes})[:5]
         raise AuditError(
@@ -286,6 +295,30 @@ def label_codes(
             "classes=[...] to name them)"
         )
     return index, np.unique(index)
+
+
+def refuse_multilabel(targets: Any) -> None:
+    """Multi-hot targets (one column per label) are not read as many samples' labels:
+    an error that says how to audit one label at a time.
+
+    Examples
+    --------
+    >>> refuse_multilabel(np.zeros((4, 1)))  # one column: one label per sample
+    >>> refuse_multilabel(np.zeros((4, 3)))
+    Traceback (most recent call last):
+    ...
+    wsca_audit.errors.AuditError: targets are 4 x 3 (one column per label: multi-label ...
+    """
+    shape = getattr(targets, "shape", None)
+    if shape is None or len(shape) != 2 or shape[1] <= 1:
+        return
+    raise AuditError(
+        f"targets are {shape[0]} x {shape[1]} (one column per label: multi-label targets); "
+        "the audit takes one class label per sample. A multi-label head is not audited as a "
+        "whole yet: audit each finding k as a single-logit head, e.g. "
+        "wa.analyze(Z, Y[:, k], metadata, primary_weight=W[k:k+1], primary_bias=b[k:k+1]) "
+        "or wa.Auditor(model, layer=<the head>, primary_weight=..., primary_bias=...)"
+    )
 
 
 def _integer_index(y: np.ndarray) -> np.ndarray:
@@ -303,6 +336,13 @@ def _integer_index(y: np.ndarray) -> np.ndarray:
     ):
         return numeric.astype(np.int64)
     shown = ", ".join(repr(v) for v in list(dict.fromkeys(y.tolist()))[:4])
+    if numeric is not None and y.dtype.kind == "f":
+        raise AuditError(
+            f"targets are continuous (values such as {shown}): the audit takes class labels "
+            "(the head's class indices, or names with classes=[...]). A regression head (a "
+            "number per sample) is not audited yet; do not bin its target into classes "
+            "for a head that does not predict them"
+        )
     raise AuditError(
         f"targets are not class indices (values such as {shown}): pass classes=[...], the "
         "class of each of the head's outputs in its order (e.g. classes=['well', 'sick'] "
