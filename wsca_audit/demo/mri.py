@@ -346,9 +346,12 @@ def mitigate(
     n_resamples: int = 200,
     progress: bool = True,
     seed: int = 0,
+    views: tuple = (),
 ) -> dict:
     """Remove the scanner from the head (``wa.mitigate``), then check the patch by
-    intervention on held-out images that the mitigation never saw."""
+    intervention on held-out images that the mitigation never saw, and show it on the
+    image: the original model's Captum ``views`` (the parent run's, computed again when
+    not given) beside the patched model's, on the same images."""
     t = time.perf_counter()
     m = wa.mitigate(
         model, auditor, "scanner", seed=seed, n_bootstrap=n_resamples,
@@ -367,9 +370,11 @@ def mitigate(
     # the fix shown on the image: the parent's Captum views (same images, same seed) of the
     # original and the patched model; the child run logs the patched model's maps
     kw = dict(n_resamples=n_resamples, progress=progress, seed=seed)
-    for side, net in ((m.before, model), (m.after, m.model)) if m.model is not None else ():
-        for ev in maps.attribution_evidence(net, demo, **kw):
-            side.add_evidence(ev)
+    if m.model is not None:
+        for ev in views or maps.attribution_evidence(model, demo, **kw):
+            m.before.add_evidence(ev)
+        for ev in maps.attribution_evidence(m.model, demo, **kw):
+            m.after.add_evidence(ev)
     check = {"n_images": len(ids), "before": before.to_dict(), "after": after.to_dict()}
     return {"mitigation": m, "check": check, "seconds": seconds, "run_id": None}
 
@@ -461,12 +466,13 @@ def run(
             t_evidence = time.perf_counter()
             for ev in input_evidence(model, demo, **kw):
                 result.add_evidence(ev)
-            for ev in maps.attribution_evidence(model, demo, **kw):
+            views = maps.attribution_evidence(model, demo, **kw)
+            for ev in views:
                 result.add_evidence(ev)
             t_evidence = time.perf_counter() - t_evidence
             fix = None
             if result.verdicts.get("scanner") == "uses":  # from finding to fix
-                fix = mitigate(model, auditor, demo, **kw)
+                fix = mitigate(model, auditor, demo, views=views, **kw)
         report_dir = result.save(out / name)
         if fix is not None:
             fix["mitigation"].save(out / name / "mitigation")
