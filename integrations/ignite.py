@@ -4,9 +4,9 @@ A MONAI handler is an object with ``attach(engine)``; MONAI's workflows
 (``SupervisedEvaluator(..., val_handlers=[...])``, ``EnsembleEvaluator``) call it, and a
 plain ignite ``Engine`` takes it the same way. The handler
 
-- hooks the engine's network when the engine starts (``Events.STARTED``) and unhooks it
-  when the epoch completes, when the engine completes, or when it raises: the model is
-  left without a hook in every case;
+- hooks the engine's network when an epoch starts (``Events.EPOCH_STARTED``: an
+  evaluator runs one) and unhooks it when the epoch completes, when the engine completes,
+  or when it raises: the model is left without a hook in every case;
 - after each iteration reads the batch's labels and metadata (MONAI's dict batches, or
   the lists of per-sample dicts that ``decollate=True`` leaves; a metadata name that is no
   batch key is read from the image ``MetaTensor``'s ``.meta``, where a DICOM header's
@@ -143,6 +143,8 @@ class WSCAHandler:
     ----------
     result_ : AuditResult or None
         The last audit (rank 0 under ``torchrun``).
+    results_ : list of (epoch, AuditResult)
+        Every audit of this handler, one per epoch run.
     run_id_ : str or None
         The MLflow run it was logged into.
     """
@@ -175,6 +177,7 @@ class WSCAHandler:
         self.card = card
         self.analyze_kwargs = {"progress": False, **analyze_kwargs}
         self.result_: wa.AuditResult | None = None
+        self.results_: list[tuple[int, wa.AuditResult]] = []
         self.run_id_: str | None = None
         self._auditor: wa.Auditor | None = None
         self._mlflow: Any = None  # the engine's MLFlowHandler, if any
@@ -183,8 +186,10 @@ class WSCAHandler:
     # ------------------------------------------------------------------ ignite
     def attach(self, engine: Engine) -> None:
         """Register the handler's events on ``engine`` (MONAI calls this itself)."""
-        if not engine.has_event_handler(self._started, Events.STARTED):
-            engine.add_event_handler(Events.STARTED, self._started)
+        if not engine.has_event_handler(self._started, Events.EPOCH_STARTED):
+            # each epoch is an audit (an evaluator runs one; an engine run for several
+            # epochs gets one audit per epoch, the last in result_)
+            engine.add_event_handler(Events.EPOCH_STARTED, self._started)
             engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
             engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
             engine.add_event_handler(Events.COMPLETED, self._unhook)
@@ -250,8 +255,12 @@ class WSCAHandler:
         if result is None:  # not rank 0
             return
         self.result_ = result
+        self.results_.append((int(engine.state.epoch), result))
         engine.state.metrics.update(_headline(result))
-        self._log(result)
+        # one report per epoch when the engine runs several (none overwrites another)
+        several = (engine.state.max_epochs or 1) > 1
+        self._log(result, step=int(engine.state.epoch),
+                  artifact_path=f"wsca/epoch{engine.state.epoch}" if several else "wsca")  # fmt: skip
 
     def _unhook(self, engine: Engine | None = None) -> None:
         if self._auditor is not None:
@@ -274,7 +283,7 @@ class WSCAHandler:
             client = getattr(self._mlflow, "client", None)
             self._run = (run.info.run_id, getattr(client, "tracking_uri", None))
 
-    def _log(self, result: wa.AuditResult) -> None:
+    def _log(self, result: wa.AuditResult, *, step: int, artifact_path: str) -> None:
         """Into the MLFlowHandler's run, else the active run; elsewhere only when
         ``log_to_mlflow=True`` (the usual rules of :func:`wsca_audit.log_to_mlflow`)."""
         if self.log_to_mlflow is False:
@@ -290,7 +299,8 @@ class WSCAHandler:
         if target is None and not self.log_to_mlflow:
             return
         run_id, uri = target or (None, None)
-        self.run_id_ = wa.log_to_mlflow(result, run_id, tracking_uri=uri, model_card=self.card)
+        self.run_id_ = wa.log_to_mlflow(result, run_id, tracking_uri=uri, model_card=self.card,
+                                        step=step, artifact_path=artifact_path)  # fmt: skip
 
 
 def _headline(result: wa.AuditResult) -> dict[str, float]:

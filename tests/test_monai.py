@@ -113,3 +113,23 @@ def test_a_failing_evaluation_leaves_no_hook_and_raises(shortcut_model):
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in net.modules())
     with pytest.raises(wa.AuditError, match="neither a key of the batch"):
         read_monai_batch({"image": torch.zeros(2, 1, 4, 4), "label": [0, 1]}, ["scanner"])
+
+
+def test_an_engine_run_for_two_epochs_gets_an_audit_per_epoch():
+    """Hooks go on at each epoch start: a second epoch is audited too (it found the hooks
+    gone after the first epoch's audit)."""
+    from ignite.engine import Engine
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).eval()
+    x = torch.randn(120, 6)
+    batches = [{"image": x[i : i + 40], "label": (x[i : i + 40, 0] > 0).long(),
+                "site": (x[i : i + 40, 1] > 0).long()} for i in (0, 40, 80)]  # fmt: skip
+    engine = Engine(lambda e, b: net(b["image"]))
+    engine.network = net
+    handler = WSCAHandler({"site": "categorical"}, log_to_mlflow=False, **FAST)
+    handler.attach(engine)
+    engine.run(batches, max_epochs=2)
+    assert [e for e, _ in handler.results_] == [1, 2]
+    assert all(r["n_samples"] == 120 for _, r in handler.results_)
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in net.modules())
