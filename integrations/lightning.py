@@ -33,7 +33,7 @@ from typing import Any
 
 import wsca_audit as wa
 
-from .plain import default_batch_fn, renamed_keyword
+from .plain import artifact_path_of, default_batch_fn, renamed_keyword, unused_artifact_path
 
 try:  # Lightning 2.x ships as `lightning` (and the older `pytorch_lightning`)
     from lightning.pytorch.callbacks import Callback
@@ -160,12 +160,13 @@ class WSCACallback(Callback):
         """Merge the audits of :meth:`state_dict`'s output into ``results_``: those this
         callback does not hold yet (by artifact path) come first, in their order; none
         that it holds is lost (``validate(ckpt_path=...)`` after ``fit`` keeps them all)."""
-        held = {_path(r) for _, r in self.results_}
+        held = {artifact_path_of(r) for _, r in self.results_}
         restored = [
             (int(entry["epoch"]), wa.AuditResult.from_dict(entry["report"]))
             for entry in state_dict.get("results", [])
         ]
-        self.results_ = [(e, r) for e, r in restored if _path(r) not in held] + self.results_
+        fresh = [(e, r) for e, r in restored if artifact_path_of(r) not in held]
+        self.results_ = fresh + self.results_
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         # the weights now loaded are those of the checkpoint's epoch, not the trainer's
@@ -235,11 +236,7 @@ class WSCACallback(Callback):
         name = f"wsca/{self.stage}-epoch{epoch}-step{step}"
         if dataloader_idx is not None:
             name += f"-dl{dataloader_idx}"
-        used = {_path(r) for _, r in self.results_}
-        path, k = name, 1
-        while path in used:
-            k += 1
-            path = f"{name}-{k}"
+        path = unused_artifact_path(name, self.results_)
         return {"stage": self.stage, "epoch": epoch, "global_step": step,
                 "dataloader_idx": dataloader_idx, "artifact_path": path,
                 "audit_index": len(self.results_),
@@ -325,12 +322,3 @@ _NO_FORWARD = (
     "submodule (self.net(x)) rather than the LightningModule itself; pass "
     "WSCACallback(..., module='net'), the attribute it calls"
 )
-
-
-def _path(result: wa.AuditResult) -> str | None:
-    """The artifact folder an audit was logged under (its identity within a run)."""
-    try:
-        model = result["model"] or {}
-    except KeyError:
-        return None
-    return (model.get("context") or {}).get("artifact_path")

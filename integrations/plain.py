@@ -37,6 +37,33 @@ def renamed_keyword(old: str, new: str, old_value: Any, new_value: Any, where: s
     return old_value
 
 
+def artifact_path_of(result: wa.AuditResult) -> str | None:
+    """The artifact folder an integration logged an audit under (its identity within a
+    run), from ``report["model"]["context"]``."""
+    try:
+        model = result["model"] or {}
+    except KeyError:
+        return None
+    return (model.get("context") or {}).get("artifact_path")
+
+
+def unused_artifact_path(name: str, results: Iterable[tuple[Any, wa.AuditResult]]) -> str:
+    """``name``, or ``name-2``, ``name-3``... when an earlier audit of ``results`` (a
+    callback's ``results_``) used it: no audit is logged over another.
+
+    Examples
+    --------
+    >>> unused_artifact_path("wsca/step8", [])
+    'wsca/step8'
+    """
+    used = {artifact_path_of(r) for _, r in results}
+    path, k = name, 1
+    while path in used:
+        k += 1
+        path = f"{name}-{k}"
+    return path
+
+
 def default_batch_fn(metadata_names: Iterable[str]) -> Callable[[Any], tuple[Any, dict]]:
     """The default reader: tuples ``(x, y[, meta])`` and dict batches."""
     names = list(metadata_names)

@@ -30,7 +30,7 @@ import numpy as np
 
 import wsca_audit as wa
 
-from .plain import renamed_keyword
+from .plain import renamed_keyword, unused_artifact_path
 
 try:
     from transformers import TrainerCallback
@@ -227,11 +227,7 @@ class WSCATrainerCallback(TrainerCallback):
         auditor = self._auditor
         self._offset, self._columns = 0, None  # the next evaluation may read other data
         # a folder per audit: a second evaluate() at the same step gets its own
-        used = {(r["model"].get("context") or {}).get("artifact_path") for _, r in self.results_}
-        path, k = f"wsca/step{state.global_step}", 1
-        while path in used:
-            k += 1
-            path = f"wsca/step{state.global_step}-{k}"
+        path = unused_artifact_path(f"wsca/step{state.global_step}", self.results_)
         context = {"stage": "evaluate", "epoch": state.epoch, "global_step": state.global_step,
                    "artifact_path": path}  # fmt: skip
         result = auditor.analyze(context=context, **self.analyze_kwargs)
