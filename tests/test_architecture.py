@@ -21,7 +21,7 @@ INTEGRATIONS = ROOT.parent / "integrations"
 LAYERS = [
     {"errors", "version"},
     {"formatting", "naming", "validation", "metrics", "store", "distributed", "schema"},
-    {"stats", "verdict", "render"},
+    {"stats", "verdict", "render", "head_kinds"},
     {"primary", "heads", "embeddings", "correlation"},
     {"levels", "taskdata", "measures", "support", "decision", "performance"},
     {"evidence", "figures"},

@@ -156,25 +156,32 @@ def test_a_single_logit_head_decides_by_the_sign_of_its_logit():
 
 def test_other_head_kinds_are_refused_with_the_fix_never_misread():
     """A regression target was read as 800 classes, multi-hot targets as 4,000 labels, and
-    a TorchScript model as a model without a head (issue: every head a model has)."""
+    a TorchScript model as a model without a head (issue: every head a model has). Each
+    is now audited as what it is, or refused with the fix (tests/test_head_kinds.py)."""
     rng = np.random.default_rng(0)
     z = rng.normal(size=(200, 8))
     site = rng.integers(0, 2, 200)
     w1 = np.zeros((1, 8))
     age = 50 + 10 * z[:, 0]
-    with pytest.raises(wa.AuditError, match=r"continuous .*regression head .* is not audited yet"):
-        wa.analyze(z, age, {"site": site}, primary_weight=w1, progress=False)
-    with pytest.raises(wa.AuditError, match=r"distinct values from .* single-output head"):
-        wa.analyze(z, np.round(age), {"site": site}, primary_weight=w1, progress=False)
+    with pytest.raises(wa.AuditError, match=r"continuous but the head has 3 outputs"):
+        wa.analyze(z, age, {"site": site}, primary_weight=np.zeros((3, 8)), progress=False)
+    with pytest.warns(wa.AuditWarning):
+        res = wa.analyze(z, np.round(age), {"site": site}, primary_weight=w1, progress=False,
+                         n_bootstrap=20, n_permutations=20)  # fmt: skip
+    assert res.to_dict()["primary"]["task"] == "regression"  # never 800 classes
+    assert any("task inferred as 'regression'" in w for w in res.to_dict()["warnings"])
     multi_hot = (rng.random((200, 5)) < 0.3).astype(int)
-    with pytest.raises(wa.AuditError, match=r"200 x 5 .*multi-label.*W\[k:k\+1\]"):
-        wa.analyze(z, multi_hot, {"site": site}, primary_weight=rng.normal(size=(5, 8)),
+    with pytest.raises(wa.AuditError, match=r"multi-hot with 5 columns but the head has 4"):
+        wa.analyze(z, multi_hot, {"site": site}, primary_weight=rng.normal(size=(4, 8)),
                    progress=False)  # fmt: skip
     net = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     for compiled in (torch.jit.trace(net.eval(), torch.randn(2, 8)), torch.jit.script(net)):
         with pytest.raises(wa.AuditError, match=r"TorchScript module .* no Python forward hooks"):
             wa.Auditor(compiled, kinds={"site": "categorical"})
     aud = wa.Auditor(net.eval(), kinds={"site": "categorical"})
-    with aud.collect(), torch.no_grad(), pytest.raises(wa.AuditError, match="multi-label"):
-        net(torch.randn(4, 8))
-        aud.record(targets=np.ones((4, 3)), metadata={"site": [0, 1, 0, 1]})
+    with aud.collect(), torch.no_grad():
+        for _ in range(3):
+            net(torch.randn(4, 8))
+            aud.record(targets=np.ones((4, 3)), metadata={"site": [0, 1, 0, 1]})
+    with pytest.raises(wa.AuditError, match="3 columns but the head has 2 outputs"):
+        aud.analyze(progress=False)

@@ -68,6 +68,9 @@ class AuditSettings:
     max_levels: int = 50
     performance_pairs: list | None = None
     classes: list | None = None
+    task: str | None = None
+    output_names: list | None = None
+    target_unit: str | None = None
 
     def validate(self) -> None:
         if self.n_bootstrap < 0 or self.n_permutations < 0:
@@ -96,6 +99,14 @@ class AuditSettings:
                     f"classes is the class of each head output, in order; got {self.classes!r}"
                 )
             self.classes = [c.item() if isinstance(c, np.generic) else c for c in self.classes]
+        if self.task is not None and self.task not in primary.TASKS:
+            raise AuditError(f"task={self.task!r} is not one of {list(primary.TASKS)}")
+        if self.output_names is not None:
+            if isinstance(self.output_names, (str, bytes)):
+                raise AuditError("output_names is a list of names, one per head output")
+            self.output_names = [str(x) for x in self.output_names]
+            if len(set(self.output_names)) != len(self.output_names):
+                raise AuditError(f"output_names must be distinct; got {self.output_names}")
         for pair in self.performance_pairs or []:
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
                 raise AuditError(f"performance_pairs holds pairs of metadata names; got {pair!r}")
@@ -254,7 +265,7 @@ class _Analysis:
         # rows of Z per chunk: a handful of (rows x D) temporaries within the budget
         self.rows = stats.chunk_rows(4 * Z.shape[1], cfg.max_batch_mb, Z.element_size())
         self._labels()
-        contrasts = primary.contrasts(self.W)
+        contrasts = primary.contrasts(self.W, self.task)
         Zs, Zws, sd, sd_w, scores_w = self._designs(Z, contrasts)
         basis, self.pca_share = corr.pca_basis(
             Z, cfg.pca_variance, cfg.pca_min_components, self.rows
@@ -266,47 +277,61 @@ class _Analysis:
             self._warn(f"n_bootstrap={cfg.n_bootstrap} gives rough confidence intervals")
         self.shared = AuditTensors(
             Zs=Zs, Zws=Zws, sd=sd, sd_w=sd_w, W=self.W, b=self.b, basis=basis,
-            primary_vectors=primary.class_vectors(self.W, cfg.center_classes),
+            primary_vectors=primary.class_vectors(self.W, cfg.center_classes, self.task),
             contrasts=contrasts,
             # the contrasts' scores (the effect's outcome), by chunks of Z
             contrast_scores=torch.cat(
                 [self._t(Z[sl]) @ contrasts.T for sl in stats.chunks(n, self.rows)]
             ),
             contrast_scores_w=scores_w, boot=self.boot, strata=self.strata, cfg=cfg,
+            task=self.task,
+            contrast_labels=primary.contrast_names(self.W.shape[0], self.task, cfg.output_names),
             dtype=self.dtype, device=self.device,
         )  # fmt: skip
         self.fitter = Fitter(cfg, self.boot, self.dtype, self.device)
 
     def _labels(self) -> None:
-        """Primary labels: the head's class index of each target for the metric, and
-        compact codes of the classes present for the strata that centring and
-        permutations hold fixed (see :func:`wsca_audit.primary.label_codes`)."""
-        n = self.es.n_samples
+        """The task (given, or inferred and said) and the primary labels: what the metric
+        reads and the strata that centring and permutations hold fixed (the classes
+        present, the label vectors, or bins of a regression target; see
+        :func:`wsca_audit.primary.encode_targets`)."""
+        n, n_out = self.es.n_samples, self.es.primary.n_outputs
         self.labels = None
-        strata = torch.zeros(n, dtype=torch.long)
-        if self.es.targets is not None:
-            n_out = self.es.primary.n_outputs
-            index, self.label_values = primary.label_codes(self.es.targets, n_out, self.cfg.classes)
-            self.labels = torch.as_tensor(index, device=self.device)
-            strata = torch.as_tensor(primary.class_strata(index, self.label_values))
-            absent = primary.absent_classes(self.label_values, n_out)
-            if absent:
-                self._warn(
-                    f"class(es) {absent} of the head's {n_out} outputs have no sample in the "
-                    "audit data: they stay absent (the metric and the strata use the "
-                    f"classes present, {self.label_values.tolist()})"
-                )
-            if len(self.label_values) < 2:
-                self._warn(
-                    "the targets hold a single class: the primary metric is undefined and "
-                    "usage is not deconfounded from the label"
-                )
-        else:
+        enc = primary.encode_targets(
+            self.es.targets, n_out, task=self.cfg.task, classes=self.cfg.classes
+        )
+        self.task, self.encoded = enc.task, enc
+        if enc.note:
+            self.warnings.append(enc.note)
+        if self.cfg.output_names is not None:  # checked against the head here
+            primary.contrast_names(n_out, self.task, self.cfg.output_names)
+        if self.es.targets is None:
             self._warn(
                 "no targets were recorded: usage is not deconfounded from the primary label "
                 "and the primary metric is not reported"
             )
-        self.strata = strata.cpu()
+            self.strata = torch.zeros(n, dtype=torch.long)
+            return
+        self.labels = torch.as_tensor(enc.labels, device=self.device)
+        self.strata = torch.as_tensor(enc.strata, dtype=torch.long)
+        self.label_values = enc.present
+        if self.task in ("multilabel", "regression"):
+            self.warnings.append(f"the target is held fixed within {enc.strata_text}")
+            if enc.n_strata < 2:
+                self._warn("the targets do not vary: usage is not deconfounded from them")
+            return
+        absent = primary.absent_classes(self.label_values, n_out)
+        if absent:
+            self._warn(
+                f"class(es) {absent} of the head's {n_out} outputs have no sample in the "
+                "audit data: they stay absent (the metric and the strata use the "
+                f"classes present, {self.label_values.tolist()})"
+            )
+        if len(self.label_values) < 2:
+            self._warn(
+                "the targets hold a single class: the primary metric is undefined and "
+                "usage is not deconfounded from the label"
+            )
 
     def _designs(self, Z: Tensor, contrasts: Tensor) -> tuple[Tensor, ...]:
         """Standardised embeddings (the probe's design) and within-class centred,
@@ -357,18 +382,16 @@ class _Analysis:
         return torch.from_numpy(np.memmap(path, dtype=np_dtype, mode="w+", shape=tuple(shape)))
 
     # ------------------------------------------------------------------ primary metric
-    def _primary_metric(self) -> dict:
-        if self.labels is None:
-            return {"name": None, "value": None}
+    def _primary_block(self) -> dict:
+        """The report's ``primary`` metrics (see :func:`wsca_audit.primary.metrics_block`)."""
         ones = torch.ones(1, self.es.n_samples, dtype=self.dtype, device=self.device)
         weights = torch.cat([ones, self.boot]) if self.cfg.n_bootstrap else ones
-        block, note = primary.headline(
-            self._logits, self.labels, len(self.label_values), weights,
-            self.cfg.n_bootstrap, self.cfg.ci_level,
+        return primary.metrics_block(
+            self._logits if self.labels is not None else None, self.labels, weights,
+            task=self.task, n_labels=len(getattr(self, "label_values", [])),
+            n_bootstrap=self.cfg.n_bootstrap, level=self.cfg.ci_level,
+            output_names=self.cfg.output_names, target_unit=self.cfg.target_unit,
         )  # fmt: skip
-        if note:
-            self._warn(note)
-        return block
 
     @cached_property
     def _logits(self) -> Tensor:
@@ -382,7 +405,7 @@ class _Analysis:
 
     def _performance(self) -> dict | None:
         """Primary metric by subgroup of every metadata variable (see performance.py)."""
-        if self.labels is None or len(self.label_values) < 2 or not self.es.metadata:
+        if self.labels is None or self.encoded.n_strata < 2 or not self.es.metadata:
             return None
         pairs = [tuple(p) for p in self.cfg.performance_pairs or []]
         unknown = sorted({v for p in pairs for v in p} - set(self.es.metadata))
@@ -398,6 +421,7 @@ class _Analysis:
             self.boot,
             pairs=pairs,
             level=self.cfg.ci_level,
+            task=self.task,
         )
 
     # ------------------------------------------------------------------ one task
@@ -548,11 +572,12 @@ class _Analysis:
             "data": {"digest": es.digest, "sample_ids": es.sample_ids is not None},
             "embedding_dim": es.embedding_dim,
             "primary": {
-                "n_classes": int(self.W.shape[0]) if self.W.shape[0] > 1 else 2,
+                "task": self.task,
+                "n_classes": primary.n_classes(self.task, int(self.W.shape[0])),
                 "n_outputs": int(self.W.shape[0]),
                 "head": es.primary.source,
                 "fingerprint": es.primary.fingerprint,
-                "metric": self._primary_metric(),
+                **self._primary_block(),
             },
             "tasks": tasks,
             **({"performance": perf} if (perf := self._performance()) is not None else {}),

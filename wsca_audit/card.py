@@ -102,8 +102,8 @@ def _sections(result: AuditResult, meta: dict, doc: Document) -> list[Section]:
     why, reading = doc.get("why"), doc.get("reading")
     factors = (
         "The audit asks, for each metadata variable below, whether the model's own "
-        "classification head relies on it (acquisition factors such as scanner or site "
-        "should not drive a clinical prediction)."
+        f"{(rep.get('primary') or {}).get('task') or 'classification'} head relies on it "
+        "(acquisition factors such as scanner or site should not drive a clinical prediction)."
     )
     level = percent(result.ci_level)
     metrics = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,9 +21,9 @@ from torch import nn
 from .distributed import gather_to_rank0, rank_and_world
 from .embeddings import KINDS, EmbeddingSet
 from .errors import AuditError, AuditWarning, renamed
-from .primary import PrimaryHead, refuse_multilabel
+from .primary import TASKS, PrimaryHead, auto_head
 from .store import EmbeddingStore
-from .validation import check_consistent_length, column_or_1d
+from .validation import check_consistent_length, column_or_1d, target_array
 
 
 def _module_name(model: nn.Module, module: nn.Module) -> str:
@@ -82,6 +82,20 @@ class Auditor:
         on across training and evaluation, as in the framework integrations).
     name : str, optional
         The model's name, for the report's and card's titles (default: its class name).
+    task : {"binary", "multiclass", "multilabel", "regression"}, optional
+        The head's kind (torchmetrics' words); None infers it from the head's outputs and
+        the targets and says so in the report's warnings (docs/heads.md).
+    output_names : sequence of str, optional
+        The name of each head output (class or finding names), for per-output results.
+    target_unit : str, optional
+        A regression target's unit (``"years"``), for the effect in the target's units.
+    classes : sequence, optional
+        The class of each output in the head's order, for targets that are not class
+        indices (integer targets ARE class indices).
+    output_key : str, optional
+        The entry (or attribute) of the model's output that is its primary output, when
+        it is not the ``"logits"`` entry or the first element: ``layer="auto"`` takes the
+        ``nn.Linear`` whose output it is.
 
     Notes
     -----
@@ -117,6 +131,11 @@ class Auditor:
         max_memory_mb: float | None = None,
         skip_train_mode: bool = False,
         name: str | None = None,
+        task: str | None = None,
+        output_names: Sequence[str] | None = None,
+        target_unit: str | None = None,
+        classes: Sequence | None = None,
+        output_key: str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise AuditError(f"model must be a torch.nn.Module; got {type(model).__name__}")
@@ -136,6 +155,13 @@ class Auditor:
         for name, kind in (self.kinds or {}).items():
             if kind not in KINDS:
                 raise AuditError(f"metadata kind of {name!r} must be one of {KINDS}; got {kind!r}")
+        if task is not None and task not in TASKS:
+            raise AuditError(f"task={task!r} is not one of {list(TASKS)}")
+        # the head's kind and names: defaults of analyze() (see wsca_audit.head_kinds)
+        self.task, self.target_unit = task, target_unit
+        self.output_names = None if output_names is None else list(output_names)
+        self.classes = None if classes is None else list(classes)
+        self.output_key = output_key
         self.keep_on_device = keep_on_device
         self.max_memory_mb = max_memory_mb
         self.skip_train_mode = skip_train_mode
@@ -325,7 +351,7 @@ class Auditor:
         def root_hook(module, args, output):
             for h in trace_handles:
                 h.remove()
-            if target is None:  # layer="auto": last Linear called
+            if target is None:  # layer="auto": the Linear whose output the model returns
                 lin = [(m, z) for m, z in calls if isinstance(m, nn.Linear)]
                 if not lin:
                     raise AuditError(
@@ -333,7 +359,7 @@ class Auditor:
                         "the head. Pass layer='<module name>' (its input is the embedding) and "
                         "primary_weight=<the head's weight>"
                     )
-                head, z = lin[-1]
+                head, z = self._auto_head(lin, output)
                 self._layer_module = head
                 self.layer_name = _module_name(self.model, head)
                 self._store(z)
@@ -368,6 +394,15 @@ class Auditor:
         root = self.model.register_forward_hook(root_hook)
         trace_handles.append(root)
         handles.extend(trace_handles)
+
+    def _auto_head(self, lin: list, output: Any) -> tuple[nn.Linear, Any]:
+        """The head ``layer="auto"`` takes (:func:`wsca_audit.primary.auto_head`)."""
+        head, z, note = auto_head(
+            lin, output, lambda m: _module_name(self.model, m), self.output_key
+        )
+        if note:
+            self._warn(note)
+        return head, z
 
     def _ensure_head(self) -> None:
         if self._head is None:
@@ -412,8 +447,7 @@ class Auditor:
         n = sum(int(z.shape[0]) for z in self._pending)
         batch_targets = None
         if targets is not None:
-            refuse_multilabel(np.asarray(targets))
-            batch_targets = column_or_1d(targets, "targets", flatten=True)
+            batch_targets = target_array(targets, "targets")
         if self._n_batches and (batch_targets is None) != (not self._targets):
             raise AuditError("give targets for every batch or for none")
         # a DataFrame is a mapping of columns too (its truth value is undefined)
@@ -560,6 +594,9 @@ class Auditor:
         if es is None:
             return None
         settings.setdefault("max_memory_mb", self.max_memory_mb)
+        for key in ("task", "output_names", "target_unit", "classes"):
+            if getattr(self, key) is not None:
+                settings.setdefault(key, getattr(self, key))
         info = self.model_info()
         if context:
             info["context"] = dict(context)

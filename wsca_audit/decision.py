@@ -184,7 +184,7 @@ class _Facts:
             has_effect=has_effect,
             negligible=has_effect and -delta < e_lo and e_hi < delta,
             large=has_effect and (e_lo >= delta or (e_hi <= -delta and not oriented)),
-            eff_text=f"{ci_text(eff, 2)} sd{_groups(eff)}" if has_effect else "",
+            eff_text=f"{ci_text(eff, 2)}{_target_units(eff)}{_groups(eff)}" if has_effect else "",
             eff_problem=eff_problem,
             has_usage=has_usage, u_lo=u_lo, u_hi=u_hi,
             usage_above=has_usage and u_lo >= th.usage,
@@ -194,6 +194,16 @@ class _Facts:
             p_text=f"p = {fmt(p, 3)}" if _ok(p) else "no permutation test",
             p_floor=_p_floor(use, th.alpha, n_perm, n_tested),
         )  # fmt: skip
+
+
+def _target_units(eff: dict) -> str:
+    """The effect's unit in the sentence: sd, or a regression head's residual sd followed
+    by the effect in the target's units."""
+    tu = eff.get("target_units") or {}
+    if not _ok(tu.get("value"), tu.get("ci_low"), tu.get("ci_high")):
+        return " sd"
+    unit = tu.get("unit") or "in the target's units"
+    return f" residual sd ({ci_text(tu, 2)} {unit} with the target held fixed)"
 
 
 def _interval_problem(

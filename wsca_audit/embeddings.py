@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import AuditError, AuditWarning
-from .primary import PrimaryHead, refuse_multilabel
+from .primary import PrimaryHead
 from .stats import DEFAULT_BUDGET_MB, chunk_rows, chunks
-from .validation import as_array, check_consistent_length
+from .validation import as_array, check_consistent_length, target_array
 
 KINDS = ("categorical", "continuous")
 
@@ -147,11 +147,9 @@ class EmbeddingSet:
         kinds, self.inferred_kinds = _declared_kinds(columns, self.kinds)
         targets = None
         if self.targets is not None:
-            targets = as_array(self.targets, "targets")
-            refuse_multilabel(targets)
-            targets = targets.reshape(-1)
+            targets = target_array(self.targets, "targets")
             check_consistent_length(n, "embeddings", targets=targets)
-            if missing_mask(targets).any():
+            if missing_mask(targets.reshape(-1)).any():
                 raise AuditError("targets contain missing values (None/NaN); drop those samples")
         ids = None
         if self.sample_ids is not None:

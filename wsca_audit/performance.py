@@ -12,7 +12,9 @@ computed in torch with the audit's bootstrap weights, so every metric of every g
 an interval at the audit's ``ci_level``; Fairlearn's ``MetricFrame`` is the reference in the tests.
 
 Metrics (two classes): ``auc`` of the logit contrast, ``accuracy``, ``sensitivity`` and
-``specificity`` at the model's own decision (``argmax``); more classes: ``accuracy``.
+``specificity`` at the model's own decision (``argmax``); more classes: ``accuracy`` and
+``macro_auc``; multi-label: ``macro_auc``; regression: ``r2`` and ``mae`` (the worst group
+is the one with the largest error).
 Continuous variables are grouped by quartile.
 """
 
@@ -28,6 +30,7 @@ from .primary import metric_values
 from .stats import ci_block
 
 __all__ = [
+    "LOWER_IS_BETTER",
     "MIN_GROUP_SIZE",
     "SubgroupFrame",
     "group_codes",
@@ -36,6 +39,7 @@ __all__ = [
 ]
 
 MIN_GROUP_SIZE = 10  # smaller groups are listed (with n) but not ranked as worst
+LOWER_IS_BETTER = frozenset({"mae"})  # the worst group of these has the largest value
 
 
 def rankable(levels: dict, metric: str) -> list[tuple[float, str]]:
@@ -72,6 +76,7 @@ def subgroup_performance(
     *,
     pairs: list[tuple[str, str]] | None = None,
     level: float = 0.95,
+    task: str | None = None,
 ) -> dict:
     """The report's ``performance`` section.
 
@@ -79,13 +84,17 @@ def subgroup_performance(
     ----------
     logits : Tensor (N, n_outputs)
         The primary head's logits.
-    labels : Tensor (N,)
-        Class indices.
+    labels : Tensor
+        Class indices (N,), a 0/1 label matrix (N, L), or regression targets (N,).
     columns, kinds : the metadata columns and their kinds.
     boot : Tensor (B, N)
         Bootstrap count weights (B may be 0).
     pairs : list of (str, str), optional
         Variable pairs to cross (intersectional groups ``"a=x & b=y"``).
+    task : str, optional
+        The head's kind (see :func:`wsca_audit.primary.metric_values`): a regression
+        head is compared by ``mae`` (the worst group has the largest error), a
+        multi-label head by ``macro_auc``.
 
     Returns
     -------
@@ -110,8 +119,10 @@ def subgroup_performance(
                       device=logits.device)  # fmt: skip
     weights = torch.cat([ones, boot.to(ones)]) if boot.shape[0] else ones
     nb = boot.shape[0]
-    overall = {k: ci_block(v, nb, level) for k, v in metric_values(logits, labels, weights).items()}
-    metric = "auc" if "auc" in overall else "accuracy"
+    values = metric_values(logits, labels, weights, task)
+    overall = {k: ci_block(v, nb, level) for k, v in values.items()}
+    metric = next(m for m in ("auc", "macro_auc", "mae", "accuracy") if m in overall)
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # ranked so that the worst is smallest
 
     groups: dict[str, tuple[np.ndarray, list[str]]] = {
         name: group_codes(values, kinds.get(name, "categorical"))
@@ -135,10 +146,10 @@ def subgroup_performance(
         entry = {}
         for g, level_name in enumerate(names):
             mask = (codes_t == g).to(weights.dtype)
-            m = metric_values(logits, labels, weights * mask)
+            m = metric_values(logits, labels, weights * mask, task)
             size = int(mask.sum())
             entry[level_name] = {"n": size, **{k: ci_block(v, nb, level) for k, v in m.items()}}
-        ranked += [(value, name, level_name) for value, level_name in rankable(entry, metric)]
+        ranked += [(sign * v, name, level_name) for v, level_name in rankable(entry, metric)]
         by_group[name] = entry
 
     out = {"metric": metric, "overall": overall[metric], "metrics": overall, "by_group": by_group}
@@ -151,9 +162,9 @@ def subgroup_performance(
             "metric": metric,
             **by_group[worst[1]][worst[2]][metric],
             "n": by_group[worst[1]][worst[2]]["n"],
-            "best": {"variable": best[1], "level": best[2], "value": best[0]},
-            "gap_to_best": best[0] - worst[0],
-            "gap_to_overall": overall[metric]["value"] - worst[0],
+            "best": {"variable": best[1], "level": best[2], "value": sign * best[0]},
+            "gap_to_best": abs(best[0] - worst[0]),
+            "gap_to_overall": sign * (overall[metric]["value"] - sign * worst[0]),
         }
     return out
 

@@ -27,28 +27,39 @@ import torch
 from torch import Tensor, nn
 
 from .errors import AuditError
+from .head_kinds import TASKS, EncodedTargets, encode_targets, label_codes, resolve_task
 from .metrics import weighted_accuracy, weighted_auc
 from .stats import ci_block
 from .validation import as_array
 
 __all__ = [
+    "HEADLINE",
+    "TASKS",
+    "EncodedTargets",
     "PrimaryHead",
     "ScoreModel",
     "absent_classes",
     "auc_score_text",
+    "auto_head",
     "class_strata",
     "class_vectors",
+    "contrast_names",
     "contrasts",
+    "encode_targets",
     "head_fingerprint",
     "headline",
+    "is_monotone_view",
+    "label_aucs",
     "label_codes",
     "logits_of",
     "metric_values",
+    "metrics_block",
+    "n_classes",
     "output_contrasts",
     "outputs_auc",
     "predictions",
     "primary_score",
-    "refuse_multilabel",
+    "resolve_task",
     "score_text",
 ]
 
@@ -134,44 +145,81 @@ def _float32(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
-def class_vectors(weight: Tensor, center: bool = True) -> Tensor:
+def class_vectors(weight: Tensor, center: bool = True, task: str | None = None) -> Tensor:
     """The primary head's class vectors as the paper compares them (C x d).
 
     A softmax head is defined only up to a vector added to every class, which changes
     no prediction; ``center`` removes it (the mean class vector), so two heads that
-    predict identically get identical cosines. A single-logit head is left as it is.
+    predict identically get identical cosines. A single-logit head, and the independent
+    sigmoids of a multi-label head, are left as they are.
     """
-    if center and weight.shape[0] > 1:
+    if center and weight.shape[0] > 1 and task != "multilabel":
         return weight - weight.mean(0, keepdim=True)
     return weight
 
 
-def contrasts(weight: Tensor) -> Tensor:
+def contrasts(weight: Tensor, task: str | None = None) -> Tensor:
     """Directions along which the primary prediction changes (one row per contrast).
 
-    One logit: ``w``; two logits: ``w1 - w0``; ``C >= 3``: each class against the mean.
+    One logit (a binary logit, a regression output): ``w``; two logits: ``w1 - w0``;
+    ``C >= 3`` classes: each class against the mean; multi-label: each label's logit.
     """
+    if task == "multilabel":
+        return weight
     if weight.shape[0] == 2:
         return weight[1:] - weight[:1]
     return class_vectors(weight, center=True)
 
 
+def contrast_names(n_outputs: int, task: str | None = None, names: Any = None) -> list[str]:
+    """The name of each contrast of :func:`contrasts`: ``output_names`` where given (class
+    or finding names), else output indices (``"1-0"`` for a two-logit head).
+
+    Examples
+    --------
+    >>> contrast_names(2), contrast_names(3), contrast_names(2, "multilabel", ["edema", "mass"])
+    (['1-0'], ['0', '1', '2'], ['edema', 'mass'])
+    """
+    if n_outputs == 2 and task != "multilabel":
+        if names is not None:
+            return [f"{names[1]}-{names[0]}"]
+        return ["1-0"]
+    if names is not None:
+        if len(names) != n_outputs:
+            raise AuditError(
+                f"output_names has {len(names)} names but the head has {n_outputs} outputs"
+            )
+        return [str(x) for x in names]
+    return [str(c) for c in range(n_outputs)]
+
+
 # --------------------------------------------------------------------------- scores
-def output_contrasts(n_outputs: int, dtype=torch.float32, device=None) -> Tensor:
+def output_contrasts(
+    n_outputs: int, dtype=torch.float32, device=None, task: str | None = None
+) -> Tensor:
     """Rows map logits to the contrasts the prediction rests on (see :func:`contrasts`).
 
-    One output: itself; two: ``z1 - z0``; ``C >= 3``: each logit minus the mean logit.
+    One output: itself; two: ``z1 - z0``; ``C >= 3``: each logit minus the mean logit;
+    multi-label: each logit.
     """
-    if n_outputs == 1:
-        return torch.ones(1, 1, dtype=dtype, device=device)
+    if n_outputs == 1 or task == "multilabel":
+        return torch.eye(n_outputs, dtype=dtype, device=device)
     if n_outputs == 2:
         return torch.tensor([[-1.0, 1.0]], dtype=dtype, device=device)
     eye = torch.eye(n_outputs, dtype=dtype, device=device)
     return eye - 1.0 / n_outputs
 
 
-def logits_of(output: Any) -> Tensor:
-    """The logits tensor of a model output (a tensor, a tuple's first item, or ``.logits``)."""
+def logits_of(output: Any, key: str | None = None) -> Tensor:
+    """The logits tensor of a model output (a tensor, a tuple's first item, ``.logits`` or
+    the ``"logits"`` entry; ``key``: that entry or attribute instead)."""
+    if key is not None:
+        if isinstance(output, Mapping) and key in output:
+            output = output[key]
+        elif hasattr(output, key):
+            output = getattr(output, key)
+        else:
+            raise AuditError(f"the model's output has no {key!r} (output_key=)")
     if isinstance(output, Tensor):
         out = output
     elif isinstance(output, Mapping) and "logits" in output:
@@ -187,6 +235,100 @@ def logits_of(output: Any) -> Tensor:
     if out.ndim != 2:
         raise AuditError(f"expected logits of shape (batch, classes); got {tuple(out.shape)}")
     return out
+
+
+def is_monotone_view(head_out: Tensor, output: Tensor) -> bool:
+    """Whether a model's output is the head's logits up to a per-element monotone map
+    (softmax or sigmoid probabilities, a temperature): the same shape, not constant unless
+    the logits are, and the order of the logits kept, within each row for several
+    outputs (softmax keeps no order across samples), across samples for one.
+
+    Examples
+    --------
+    >>> z = torch.randn(8, 5)
+    >>> is_monotone_view(z, torch.softmax(z / 2, 1)), is_monotone_view(z, z[:, [1, 0, 2, 3, 4]])
+    (True, False)
+    """
+    if head_out.shape != output.shape or head_out.ndim != 2:
+        return False
+    h, o = head_out.detach().double(), output.detach().double()
+    if h.shape[1] == 1:  # one output: the order over the samples
+        h, o = h.T, o.T
+    if (
+        o.numel() > 1
+        and bool((o == o.flatten()[0]).all())
+        and not bool((h == h.flatten()[0]).all())
+    ):
+        return False
+    ordered = o.gather(1, h.argsort(1))
+    tol = 1e-6 * (1.0 + float(o.abs().max()))
+    return bool((ordered[:, 1:] - ordered[:, :-1] >= -tol).all())
+
+
+def auto_head(
+    calls: list[tuple[nn.Module, Any]], output: Any, name_of: Any, key: str | None = None
+) -> tuple[nn.Linear, Any, str | None]:
+    """The ``nn.Linear`` (and its input) whose output is the model's primary output
+    (:func:`logits_of`, ``key``), or a per-element monotone view of it
+    (:func:`is_monotone_view`), among the ``(module, input)`` calls of one forward pass in
+    order, and a warning to file (None when there is nothing to say).
+
+    The last one called when it is; another one, said in the warning, when only it is (a
+    multi-task model whose other head runs last). An :class:`AuditError` naming ``layer=``
+    when none or several are, or when the head runs more than once per forward pass.
+    """
+    last, note = calls[-1], None
+    try:
+        out = logits_of(output, key)
+    except AuditError as exc:
+        note = (
+            f"layer='auto' takes {name_of(last[0])!r}, the last nn.Linear called, unchecked: "
+            f"{exc}; pass output_key= to name the model's primary output"
+        )
+        return (*_called_once(calls, last, name_of), note)
+    seen: dict[nn.Module, Any] = {}
+    for m, z in calls:
+        seen.setdefault(m, z)
+    with torch.no_grad():
+        match = [
+            (m, z) for m, z in seen.items()
+            if z is not None and is_monotone_view(nn.functional.linear(z, m.weight, m.bias), out)
+        ]  # fmt: skip
+    if any(m is last[0] for m, _ in match):
+        return (*_called_once(calls, last, name_of), None)
+    if len(match) == 1:
+        note = (
+            f"layer='auto' takes {name_of(match[0][0])!r}: its output is the model's primary "
+            f"output; {name_of(last[0])!r}, called after it, is another head (pass layer= "
+            "to audit that one)"
+        )
+        return (*_called_once(calls, match[0], name_of), note)
+    _called_once(calls, last, name_of)  # a head run twice (TTA) explains a mismatch first
+    if match:
+        raise AuditError(
+            f"several nn.Linear layers ({', '.join(repr(name_of(m)) for m, _ in match)}) give "
+            "the model's primary output: pass layer='<the head>' to say which is audited"
+        )
+    raise AuditError(
+        f"layer='auto' found {name_of(last[0])!r} (the last nn.Linear called, "
+        f"{last[0].out_features} outputs), but the model's output {tuple(out.shape)} is "
+        "neither its logits nor a per-element monotone view of them (softmax, sigmoid, "
+        "a temperature): a cosine or prototype classifier, or a Linear followed by more "
+        "layers? Pass layer='<module whose input is the embedding>' and primary_weight= "
+        "(and primary_bias=): the head as a linear map of that embedding"
+    )
+
+
+def _called_once(calls: list, chosen: tuple, name_of: Any) -> tuple:
+    times = sum(1 for m, _ in calls if m is chosen[0])
+    if times > 1:
+        raise AuditError(
+            f"the head {name_of(chosen[0])!r} was called {times} times in one forward pass "
+            "(test-time augmentation, or views of one sample): every call's input would be "
+            "recorded as a sample. Audit the model with one call per sample (TTA off), or "
+            "pass the embeddings to wa.analyze"
+        )
+    return chosen
 
 
 def primary_score(logits: Tensor, target: int | None = None) -> Tensor:
@@ -240,132 +382,6 @@ class ScoreModel(nn.Module):
 
 
 # --------------------------------------------------------------------------- targets
-def label_codes(
-    targets: Any, n_outputs: int | None = None, classes: Any = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The head's class index of each target, and the indices present (sorted).
-
-    Targets are matched to the head's outputs by value, never renumbered: an integer
-    target *is* the output index (a class absent from the data stays absent), and other
-    labels (strings, say) need ``classes``, the class of each output in the head's order.
-    A head of one output (a logit) has the classes 0 and 1.
-
-    Parameters
-    ----------
-    targets : array-like of shape (n_samples,)
-    n_outputs : int, optional
-        The head's outputs; when given, every index must be one of them.
-    classes : sequence, optional
-        The class of each output, in the head's order (``["well", "sick"]``: output 1 is
-        "sick").
-
-    Raises
-    ------
-    AuditError
-        For labels that are not class indices and no ``classes``, a label that
-        ``classes`` lacks, or an index the head does not have.
-
-    Examples
-    --------
-    >>> index, present = label_codes(np.array([2, 0, 2]), n_outputs=3)
-    >>> index.tolist(), present.tolist()
-    ([2, 0, 2], [0, 2])
-    >>> label_codes(np.array(["sick", "well"]), 2, classes=["well", "sick"])[0].tolist()
-    [1, 0]
-    """
-    y = np.asarray(targets).reshape(-1)
-    n_classes = None if n_outputs is None else max(int(n_outputs), 2)
-    if classes is not None:
-        index = _index_by_name(y, list(classes), n_classes)
-    else:
-        index = _integer_index(y)
-    if n_outputs == 1 and index.size and (index.min() < 0 or index.max() > 1):
-        values = np.unique(index)
-        raise AuditError(
-            f"targets hold {len(values)} distinct values from {values[0]} to {values[-1]}, but "
-            "a single-output head scores two classes (0 and 1): give 0/1 targets. A "
-            "regression target (an age, say) is not audited yet: the audit holds a class "
-            "label fixed"
-        )
-    if n_classes is not None and index.size and (index.min() < 0 or index.max() >= n_classes):
-        bad = sorted({int(v) for v in index if not 0 <= v < n_classes})[:5]
-        raise AuditError(
-            f"targets hold class index(es) {bad}, but the head has {n_outputs} output(s) "
-            f"(classes 0..{n_classes - 1}); targets are the head's class indices (pass "
-            "classes=[...] to name them)"
-        )
-    return index, np.unique(index)
-
-
-def refuse_multilabel(targets: Any) -> None:
-    """Multi-hot targets (one column per label) are not read as many samples' labels:
-    an error that says how to audit one label at a time.
-
-    Examples
-    --------
-    >>> refuse_multilabel(np.zeros((4, 1)))  # one column: one label per sample
-    >>> refuse_multilabel(np.zeros((4, 3)))
-    Traceback (most recent call last):
-    ...
-    wsca_audit.errors.AuditError: targets are 4 x 3 (one column per label: multi-label ...
-    """
-    shape = getattr(targets, "shape", None)
-    if shape is None or len(shape) != 2 or shape[1] <= 1:
-        return
-    raise AuditError(
-        f"targets are {shape[0]} x {shape[1]} (one column per label: multi-label targets); "
-        "the audit takes one class label per sample. A multi-label head is not audited as a "
-        "whole yet: audit each finding k as a single-logit head, e.g. "
-        "wa.analyze(Z, Y[:, k], metadata, primary_weight=W[k:k+1], primary_bias=b[k:k+1]) "
-        "or wa.Auditor(model, layer=<the head>, primary_weight=..., primary_bias=...)"
-    )
-
-
-def _integer_index(y: np.ndarray) -> np.ndarray:
-    """Targets that are class indices as int64, or an error that asks for ``classes``."""
-    if y.dtype.kind in "biu":
-        return y.astype(np.int64)
-    try:
-        numeric = y.astype(np.float64)
-    except (TypeError, ValueError):
-        numeric = None
-    if (
-        numeric is not None
-        and np.all(np.isfinite(numeric))
-        and np.all(numeric == np.round(numeric))
-    ):
-        return numeric.astype(np.int64)
-    shown = ", ".join(repr(v) for v in list(dict.fromkeys(y.tolist()))[:4])
-    if numeric is not None and y.dtype.kind == "f":
-        raise AuditError(
-            f"targets are continuous (values such as {shown}): the audit takes class labels "
-            "(the head's class indices, or names with classes=[...]). A regression head (a "
-            "number per sample) is not audited yet; do not bin its target into classes "
-            "for a head that does not predict them"
-        )
-    raise AuditError(
-        f"targets are not class indices (values such as {shown}): pass classes=[...], the "
-        "class of each of the head's outputs in its order (e.g. classes=['well', 'sick'] "
-        "when output 1 is 'sick'); labels are never matched to outputs by sorting"
-    )
-
-
-def _index_by_name(y: np.ndarray, classes: list, n_classes: int | None) -> np.ndarray:
-    if len(set(map(str, classes))) != len(classes):
-        raise AuditError(f"classes must be distinct; got {classes}")
-    if n_classes is not None and len(classes) != n_classes:
-        raise AuditError(
-            f"classes names {len(classes)} classes but the head has {n_classes} "
-            "(one per output; two for a single-logit head)"
-        )
-    lookup = {str(c): i for i, c in enumerate(classes)}
-    keys = y.astype(str)
-    unknown = sorted(set(keys.tolist()) - set(lookup))
-    if unknown:
-        raise AuditError(f"targets {unknown[:5]} are not among classes={classes}")
-    return np.array([lookup[k] for k in keys.tolist()], dtype=np.int64)
-
-
 def class_strata(index: np.ndarray, present: np.ndarray) -> np.ndarray:
     """Compact code (0 .. len(present) - 1) of each class index: the strata that the
     measures hold fixed, contiguous even where a class of the head is absent.
@@ -392,11 +408,18 @@ def predictions(logits: Tensor) -> Tensor:
     return logits.argmax(1) if logits.shape[1] > 1 else (logits[:, 0] > 0).long()
 
 
-def metric_values(logits: Tensor, labels: Tensor, weights: Tensor) -> dict[str, Tensor]:
-    """Each metric for each weight row (point and bootstrap resamples): ``accuracy``
-    always; ``auc`` of the score, ``sensitivity`` and ``specificity`` at the model's own
-    decision when the head has one or two outputs and the labels are 0/1. A row with no
-    weight, or a class that a row lacks, gives NaN.
+def metric_values(
+    logits: Tensor, labels: Tensor, weights: Tensor, task: str | None = None
+) -> dict[str, Tensor]:
+    """Each metric of the task for each weight row (point and bootstrap resamples). A row
+    with no weight, or a class that a row lacks, gives NaN.
+
+    - classifiers: ``accuracy`` always; ``auc`` of the score, ``sensitivity`` and
+      ``specificity`` at the model's own decision when the head has one or two outputs
+      and the labels are 0/1; ``macro_auc`` (:func:`outputs_auc`) for ``"multiclass"``
+      heads of three or more outputs;
+    - ``"multilabel"``: ``macro_auc``, the mean of each label's AUC of its own logit;
+    - ``"regression"``: ``r2`` and ``mae`` (mean absolute error, in the target's units).
 
     Examples
     --------
@@ -404,7 +427,25 @@ def metric_values(logits: Tensor, labels: Tensor, weights: Tensor) -> dict[str, 
     >>> m = metric_values(lg, torch.tensor([1, 0, 0]), torch.ones(1, 3))
     >>> {k: round(float(v[0]), 3) for k, v in m.items()}
     {'accuracy': 0.667, 'auc': 0.5, 'sensitivity': 1.0, 'specificity': 0.5}
+    >>> m = metric_values(torch.tensor([[1.0], [2.0], [4.0]]), torch.tensor([1.0, 2.0, 3.0]),
+    ...                   torch.ones(1, 3), task="regression")
+    >>> {k: round(float(v[0]), 3) for k, v in m.items()}
+    {'r2': 0.5, 'mae': 0.333}
     """
+    total = weights.sum(1)
+    if task == "regression":
+        out = _regression_metrics(logits[:, 0].to(weights.dtype), labels.to(weights.dtype), weights)
+    elif task == "multilabel":
+        out = {"macro_auc": torch.nanmean(label_aucs(logits, labels, weights), dim=0)}
+    else:
+        out = _class_metrics(logits, labels, weights)
+        if task == "multiclass" and logits.shape[1] >= 3:
+            out["macro_auc"] = outputs_auc(logits, labels, weights)
+    empty = total <= 0
+    return {k: torch.where(empty, torch.full_like(v, float("nan")), v) for k, v in out.items()}
+
+
+def _class_metrics(logits: Tensor, labels: Tensor, weights: Tensor) -> dict[str, Tensor]:
     n_out = logits.shape[1]
     hit = (predictions(logits) == labels).to(weights.dtype)
     total = weights.sum(1)
@@ -419,17 +460,47 @@ def metric_values(logits: Tensor, labels: Tensor, weights: Tensor) -> dict[str, 
         for k in ("sensitivity", "specificity"):  # undefined without that class
             has = (weights * (p if k == "sensitivity" else n)).sum(1) > 0
             out[k] = torch.where(has, out[k], torch.full_like(out[k], float("nan")))
-    empty = total <= 0
-    return {k: torch.where(empty, torch.full_like(v, float("nan")), v) for k, v in out.items()}
+    return out
+
+
+def _regression_metrics(pred: Tensor, y: Tensor, weights: Tensor) -> dict[str, Tensor]:
+    """Weighted R² and MAE per weight row (R² NaN where the target does not vary)."""
+    total = weights.sum(1).clamp_min(1e-30)
+    mean = (weights @ y) / total
+    ss_tot = (weights * (y[None, :] - mean[:, None]) ** 2).sum(1)
+    ss_res = weights @ (y - pred) ** 2
+    r2 = 1 - ss_res / ss_tot.clamp_min(1e-30)
+    r2 = torch.where(ss_tot > 0, r2, torch.full_like(r2, float("nan")))
+    return {"r2": r2, "mae": (weights @ (y - pred).abs()) / total}
+
+
+def label_aucs(logits: Tensor, labels: Tensor, weights: Tensor) -> Tensor:
+    """Each label's AUC of its own logit, (n_labels, n_weight_rows): a multi-label head."""
+    return torch.stack(
+        [weighted_auc(logits[:, j], labels[:, j] == 1, weights) for j in range(logits.shape[1])]
+    )
+
+
+HEADLINE = {
+    "binary": "auc",
+    "multiclass": "accuracy",
+    "multilabel": "macro_auc",
+    "regression": "r2",
+}
 
 
 def headline(
-    logits: Tensor, labels: Tensor, n_labels: int, weights: Tensor, n_bootstrap: int, level: float
+    logits: Tensor,
+    labels: Tensor,
+    n_labels: int,
+    weights: Tensor,
+    n_bootstrap: int,
+    level: float,
+    task: str | None = None,
 ) -> tuple[dict, str | None]:
-    """The report's primary metric: AUC of the score for a head of one or two outputs
-    on two classes, accuracy otherwise; ``{"name", "value", "ci_low", "ci_high"}``, and
-    None where a warning once was (:func:`label_codes` now refuses targets that are not
-    the head's class indices).
+    """The report's primary metric, ``{"name", "value", "ci_low", "ci_high"}``, and None
+    (where a warning once was): ``r2`` for regression, ``macro_auc`` for multi-label, AUC
+    of the score for a head of one or two outputs on two classes, accuracy otherwise.
 
     Examples
     --------
@@ -438,12 +509,66 @@ def headline(
     >>> block["name"], block["value"], note
     ('auc', 1.0, None)
     """
-    n_out = logits.shape[1]
-    if n_out <= 2 and n_labels == 2:
+    if task in ("regression", "multilabel"):
+        name = HEADLINE[task]
+        vals = metric_values(logits, labels, weights, task)[name]
+    elif logits.shape[1] <= 2 and n_labels == 2:
         name, vals = "auc", weighted_auc(primary_score(logits), labels == 1, weights)
     else:
         name, vals = "accuracy", weighted_accuracy(predictions(logits), labels, weights)
     return {"name": name, **ci_block(vals, n_bootstrap, level)}, None
+
+
+def n_classes(task: str, n_outputs: int) -> int | None:
+    """The report's ``n_classes``: a classifier's classes (two for a single logit), a
+    multi-label head's labels, None for regression."""
+    if task == "regression":
+        return None
+    return n_outputs if n_outputs > 1 else 2
+
+
+def metrics_block(
+    logits: Tensor | None,
+    labels: Tensor | None,
+    weights: Tensor,
+    *,
+    task: str,
+    n_labels: int,
+    n_bootstrap: int,
+    level: float,
+    output_names: list | None = None,
+    target_unit: str | None = None,
+) -> dict:
+    """The report's ``primary`` metrics: ``metric`` (:func:`headline`), ``metrics`` (every
+    metric of the task, :func:`metric_values`), each label's AUC in ``by_output`` for a
+    multi-label head, and a regression target's ``target_unit``. ``labels`` None (no
+    targets): the metric is not reported.
+
+    Examples
+    --------
+    >>> lg, y = torch.tensor([[1.0], [2.0], [4.0]]), torch.tensor([1.0, 2.0, 3.0])
+    >>> b = metrics_block(lg, y, torch.ones(1, 3), task="regression", n_labels=0,
+    ...                   n_bootstrap=0, level=0.95)
+    >>> b["metric"]["name"], round(b["metrics"]["mae"]["value"], 3)
+    ('r2', 0.333)
+    """
+    if labels is None or logits is None:
+        return {"metric": {"name": None, "value": None}}
+    block, _ = headline(logits, labels, n_labels, weights, n_bootstrap, level, task=task)
+    values = metric_values(logits, labels, weights, task)
+    out: dict = {
+        "metric": block,
+        "metrics": {k: ci_block(v, n_bootstrap, level) for k, v in values.items()},
+    }
+    if task == "multilabel":
+        names = contrast_names(logits.shape[1], task, output_names)
+        aucs = label_aucs(logits, labels, weights)
+        out["by_output"] = {
+            n: {"auc": ci_block(a, n_bootstrap, level)} for n, a in zip(names, aucs)
+        }
+    if task == "regression" and target_unit:
+        out["target_unit"] = target_unit
+    return out
 
 
 def outputs_auc(

@@ -453,6 +453,9 @@ class AuditResult:
             Code(str(rep.get("layer"))),
         ]
         primary = (rep.get("primary") or {}).get("metric") or {}
+        task = (rep.get("primary") or {}).get("task")
+        if task:
+            facts.append(f"; a {task} head")
         if primary.get("name"):
             facts.append(f"; primary {primary['name']} = {fmt(primary.get('value'))}")
         head, rows = self.table()

@@ -126,6 +126,10 @@ class AuditTensors:
         Label codes (what holding the target fixed means), on the CPU.
     cfg : AuditSettings
     dtype, device
+    task : str
+        The head's kind (``"binary"``, ``"multiclass"``, ``"multilabel"``, ``"regression"``).
+    contrast_labels : list of str
+        The name of each contrast (:func:`wsca_audit.primary.contrast_names`).
     """
 
     Zs: Tensor
@@ -144,6 +148,8 @@ class AuditTensors:
     cfg: Any
     dtype: torch.dtype
     device: torch.device
+    task: str = "binary"
+    contrast_labels: list = field(default_factory=list)
 
 
 @dataclass(eq=False, repr=False, kw_only=True)
@@ -220,6 +226,8 @@ class TaskData(AuditTensors):
     @property
     def contrast_rows(self) -> list[str]:
         """Row names of per-class matrices over the primary contrasts."""
+        if self.contrast_labels:
+            return list(self.contrast_labels)
         if self.W.shape[0] == 2:
             return ["1-0"]
         return [str(c) for c in range(self.contrasts.shape[0])]

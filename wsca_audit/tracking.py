@@ -156,6 +156,8 @@ def mlflow_payload(result: AuditResult) -> MlflowPayload:
     if primary.get("name"):
         stem = f"wsca.primary.{sanitize_name(primary['name'])}"
         mlflow_metrics.update(interval_metrics(stem, primary))
+    for name, block in ((report.get("primary") or {}).get("metrics") or {}).items():
+        mlflow_metrics.update(interval_metrics(f"wsca.primary.{sanitize_name(name)}", block))
     settings = dict(report.get("settings") or {})
     runtime = settings.pop("runtime_s", None)
     if runtime is not None:
@@ -166,6 +168,7 @@ def mlflow_payload(result: AuditResult) -> MlflowPayload:
         "wsca.schema_version": str(report.get("schema_version")),
         "wsca.version": __version__,
         "wsca.layer": str(report.get("layer")),
+        "wsca.task": str((report.get("primary") or {}).get("task")),
         DESCRIPTION_TAG: description(result),
     }
     flagged = [n for n, v in result.verdicts.items() if v == USES]

@@ -14,7 +14,7 @@ import torch
 
 from .errors import AuditError
 
-__all__ = ["as_array", "check_consistent_length", "column_or_1d"]
+__all__ = ["as_array", "check_consistent_length", "column_or_1d", "target_array"]
 
 
 def as_array(x: Any, name: str) -> np.ndarray:
@@ -61,6 +61,27 @@ def column_or_1d(x: Any, name: str, what: str = "sample", *, flatten: bool = Fal
         arr = arr.reshape(-1)
     if arr.ndim != 1:
         raise AuditError(f"{name} must be one value per {what} (1-d); got shape {arr.shape}")
+    return arr
+
+
+def target_array(x: Any, name: str = "targets") -> np.ndarray:
+    """Targets as one value per sample (n,), or one 0/1 column per label (n, L) for a
+    multi-label head; an (n, 1) column is one value per sample.
+
+    Examples
+    --------
+    >>> target_array([[1], [0]]).shape, target_array([[1, 0, 1], [0, 0, 1]]).shape
+    ((2,), (2, 3))
+    """
+    arr = as_array(x, name)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim > 2:
+        raise AuditError(
+            f"{name} must be one value per sample, or one column per label; got shape {arr.shape}"
+        )
     return arr
 
 

@@ -43,7 +43,7 @@ from ..collect import Auditor
 from ..embeddings import EmbeddingSet, missing_mask
 from ..errors import AuditError, AuditWarning
 from ..performance import group_codes
-from ..primary import PrimaryHead, class_strata, label_codes, metric_values
+from ..primary import PrimaryHead, class_strata, label_codes, metric_values, resolve_task
 from ..report import AuditResult
 from ..stats import bootstrap_counts, ci_block
 from ..verdict import USES
@@ -158,7 +158,9 @@ def _embedding_set(auditor: Auditor | EmbeddingSet) -> tuple[EmbeddingSet, dict]
     )
 
 
-def _check(es: EmbeddingSet, variable: str, classes=None) -> tuple[np.ndarray, np.ndarray]:
+def _check(
+    es: EmbeddingSet, variable: str, classes=None, task: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Refuse what cannot be mitigated; the head's class index per sample and the
     classes present (:func:`~wsca_audit.primary.label_codes`: matched by value)."""
     if variable not in es.metadata:
@@ -167,6 +169,14 @@ def _check(es: EmbeddingSet, variable: str, classes=None) -> tuple[np.ndarray, n
         )
     if es.primary is None or es.targets is None:
         raise AuditError("mitigation needs the model's head and the labels (targets)")
+    task, _ = resolve_task(task, es.targets, es.primary.n_outputs, classes)
+    if task not in ("binary", "multiclass"):
+        raise AuditError(
+            f"wa.mitigate refits single-label classifier heads (task 'binary' or "
+            f"'multiclass'); this head is {task!r}. Its audit is supported; to remove the "
+            "variable from the embeddings whatever the head, fit "
+            "wsca_audit.fix.erasure.fit_eraser (LEACE) and refit the head on erased embeddings"
+        )
     index, present = label_codes(es.targets, es.primary.n_outputs, classes)
     if len(present) < 2:
         raise AuditError(
@@ -414,7 +424,7 @@ def mitigate(
     if not 0.05 <= holdout <= 0.9:
         raise AuditError(f"holdout must be between 0.05 and 0.9; got {holdout}")
     es, model_info = _embedding_set(auditor)
-    index, classes = _check(es, variable, settings.get("classes"))
+    index, classes = _check(es, variable, settings.get("classes"), settings.get("task"))
     y_codes = class_strata(index, classes)  # compact: the strata of the split
     kind, values = es.kinds[variable], es.metadata[variable]
     present = ~missing_mask(values)

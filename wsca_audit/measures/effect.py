@@ -12,6 +12,11 @@ fixed; Frisch-Waugh-Lovell: centre both within each class, then least squares):
 - continuous: ``s_i = a_{y_i} + beta x_i + e_i``; the effect is ``beta`` times the
   interquartile range of ``x``.
 
+The strata ``y`` are what holding the target fixed means for the head's kind (classes,
+label vectors, or bins of a regression target; docs/heads.md). A regression head's unit
+is the prediction's residual sd (its sd within the target bins, ``unit: residual_sd``),
+and ``target_units`` gives the effect in the prediction's own units (years, say).
+
 With a choice to make (three or more levels, or a head of three or more classes, where
 the contrast the variable moves most is taken) the choice is made on one half of the
 samples and measured on the other, and the other way round, averaged: the largest of
@@ -57,7 +62,16 @@ class Effect(Measure):
         "allOf": [{"$ref": "#/$defs/interval"}],
         "required": ["unit"],
         "properties": {
-            "unit": {"const": "logit_sd"},
+            "unit": {"enum": ["logit_sd", "residual_sd"]},
+            "target_units": {
+                "type": "object",
+                "properties": {
+                    "value": {"type": ["number", "null"]},
+                    "ci_low": {"type": ["number", "null"]},
+                    "ci_high": {"type": ["number", "null"]},
+                    "unit": {"type": "string"},
+                },
+            },
             "levels": {"type": "array", "items": {"type": "string"}},
             "per": {"type": "string"},
             "n_informative": {"type": ["integer", "null"], "minimum": 0},
@@ -84,18 +98,18 @@ class Effect(Measure):
         if task.selects:
             return self._cross_fitted(task, x, weights)
         # one contrast and one level contrast (or a slope): nothing to choose
-        coef, sd = _within_class_fit(
-            task.contrast_scores, x, weights, task.strata_onehot, _rows(task, weights, x)
-        )
+        coef, sd = _fit(task, task.contrast_scores, x, weights)
         if task.kind == "categorical":  # binary: level 1 minus level 0, signed
-            out = {**task.ci_block(coef[:, 0, 0] / sd[:, 0]), "unit": "logit_sd"}
+            out = {**task.ci_block(coef[:, 0, 0] / sd[:, 0]), "unit": _unit(task)}
+            _add_target_units(task, out, coef[:, 0, 0])
             if task.contrast_rows != ["1-0"]:  # a single-logit head
                 out["contrast"] = task.contrast_rows[0]
             out["levels"] = [task.levels[0], task.levels[1]]
             out["n_informative"] = task.n_informative
             return out
-        values = coef[:, 0, 0] * _iqr(task.target_std[task.valid]) / sd[:, 0]
-        out = {**task.ci_block(values), "unit": "logit_sd", "per": "IQR"}
+        raw = coef[:, 0, 0] * _iqr(task.target_std[task.valid])
+        out = {**task.ci_block(raw / sd[:, 0]), "unit": _unit(task), "per": "IQR"}
+        _add_target_units(task, out, raw)
         if task.contrast_rows != ["1-0"]:  # a single-logit head
             out["contrast"] = task.contrast_rows[0]
         return out
@@ -106,14 +120,9 @@ class Effect(Measure):
         on the other (and the other way round, averaged), so that choosing the largest of
         many noisy differences does not inflate the size: a shortcut-free head stays near
         0 however many levels the variable has."""
-        onehot, s = task.strata_onehot, task.contrast_scores
+        s = task.contrast_scores
         halves = task.halves  # (N,) 0 / 1 over the valid samples, -1 elsewhere
-        fits = [
-            _within_class_fit(
-                s, x, weights * (halves == h).to(weights.dtype), onehot, _rows(task, weights, x)
-            )
-            for h in (0, 1)
-        ]
+        fits = [_fit(task, s, x, weights * (halves == h).to(weights.dtype)) for h in (0, 1)]
         # every resample makes its own choices (the whole procedure is bootstrapped: with
         # the choices fixed at the point estimate's, the interval missed the variance the
         # choosing adds, and excluded 0 for 15% of shortcut-free heads instead of 5%)
@@ -125,10 +134,12 @@ class Effect(Measure):
                 choice = self._choose(task, coef[p], sd[p])
                 size = self._size(task, other_coef[p : p + 1], other_sd[p : p + 1], choice)
                 values[p] += size[0].to(values.dtype) / 2
-        out = {**task.ci_block(values), "unit": "logit_sd", "selection": "cross-fitted halves"}
+        out = {**task.ci_block(values), "unit": _unit(task), "selection": "cross-fitted halves"}
         # what the whole sample points at (names only: the size is the cross-fitted one,
         # whose halves may each have chosen otherwise)
-        coef, sd = _within_class_fit(s, x, task.v[None], onehot, _rows(task, task.v[None], x))
+        coef, sd = _fit(task, s, x, task.v[None])
+        # in the target's units: the cross-fitted sizes scaled by the whole sample's sd
+        _add_target_units(task, out, values * sd[0].amax())
         j, high, low = self._choose(task, coef[0], sd[0])
         if task.contrast_rows != ["1-0"]:
             out["contrast"] = task.contrast_rows[j]
@@ -192,6 +203,16 @@ class Effect(Measure):
         hi, lo = high.to(b.dtype) * n, low.to(b.dtype) * n
         return ((b * hi).sum(-1) / hi.sum() - (b * lo).sum(-1) / lo.sum()) / sd[:, j]
 
+    def metrics(self, block: dict | None) -> dict[str, float]:
+        """The interval, and a regression head's effect in the target's units
+        (``_target_units``, ``_target_units_ci_low``, ``_target_units_ci_high``)."""
+        out = super().metrics(block)
+        units = (block or {}).get("target_units") or {}
+        for suffix, key in (("", "value"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high")):
+            if units.get(key) is not None:
+                out["_target_units" + suffix] = float(units[key])
+        return out
+
     def cells(self, block: dict | None) -> tuple[str, ...]:
         return (ci_text(block, 2) if block else "-",)
 
@@ -241,6 +262,15 @@ def _best_groups(b: Tensor, counts: Tensor, components: Tensor) -> tuple[float, 
     return best[0], best[1].to(device), best[2].to(device)
 
 
+def _fit(task, s: Tensor, x: Tensor, weights: Tensor):
+    """:func:`_within_class_fit` of the task's strata; a regression head's unit is the
+    prediction's sd within target bins (its residual sd), a classifier's the score's sd."""
+    return _within_class_fit(
+        s, x, weights, task.strata_onehot, _rows(task, weights, x),
+        within=task.task == "regression",
+    )  # fmt: skip
+
+
 def _rows(task, weights: Tensor, x: Tensor) -> int:
     """Samples per chunk of :func:`_within_class_fit` under the audit's budget: two
     float64 (B, rows, width) temporaries."""
@@ -248,11 +278,34 @@ def _rows(task, weights: Tensor, x: Tensor) -> int:
     return task.chunk_rows(weights.shape[0] * width * 2, 8)
 
 
+def _unit(task) -> str:
+    return "residual_sd" if task.task == "regression" else "logit_sd"
+
+
+def _add_target_units(task, out: dict, raw: Tensor) -> None:
+    """A regression head's effect in the prediction's own units (the target's: years, say),
+    ``raw`` the unscaled size of every problem."""
+    if task.task != "regression":
+        return
+    block = task.ci_block(raw)
+    out["target_units"] = {k: block[k] for k in ("value", "ci_low", "ci_high")}
+    if task.cfg.target_unit:
+        out["target_units"]["unit"] = task.cfg.target_unit
+
+
 def _within_class_fit(
-    s: Tensor, x: Tensor, weights: Tensor, onehot: Tensor, chunk: int | None = None
+    s: Tensor,
+    x: Tensor,
+    weights: Tensor,
+    onehot: Tensor,
+    chunk: int | None = None,
+    *,
+    within: bool = False,
 ):
     """Weighted least squares of each column of ``s`` on ``x`` with class fixed effects,
-    for every weight vector: coefficients (B, C', K) and the sd of ``s - x coef`` (B, C').
+    for every weight vector: coefficients (B, C', K) and the sd of ``s - x coef`` (B, C'),
+    taken over all samples or, ``within=True``, within the classes (the residual sd of a
+    regression head's prediction with the target held fixed).
 
     Everything comes from weighted sums accumulated over chunks of samples, so no
     (B, N, K) tensor is ever materialised (B resamples, N samples, K columns).
@@ -299,7 +352,13 @@ def _within_class_fit(
     quad = torch.einsum("bjk,bkl,bjl->bj", coef, sxx, coef)
     cross = torch.einsum("bkj,bjk->bj", sxs, coef)
     r2 = (w @ (s * s) - 2 * cross + quad) / total
-    var = (r2 - r_mean**2).clamp_min(0) * total / (total - 1).clamp_min(1)
+    if within:  # minus the spread of the class means of r = s - x coef
+        mr = ms - torch.einsum("bck,bjk->bcj", mx, coef)  # (B, C, C')
+        var = (r2 - torch.einsum("bc,bcj->bj", n_c, mr**2) / total).clamp_min(0)
+        dof = (total - (n_c > 1e-9).sum(1, keepdim=True)).clamp_min(1)
+        var = var * total / dof
+    else:
+        var = (r2 - r_mean**2).clamp_min(0) * total / (total - 1).clamp_min(1)
     return coef.to(out_dtype), var.sqrt().clamp_min(1e-12).to(out_dtype)
 
 
