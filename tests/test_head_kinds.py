@@ -13,6 +13,7 @@ from sklearn.metrics import mean_absolute_error, r2_score, roc_auc_score
 
 import wsca_audit as wa
 from wsca_audit.head_kinds import encode_targets, resolve_task, type_of_targets
+from wsca_audit.tracking import mlflow_payload
 
 FAST = {"n_bootstrap": 60, "n_permutations": 60, "progress": False}
 
@@ -343,3 +344,44 @@ def test_probabilities_and_logits_are_the_heads_own_output(last):
         warnings.simplefilter("error", wa.AuditWarning)
         auditor = _collect(model, 4)
     assert auditor.layer_name == "2"
+
+
+# --------------------------------------------------------------------------- per output
+def _six_classes(reads: float, seed: int = 3, n: int = 1500, d: int = 12):
+    """Six classes, each with its own feature; a marker at random, encoded in feature 7;
+    class 3's logit reads the marker's feature by ``reads``."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 6, n)
+    marker = rng.integers(0, 2, n)
+    z = rng.normal(size=(n, d))
+    z[np.arange(n), y] += 2.5
+    z[:, 7] += 2.0 * marker
+    W = np.zeros((6, d))
+    W[np.arange(6), np.arange(6)] = 2.0
+    W[3, 7] = reads
+    return z, y, {"marker": marker}, W
+
+
+@pytest.mark.parametrize("reads", [0.0, 1.5])
+def test_each_output_of_a_many_class_head_gets_its_verdict(reads):
+    z, y, meta, W = _six_classes(reads)
+    names = ["a", "b", "c", "d", "e", "f"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = wa.analyze(z, y, meta, primary_weight=W, output_names=names, **FAST)
+    t = res.tasks["marker"]
+    outputs = t["by_output"]
+    assert list(outputs) == names
+    level = t["effect"]["by_output"]["level"]
+    assert level == pytest.approx(1 - 0.05 / 6)  # simultaneous over the six outputs
+    if reads:
+        assert outputs["d"]["verdict"] == "uses"
+        assert {o for o, b in outputs.items() if b["verdict"] == "uses"} == {"d"}
+        assert t["verdict"] == "uses" and "d" in t["reason"]
+    else:
+        assert all(b["verdict"] == "encoded_not_used" for b in outputs.values()), outputs
+        assert t["verdict"] == "encoded_not_used"
+    wa.validate_report(res.to_dict())
+    metrics, _, tags = mlflow_payload(res)
+    assert metrics["wsca.marker.d.effect"] == outputs["d"]["effect"]["value"]
+    assert "wsca.marker.d.effect_ci_low" in metrics and tags["wsca.primary.task"] == "multiclass"

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import correlation as corr
 from . import primary, stats
-from .decision import decide
+from .decision import decide, decide_outputs
 from .embeddings import EmbeddingSet, inferred_kind_note
 from .errors import AuditError, AuditWarning
 from .levels import Levels, code_levels
@@ -555,6 +555,12 @@ class _Analysis:
                 name, t, self.cfg.thresholds, t["n_valid"], self.cfg.ci_level,
                 n_permutations=self.cfg.n_permutations, n_tested=n_tested,
             )  # fmt: skip
+            d, outputs = decide_outputs(
+                name, t, self.cfg.thresholds, d,
+                n_permutations=self.cfg.n_permutations, n_tested=n_tested,
+            )  # fmt: skip
+            if outputs is not None:
+                t["by_output"] = outputs
             t["verdict"], t["reason"], t["samples_needed"] = d.verdict, d.reason, d.samples_needed
             if d.informative_needed is not None:
                 t["informative_needed"] = d.informative_needed

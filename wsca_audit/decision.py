@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from .formatting import ci_text, fmt
+from .formatting import ci_text, fmt, percent
 from .support import MAX_EFFECT_SD, insufficient, permutations_needed
 from .verdict import ENCODED_NOT_USED, INCONCLUSIVE, NOT_ENCODED, USES, Thresholds
 
@@ -344,3 +344,91 @@ def _samples_needed(task, thresholds, n, encoded, enc_thr, level=0.95) -> int | 
     if not math.isfinite(need) or need > _MAX_SAMPLES:
         return None
     return int(math.ceil(max(need, n + 1) / 10.0) * 10)
+
+
+def decide_outputs(
+    name: str,
+    task: dict,
+    thresholds: Thresholds,
+    decision: Decision,
+    *,
+    n_permutations: int | None = None,
+    n_tested: int = 1,
+) -> tuple[Decision, dict | None]:
+    """Each output's verdict (heads of several outputs), and the task's verdict as their
+    summary.
+
+    An output's effect interval is simultaneous over the outputs (``effect.by_output``):
+    beyond ``±effect`` with the task encoded and its permutation test significant, the
+    output ``uses`` the variable; within ``±effect``, ``encoded_not_used``; else
+    ``inconclusive``. The task is ``uses`` when any output is (the reason names them),
+    and ``encoded_not_used`` when every output's interval lies within ``±effect`` (the
+    simultaneous intervals cover all outputs at once); otherwise ``decision`` stands.
+    Returns the task's decision and ``{output: {"effect", "usage", "verdict", "reason"}}``
+    (None for a head of one output).
+    """
+    per = ((task.get("effect") or {}).get("by_output") or {}).get("outputs")
+    if not per or decision.verdict == NOT_ENCODED or insufficient(name, task.get("support")):
+        return decision, None
+    f = _Facts.of(task, thresholds, n_permutations, n_tested)
+    delta = thresholds.effect
+    usage_rows = _usage_rows(task)
+    outputs: dict[str, dict] = {}
+    for out_name, eff in per.items():
+        text = f"{name} moves {out_name} by {ci_text(eff, 2)} sd"
+        lo, hi = eff.get("ci_low"), eff.get("ci_high")
+        if not (f.encoded and _ok(lo, hi)):
+            verdict, reason = INCONCLUSIVE, f"{text}; the task is not decided"
+        elif lo >= delta or hi <= -delta:
+            verdict = USES if f.significant else INCONCLUSIVE
+            reason = f"{text}, beyond ±{fmt(delta, 2)} sd" + (
+                "" if f.significant else f", but {f.p_text}"
+            )
+        elif -delta < lo and hi < delta:
+            verdict, reason = ENCODED_NOT_USED, f"{text}, within ±{fmt(delta, 2)} sd"
+        else:
+            verdict, reason = INCONCLUSIVE, f"{text}, which straddles ±{fmt(delta, 2)} sd"
+        outputs[out_name] = {"effect": eff, "verdict": verdict, "reason": reason}
+        if out_name in usage_rows:
+            outputs[out_name]["usage"] = {"value": usage_rows[out_name]}
+    each = task["effect"]["by_output"].get("level", 0.95)
+    level = percent(round(1 - (1 - each) * len(outputs), 6))  # the family's level
+    using = [o for o, b in outputs.items() if b["verdict"] == USES]
+    if using and decision.verdict != USES:
+        shown = ", ".join(f"{o} ({ci_text(outputs[o]['effect'], 2)} sd)" for o in using[:4])
+        more = f" and {len(using) - 4} more" if len(using) > 4 else ""
+        return Decision(
+            USES,
+            f"{name} moves output(s) {shown}{more} beyond ±{fmt(delta, 2)} sd ({level} "
+            f"intervals simultaneous over {len(outputs)} outputs) and {f.p_text}",
+        ), outputs
+    if using:
+        names = ", ".join(using[:6]) + (f" and {len(using) - 6} more" if len(using) > 6 else "")
+        return Decision(USES, f"{decision.reason}; output(s) that use it: {names}"), outputs
+    if decision.verdict == INCONCLUSIVE and all(
+        b["verdict"] == ENCODED_NOT_USED for b in outputs.values()
+    ):
+        return Decision(
+            ENCODED_NOT_USED,
+            f"{name} is encoded ({f.enc_text}) but moves none of the {len(outputs)} outputs "
+            f"beyond ±{fmt(delta, 2)} sd ({level} intervals simultaneous over the outputs, the "
+            f"widest {_widest(outputs)})",
+        ), outputs
+    return decision, outputs
+
+
+def _usage_rows(task: dict) -> dict[str, float]:
+    """Each output's largest per-level usage (the point fit), where reported."""
+    per = (task.get("per_class") or {}).get("usage") or {}
+    rows, values = per.get("rows"), per.get("matrix")
+    if not rows or not values:
+        return {}
+    return {r: max(abs(v) for v in row) for r, row in zip(rows, values) if row}
+
+
+def _widest(outputs: dict) -> str:
+    name, b = max(
+        outputs.items(),
+        key=lambda kv: max(abs(kv[1]["effect"]["ci_low"]), abs(kv[1]["effect"]["ci_high"])),
+    )
+    return f"{name}: {ci_text(b['effect'], 2)} sd"

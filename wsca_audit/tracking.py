@@ -5,7 +5,10 @@ Names (stable across versions; metadata names are sanitised to ``[A-Za-z0-9_.-]`
 - metrics ``wsca.<task>.<measure>`` for each measure of the report (``encoding``, ``wsc``,
   ``usage``, ``attribution``; each declares its names in :mod:`wsca_audit.measures`), each
   with ``_ci_low`` / ``_ci_high`` and, for tested ones, ``_p_value``;
-  ``wsca.primary.<auc|accuracy>`` (with CI) and ``wsca.runtime_s``; input-side evidence,
+  ``wsca.<task>.<output>.effect`` (with CI) for each output of a head of several outputs
+  (up to 50); ``wsca.primary.<metric>`` (the headline and every metric of the head's kind:
+  ``auc``, ``accuracy``, ``macro_auc``, ``r2``, ``mae``..., with CI) and ``wsca.runtime_s``;
+  input-side evidence,
   as each evidence type declares it (``Evidence.mlflow``):
   ``wsca.attribution.<key>.inside``, ``wsca.masking.<key>.<full|roi_removed|roi_only>``
   (and ``_drop``), ``wsca.intervention.<key>.effect`` (each with its CI);
@@ -16,7 +19,8 @@ Names (stable across versions; metadata names are sanitised to ``[A-Za-z0-9_.-]`
   the outcome in one line;
 - tags ``wsca.verdict.<task>``, ``wsca.task.<task>`` (the original metadata name, where the
   key had to change it), ``wsca.flagged`` (tasks the head uses, comma-separated; absent
-  when none), ``wsca.schema_version``, ``wsca.version``, ``wsca.layer``,
+  when none), ``wsca.primary.task`` (the head's kind), ``wsca.schema_version``,
+  ``wsca.version``, ``wsca.layer``,
   ``wsca.masking.<key>.verdict``;
 - artifacts under ``wsca/``: ``report.json``, ``report.html``, ``figures/*.png``, the model
   card (``MODEL_CARD.md``, and ``MODEL_CARD.html`` for MLflow's artifact viewer) and any
@@ -128,6 +132,10 @@ def mitigation_payload(m: Mitigation) -> tuple[dict[str, float], dict[str, str]]
     return mlflow_metrics, tags
 
 
+# past this many outputs a head's per-output effects stay in report.json only
+MAX_OUTPUT_METRICS = 50
+
+
 def mlflow_payload(result: AuditResult) -> MlflowPayload:
     """The (metrics, params, tags) that :func:`log_to_mlflow` writes, as plain dicts.
 
@@ -152,6 +160,11 @@ def mlflow_payload(result: AuditResult) -> MlflowPayload:
             stem = f"wsca.{keys[name]}.{measure.metric_stem}"
             for suffix, value in measure.metrics(task.get(measure.report_key)).items():
                 mlflow_metrics[stem + suffix] = value
+        outputs = task.get("by_output") or {}
+        if len(outputs) <= MAX_OUTPUT_METRICS:  # each output's effect: wsca.<var>.<output>.effect
+            for out, block in outputs.items():
+                stem = f"wsca.{keys[name]}.{sanitize_name(out)}.effect"
+                mlflow_metrics.update(interval_metrics(stem, block.get("effect")))
     primary = (report.get("primary") or {}).get("metric") or {}
     if primary.get("name"):
         stem = f"wsca.primary.{sanitize_name(primary['name'])}"
@@ -168,7 +181,7 @@ def mlflow_payload(result: AuditResult) -> MlflowPayload:
         "wsca.schema_version": str(report.get("schema_version")),
         "wsca.version": __version__,
         "wsca.layer": str(report.get("layer")),
-        "wsca.task": str((report.get("primary") or {}).get("task")),
+        "wsca.primary.task": str((report.get("primary") or {}).get("task")),
         DESCRIPTION_TAG: description(result),
     }
     flagged = [n for n, v in result.verdicts.items() if v == USES]

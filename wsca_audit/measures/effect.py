@@ -77,6 +77,17 @@ class Effect(Measure):
             "n_informative": {"type": ["integer", "null"], "minimum": 0},
             "selection": {"type": "string"},
             "contrast": {"type": "string"},
+            "by_output": {
+                "type": "object",
+                "description": "each output's effect, intervals simultaneous over the outputs",
+                "properties": {
+                    "level": {"type": "number"},
+                    "outputs": {
+                        "type": "object",
+                        "additionalProperties": {"$ref": "#/$defs/interval"},
+                    },
+                },
+            },
             "split": {
                 "type": "object",
                 "properties": {
@@ -96,7 +107,11 @@ class Effect(Measure):
         else:
             x = task.target_std[:, None]
         if task.selects:
-            return self._cross_fitted(task, x, weights)
+            out = self._cross_fitted(task, x, weights)
+            per_output = self._by_output(task, x, weights)
+            if per_output is not None:
+                out["by_output"] = per_output
+            return out
         # one contrast and one level contrast (or a slope): nothing to choose
         coef, sd = _fit(task, task.contrast_scores, x, weights)
         if task.kind == "categorical":  # binary: level 1 minus level 0, signed
@@ -155,6 +170,47 @@ class Effect(Measure):
         else:
             out["per"] = "IQR"
         return out
+
+    def _by_output(self, task, x: Tensor, weights: Tensor) -> dict | None:
+        """Each output's own effect (heads of several contrasts: multi-class, multi-label),
+        with intervals simultaneous over the outputs (Bonferroni: each at level
+        ``1 - (1 - ci_level) / C'``), so that "any output moves" and "every output stays
+        within ±effect" can be read off them. A variable of two levels or a continuous
+        one has one coefficient per output; with three or more levels, each output's
+        groups of levels are chosen on one half and measured on the other."""
+        n_c, nb = task.contrasts.shape[0], task.cfg.n_bootstrap
+        if n_c < 2 or (
+            task.kind == "categorical" and task.k >= 3 and n_c * weights.shape[0] > 4000
+        ):
+            return None  # many outputs and many levels: the search is too long per output
+        if task.kind == "categorical" and task.k == 2:
+            if bool(task.level_components[0] != task.level_components[1]):
+                return None  # the two levels never meet in a stratum
+        s = task.contrast_scores
+        if task.kind == "continuous" or task.k == 2:
+            coef, sd = _fit(task, s, x, weights)
+            scale = _iqr(task.target_std[task.valid]) if task.kind == "continuous" else 1.0
+            values = coef[..., 0] * scale / sd  # (B, C')
+        else:
+            halves = task.halves
+            fits = [_fit(task, s, x, weights * (halves == h).to(weights.dtype)) for h in (0, 1)]
+            values = torch.zeros(weights.shape[0], n_c, dtype=s.dtype, device=s.device)
+            for h in (0, 1):
+                (coef, sd), (o_coef, o_sd) = fits[h], fits[1 - h]
+                for p in range(weights.shape[0]):
+                    for j in range(n_c):
+                        _, high, low = _best_groups(
+                            self._level_effects(coef[p, j]) / sd[p, j],
+                            task.level_counts, task.level_components,
+                        )  # fmt: skip
+                        size = self._size(task, o_coef[p : p + 1], o_sd[p : p + 1], (j, high, low))
+                        values[p, j] += size[0].to(values.dtype) / 2
+        level = 1 - (1 - task.cfg.ci_level) / n_c
+        outputs = {}
+        for j, name in enumerate(task.contrast_rows):
+            block = stats.ci_block(values[:, j], nb, level)
+            outputs[name] = {k: block[k] for k in ("value", "ci_low", "ci_high")}
+        return {"level": level, "outputs": outputs}
 
     @staticmethod
     def _level_effects(coef: Tensor) -> Tensor:
