@@ -385,3 +385,33 @@ def test_each_output_of_a_many_class_head_gets_its_verdict(reads):
     metrics, _, tags = mlflow_payload(res)
     assert metrics["wsca.marker.d.effect"] == outputs["d"]["effect"]["value"]
     assert "wsca.marker.d.effect_ci_low" in metrics and tags["wsca.primary.task"] == "multiclass"
+
+
+# --------------------------------------------------------------------------- evidence
+def test_roi_masking_scores_a_finding_by_its_own_logit_and_refuses_regression():
+    """A multi-label head's finding k is scored by logit k (not by softmax log-odds
+    against the other findings); a regression head is refused with what to use."""
+    torch.manual_seed(0)
+    x = torch.zeros(80, 1, 4, 4)
+    Y = np.stack([np.arange(80) % 2, (np.arange(80) // 2) % 2], 1)
+    x[Y[:, 0] == 1, :, 1:3, 1:3] = 1.0  # finding 0 sits in the ROI
+    x[Y[:, 1] == 1, :, 0, 0] = 1.0  # finding 1 outside it
+    roi = torch.zeros(4, 4, dtype=torch.bool)
+    roi[1:3, 1:3] = True
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2)).eval()
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].weight[0, [5, 6, 9, 10]] = 1.0
+        model[1].weight[1, 0] = 1.0
+        model[1].bias.zero_()
+    kw = {"n_bootstrap": 30, "progress": False}
+    with pytest.raises(wa.AuditError, match="pass target=<finding index>"):
+        wa.roi_masking(model, x, roi, Y, **kw)
+    inside = wa.roi_masking(model, x, roi, Y, target=0, **kw)
+    outside = wa.roi_masking(model, x, roi, Y[:, 1], target=1, task="multilabel", **kw)
+    assert inside["score"].startswith("logit 0") and outside["score"].startswith("logit 1")
+    assert inside["full"]["value"] == 1.0 and inside["roi_removed"]["value"] == 0.5
+    assert outside["roi_removed"]["value"] == 1.0  # its signal is outside the ROI
+    reg = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 1)).eval()
+    with pytest.raises(wa.AuditError, match="regression head is not supported"):
+        wa.roi_masking(reg, x, roi, np.linspace(20, 80, 80), **kw)

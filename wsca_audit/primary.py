@@ -363,7 +363,7 @@ def score_text(n_outputs: int, target: int | None = None, *, many: str = "predic
     if target is not None:
         return f"logit {int(target)}"
     if n_outputs == 1:
-        return "the single logit"
+        return "the single output (a logit, or a regression prediction)"
     if n_outputs == 2:
         return "log-odds (logit 1 − logit 0)"
     return many

@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 from ..errors import AuditError
 from ..formatting import ci_text
 from ..naming import interval_metrics, sanitize_name
-from ..primary import auc_score_text, label_codes, logits_of, outputs_auc
+from ..primary import auc_score_text, label_codes, logits_of, outputs_auc, resolve_task
 from ..stats import bootstrap_counts, ci_block
-from ..validation import check_consistent_length, column_or_1d
+from ..validation import check_consistent_length, target_array
 from ..verdict import INCONCLUSIVE
 from .base import (
     Evidence,
@@ -246,6 +246,7 @@ def roi_masking(
     n_bootstrap: int = 200,
     *,
     target: int | None = None,
+    task: str | None = None,
     boxes: Any = None,
     batch_size: int = 64,
     retained_threshold: float = 0.8,
@@ -272,7 +273,12 @@ def roi_masking(
         give the macro one-vs-rest AUC of the softmax over the classes present.
     target : int, optional
         Score class ``target`` against the rest instead (its logit minus the logsumexp
-        of the others). The result's ``score`` says in words which score was used.
+        of the others); for a multi-label head, finding ``target`` by its own logit
+        (required). The result's ``score`` says in words which score was used.
+    task : {"binary", "multiclass", "multilabel"}, optional
+        The head's kind, inferred from the outputs and targets when None (docs/heads.md);
+        multi-label targets are (N, K) 0/1 or finding ``target``'s column. A regression
+        head is refused (the evidence is an AUC).
     fill : {"zero", "mean", "blur", "noise"}, default="zero"
         What replaces the removed pixels (see the module docstring).
     n_bootstrap : int, default=200
@@ -324,7 +330,7 @@ def roi_masking(
     (1.0, 0.5, 'relies_on_roi')
     """
     _check_arguments(fill, retained_threshold, n_bootstrap, roi, boxes, targets)
-    y = column_or_1d(targets, "targets", "image")
+    y = target_array(targets, "targets")
     n_known = n_images(inputs)
     if n_known is not None:
         check_consistent_length(n_known, "images", targets=y)
@@ -340,19 +346,19 @@ def roi_masking(
     run.masks.check_count(run.n)
     if example >= run.n:
         raise AuditError(f"example={example} but the inputs hold {run.n} images")
-    logits = torch.cat(run.logits)
+    logits, y, score, target_auc = _scored(torch.cat(run.logits), y, task, target)
     codes, present = label_codes(y, logits.shape[-1])
     out: dict[str, Any] = {
         "metric": "auc",
         "fill": fill,
-        "score": auc_score_text(logits.shape[-1], present, target),
+        "score": score or auc_score_text(logits.shape[-1], present, target),
         "target": target,
         "n_samples": run.n,
         "model": model_provenance(model),
         "roi_area": run.area_sum / run.n,
         "retained_threshold": retained_threshold,
         "n_bootstrap": n_bootstrap,
-        **_auc_blocks(logits, codes, present, target, seed, n_bootstrap, ci_level),
+        **_auc_blocks(logits, codes, present, target_auc, seed, n_bootstrap, ci_level),
         "distinct_images": run.distinct(),
         "roi_kept_share": run.kept_share(),
     }
@@ -492,6 +498,30 @@ def _image_noise(seed: int, start: int, shape: torch.Size, variant: int) -> Tens
         state = np.random.SeedSequence([seed, start + j, variant]).generate_state(1)[0]
         out[j] = torch.randn(shape[1:], generator=torch.Generator().manual_seed(int(state)))
     return out
+
+
+def _scored(logits: Tensor, y: np.ndarray, task: str | None, target: int | None):
+    """The logits and labels the AUC reads, for the head's kind (:func:`resolve_task`):
+    a multi-label head's finding ``target`` alone, by its own logit (the score's words,
+    and no class target left); others as they are."""
+    if not (task == "multilabel" and y.ndim == 1):  # one finding's column: nothing to check
+        task, _ = resolve_task(task, y, logits.shape[-1])
+    if task == "regression":
+        raise AuditError(
+            "ROI masking measures a classifier's AUC with and without the ROI; a regression "
+            "head is not supported: audit it with wa.Auditor / wa.analyze (docs/heads.md)"
+        )
+    if task != "multilabel":
+        return logits, y, None, target
+    k = logits.shape[-1]
+    if target is None or not 0 <= int(target) < k:
+        raise AuditError(
+            f"a multi-label head of {k} findings: pass target=<finding index> (0..{k - 1}); "
+            "each finding is scored by its own logit"
+        )
+    t = int(target)
+    col = y[:, t] if y.ndim == 2 else y
+    return logits[..., t : t + 1], col, f"logit {t} (finding {t}'s own log-odds)", None
 
 
 def _auc_blocks(
