@@ -363,7 +363,7 @@ def _six_classes(reads: float, seed: int = 3, n: int = 1500, d: int = 12):
 
 
 @pytest.mark.parametrize("reads", [0.0, 1.5])
-def test_each_output_of_a_many_class_head_gets_its_verdict(reads):
+def test_each_output_of_a_many_class_head_gets_its_verdict(reads, tmp_path):
     z, y, meta, W = _six_classes(reads)
     names = ["a", "b", "c", "d", "e", "f"]
     with warnings.catch_warnings():
@@ -382,6 +382,11 @@ def test_each_output_of_a_many_class_head_gets_its_verdict(reads):
         assert all(b["verdict"] == "encoded_not_used" for b in outputs.values()), outputs
         assert t["verdict"] == "encoded_not_used"
     wa.validate_report(res.to_dict())
+    text = res.summary()  # the summary (and the HTML report and the card) list the outputs
+    assert "by output" in text.lower() and "simultaneous over the outputs" in text
+    assert sum(line.strip().startswith("marker") for line in text.splitlines()) >= 6
+    card = wa.write_model_card(res, tmp_path / "MODEL_CARD.md").read_text()
+    assert "Quantitative analyses by output" in card
     metrics, _, tags = mlflow_payload(res)
     assert metrics["wsca.marker.d.effect"] == outputs["d"]["effect"]["value"]
     assert "wsca.marker.d.effect_ci_low" in metrics and tags["wsca.primary.task"] == "multiclass"
@@ -415,3 +420,31 @@ def test_roi_masking_scores_a_finding_by_its_own_logit_and_refuses_regression():
     reg = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 1)).eval()
     with pytest.raises(wa.AuditError, match="regression head is not supported"):
         wa.roi_masking(reg, x, roi, np.linspace(20, 80, 80), **kw)
+
+
+def test_integrations_pass_the_task_through():
+    """The integrations only use the public API: task= reaches analyze() with the other
+    settings (audit_loop here; Lightning, HF and ignite take the same analyze kwargs)."""
+    from wsca_audit.integrations.plain import audit_loop
+
+    z, age, meta, W = _brain_age(2, 2.5, n=400)
+    model = torch.nn.Sequential(torch.nn.Identity(), torch.nn.Linear(16, 1)).eval()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.as_tensor(W, dtype=torch.float32))
+        model[1].bias.fill_(50.0)
+    batches = [
+        (torch.as_tensor(z[sl], dtype=torch.float32), age[sl], {"site": meta["site"][sl]})
+        for sl in np.array_split(np.arange(400), 4)
+    ]
+
+    def evaluate(model, loader):
+        with torch.no_grad():
+            return [model(x) for x, _, _ in loader]
+
+    settings = {"task": "regression", "target_unit": "years", **FAST}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, res = audit_loop(evaluate, model, batches, analyze_kwargs=settings)
+    d = res.to_dict()
+    assert d["primary"]["task"] == "regression" and d["primary"]["target_unit"] == "years"
+    assert d["tasks"]["site"]["effect"]["target_units"]["unit"] == "years"

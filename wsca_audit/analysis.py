@@ -137,9 +137,10 @@ def analyze(
     Parameters
     ----------
     embeddings : array-like of shape (n_samples, embedding_dim)
-    targets : array-like of shape (n_samples,), optional
+    targets : array-like of shape (n_samples,) or (n_samples, n_outputs), optional
         Primary labels: the head's class indices (never renumbered), or any labels with
-        ``classes=[...]`` naming the class of each output in order.
+        ``classes=[...]`` naming the class of each output in order; a 0/1 column per
+        output for a multi-label head; the target value for a regression head.
     metadata : mapping of str to array-like, or a pandas DataFrame
         Metadata columns to audit.
     primary_weight : array-like of shape (n_outputs, embedding_dim)
@@ -151,6 +152,10 @@ def analyze(
     **settings
         Fields of :class:`AuditSettings`: ``n_bootstrap=200``, ``n_permutations=200``,
         ``seed=0`` (None: fresh randomness, the seed drawn is in the report's settings),
+        ``task=None`` (``"binary"``, ``"multiclass"``, ``"multilabel"`` or
+        ``"regression"``; None: inferred from the head and the targets, and said in the
+        warnings; docs/heads.md), ``output_names=None`` (class or finding names, for
+        per-output results), ``target_unit=None`` (a regression target's unit),
         ``classes=None`` (the class of each head output, in order, for targets that are
         not class indices), ``C=1.0`` (logistic heads), ``alpha=1.0`` (ridge heads),
         ``n_folds=5``, ``n_bins=5``, ``thresholds=Thresholds()``, ``device=None`` (CUDA
@@ -317,6 +322,13 @@ class _Analysis:
         self.label_values = enc.present
         if self.task in ("multilabel", "regression"):
             self.warnings.append(f"the target is held fixed within {enc.strata_text}")
+            alone = int((np.bincount(enc.strata)[enc.strata] < 2).sum())
+            if alone > 0.1 * n:  # many findings: their combinations thin out
+                self._warn(
+                    f"{alone} of {n} samples are alone in their label vector: they tell "
+                    "nothing once every label is held fixed (audit more samples, or fewer "
+                    "findings at a time)"
+                )
             if enc.n_strata < 2:
                 self._warn("the targets do not vary: usage is not deconfounded from them")
             return

@@ -126,6 +126,7 @@ def _sections(result: AuditResult, meta: dict, doc: Document) -> list[Section]:
         Section("Metrics", paragraphs=metrics, items=list(reading.items) if reading else []),
         Section("Evaluation data", paragraphs=[evaluation]),
         _retitled(doc, "measures", "Quantitative analyses"),
+        _retitled(doc, "outputs", "Quantitative analyses by output"),
         _retitled(doc, "legend", "What the verdicts mean"),
         _retitled(doc, "performance", "Quantitative analyses by subgroup"),
         _retitled(doc, "evidence", "Input-side evidence"),

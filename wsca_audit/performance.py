@@ -121,7 +121,7 @@ def subgroup_performance(
     nb = boot.shape[0]
     values = metric_values(logits, labels, weights, task)
     overall = {k: ci_block(v, nb, level) for k, v in values.items()}
-    metric = next(m for m in ("auc", "macro_auc", "mae", "accuracy") if m in overall)
+    metric = next(m for m in ("auc", "mae", "accuracy", "macro_auc") if m in overall)
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # ranked so that the worst is smallest
 
     groups: dict[str, tuple[np.ndarray, list[str]]] = {

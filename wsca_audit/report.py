@@ -110,7 +110,8 @@ def validate_report(report: dict) -> None:
 
 
 # what the plain-text summary shows of the report's sections (a terminal's worth)
-SUMMARY_SECTIONS = ("outcome", "measures", "why", "evidence", "warnings")
+SUMMARY_SECTIONS = ("outcome", "measures", "why", "outputs", "evidence", "warnings")
+MAX_OUTPUT_ROWS = 30  # a task's outputs listed up to this many; past it, the others only
 
 
 class AuditResult:
@@ -489,6 +490,26 @@ class AuditResult:
             table=Table(tuple(head), tuple(tuple(r) for r in rows)), figures=figures,
         )  # fmt: skip
 
+    def _outputs_section(self) -> Section | None:
+        """Heads of several outputs: each output's effect and verdict, per variable."""
+        rows, hidden = [], 0
+        for name, t in self.tasks.items():
+            outputs = t.get("by_output") or {}
+            for out, b in outputs.items():
+                if len(outputs) > MAX_OUTPUT_ROWS and b["verdict"] == ENCODED_NOT_USED:
+                    hidden += 1
+                    continue
+                rows.append((Code(name), out, ci_text(b["effect"], 2), VerdictMark(b["verdict"])))
+        if not rows and not hidden:
+            return None
+        note = f" ({hidden} outputs encoded_not_used not listed)" * bool(hidden)
+        return Section(
+            "By output", key="outputs",
+            paragraphs=[f"Each output's effect in sd, {percent(self.ci_level)} intervals "
+                        f"simultaneous over the outputs{note}."],
+            table=Table(("task", "output", "effect (sd)", "verdict"), tuple(rows)),
+        )  # fmt: skip
+
     def _evidence_section(self, figures: list[Figure]) -> Section | None:
         lines = self.evidence_lines()
         if not lines:
@@ -524,7 +545,8 @@ class AuditResult:
 
         Sections, by ``key``: ``outcome`` (the headline), ``measures`` (the audit's facts,
         the measures table, the summary and per-class figures), ``why`` (per task: verdict,
-        reason, next step), ``performance`` (subgroups; only with targets), ``evidence``
+        reason, next step), ``outputs`` (each output's effect and verdict, heads of several
+        outputs), ``performance`` (subgroups; only with targets), ``evidence``
         (only with input-side evidence), ``legend`` (what the verdicts mean), ``warnings``
         and ``reading`` (what each measure and evidence type says).
 
@@ -544,6 +566,7 @@ class AuditResult:
         sections = [
             *self._outcome_sections(attach(SUMMARY_FIGURE, PER_CLASS_FIGURE)),
             Section("Why", key="why", items=self._why_items()) if self.tasks else None,
+            self._outputs_section(),
             self._performance_section(attach(PERFORMANCE_FIGURE)),
             self._evidence_section(
                 [Figure(p, evidence_caption(p), png) for p, png in evidence_png.items()]
