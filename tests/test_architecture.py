@@ -22,7 +22,7 @@ LAYERS = [
     {"errors", "version"},
     {"formatting", "naming", "validation", "metrics", "store", "distributed", "schema"},
     {"stats", "verdict", "render", "head_kinds"},
-    {"primary", "heads", "embeddings", "correlation"},
+    {"primary", "heads", "embeddings", "correlation", "head_search"},
     {"levels", "taskdata", "measures", "support", "decision", "performance"},
     {"evidence", "figures"},
     {"report"},

@@ -290,6 +290,7 @@ class _Analysis:
             ),
             contrast_scores_w=scores_w, boot=self.boot, strata=self.strata, cfg=cfg,
             task=self.task,
+            covariate=None if self.covariate is None else self.covariate.to(self.device, self.dtype),
             contrast_labels=primary.contrast_names(self.W.shape[0], self.task, cfg.output_names),
             dtype=self.dtype, device=self.device,
         )  # fmt: skip
@@ -301,7 +302,7 @@ class _Analysis:
         present, the label vectors, or bins of a regression target; see
         :func:`wsca_audit.primary.encode_targets`)."""
         n, n_out = self.es.n_samples, self.es.primary.n_outputs
-        self.labels = None
+        self.labels, self.covariate = None, None
         enc = primary.encode_targets(
             self.es.targets, n_out, task=self.cfg.task, classes=self.cfg.classes
         )
@@ -319,11 +320,12 @@ class _Analysis:
             return
         self.labels = torch.as_tensor(enc.labels, device=self.device)
         self.strata = torch.as_tensor(enc.strata, dtype=torch.long)
+        self.covariate = torch.as_tensor(enc.covariate()) if self.task == "regression" else None
         self.label_values = enc.present
         if self.task in ("multilabel", "regression"):
             self.warnings.append(f"the target is held fixed within {enc.strata_text}")
             alone = int((np.bincount(enc.strata)[enc.strata] < 2).sum())
-            if alone > 0.1 * n:  # many findings: their combinations thin out
+            if self.task == "multilabel" and alone > 0.1 * n:  # many findings: sparse vectors
                 self._warn(
                     f"{alone} of {n} samples are alone in their label vector: they tell "
                     "nothing once every label is held fixed (audit more samples, or fewer "
@@ -351,7 +353,7 @@ class _Analysis:
         of the contrasts; the working copies are filled chunk by chunk (memory-mapped
         when spilling)."""
         chunks = stats.chunks(Z.shape[0], self.rows)
-        mu, sd = Z.mean(0), _safe_std(Z, self.rows)
+        mu, sd = Z.mean(0), stats.safe_std(Z, self.rows)
         k = int(self.strata.max()) + 1 if self.strata.numel() else 1
         # (n_classes, D)
         means = stats.stratum_mean_table(Z, self.strata, k, self.dtype, self.device, self.rows)
@@ -360,7 +362,9 @@ class _Analysis:
         for sl in chunks:
             Zs[sl] = (Z[sl] - mu) / sd
             Zw[sl] = Z[sl] - means[strata[sl]]
-        sd_w = _safe_std(Zw, self.rows)
+        if self.covariate is not None:  # a regression target: its slope within bins too
+            stats.residualise(Zw, self.covariate.to(device=self.device, dtype=self.dtype), chunks)
+        sd_w = stats.safe_std(Zw, self.rows)
         scores_w = Zw @ contrasts.T  # (N, C') usage's primary side
         for sl in chunks:  # Zw becomes Zws in place: one copy fewer
             Zw[sl] /= sd_w
@@ -614,25 +618,9 @@ def _hide_absurd_effect(task: dict) -> None:
     ends = [eff.get(k) for k in ("value", "ci_low", "ci_high")]
     if any(v is not None and math.isfinite(v) and abs(v) > MAX_EFFECT_SD for v in ends):
         eff.update(value=None, ci_low=None, ci_high=None)
+        for key in ("by_output", "target_units"):  # sizes from the same fits
+            eff.pop(key, None)
         eff["note"] = (
             f"not reported: an interval end lay beyond ±{MAX_EFFECT_SD:g} sd, far beyond any "
             "real effect: a symptom of too few samples"
         )
-
-
-def _safe_std(Z: Tensor, size: int) -> Tensor:
-    """Column standard deviation (unbiased), by chunks, 1 where a column is constant."""
-    n = Z.shape[0]
-    mean = torch.zeros(Z.shape[1], dtype=torch.float64, device=Z.device)
-    for sl in stats.chunks(n, size):
-        mean += Z[sl].to(torch.float64).sum(0)
-    mean /= max(n, 1)
-    ss = torch.zeros_like(mean)
-    amax = torch.zeros_like(mean)
-    for sl in stats.chunks(n, size):
-        c = Z[sl].to(torch.float64)
-        ss += ((c - mean) ** 2).sum(0)
-        amax = torch.maximum(amax, c.abs().amax(0))
-    sd = (ss / max(n - 1, 1)).sqrt()
-    sd = torch.where(sd > 1e-12 * (1 + amax), sd, torch.ones_like(sd))
-    return sd.to(Z.dtype)

@@ -21,7 +21,8 @@ from torch import nn
 from .distributed import gather_to_rank0, rank_and_world
 from .embeddings import KINDS, EmbeddingSet
 from .errors import AuditError, AuditWarning, renamed
-from .primary import TASKS, PrimaryHead, auto_head
+from .head_search import auto_head
+from .primary import TASKS, PrimaryHead
 from .store import EmbeddingStore
 from .validation import check_consistent_length, column_or_1d, target_array
 
@@ -92,10 +93,10 @@ class Auditor:
     classes : sequence, optional
         The class of each output in the head's order, for targets that are not class
         indices (integer targets ARE class indices).
-    output_key : str, optional
-        The entry (or attribute) of the model's output that is its primary output, when
-        it is not the ``"logits"`` entry or the first element: ``layer="auto"`` takes the
-        ``nn.Linear`` whose output it is.
+    output_key : str or int, optional
+        The entry, attribute or tuple index of the model's output that is its primary
+        output, when it is not the ``"logits"`` entry or the first element:
+        ``layer="auto"`` takes the ``nn.Linear`` whose output it is.
 
     Notes
     -----
@@ -135,7 +136,7 @@ class Auditor:
         output_names: Sequence[str] | None = None,
         target_unit: str | None = None,
         classes: Sequence | None = None,
-        output_key: str | None = None,
+        output_key: str | int | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise AuditError(f"model must be a torch.nn.Module; got {type(model).__name__}")

@@ -358,7 +358,9 @@ def decide_outputs(
     """Each output's verdict (heads of several outputs), and the task's verdict as their
     summary.
 
-    An output's effect interval is simultaneous over the outputs (``effect.by_output``):
+    An output's effect interval is simultaneous over the outputs (``effect.by_output``, a
+    band that covers every output at once) and must be able to carry a verdict (finite,
+    of positive width, within ±MAX_EFFECT_SD; a cross-fitted size below 0 is noise):
     beyond ``±effect`` with the task encoded and its permutation test significant, the
     output ``uses`` the variable; within ``±effect``, ``encoded_not_used``; else
     ``inconclusive``. The task is ``uses`` when any output is (the reason names them),
@@ -367,19 +369,24 @@ def decide_outputs(
     Returns the task's decision and ``{output: {"effect", "usage", "verdict", "reason"}}``
     (None for a head of one output).
     """
-    per = ((task.get("effect") or {}).get("by_output") or {}).get("outputs")
+    block = (task.get("effect") or {}).get("by_output") or {}
+    per = block.get("outputs")
     if not per or decision.verdict == NOT_ENCODED or insufficient(name, task.get("support")):
         return decision, None
     f = _Facts.of(task, thresholds, n_permutations, n_tested)
     delta = thresholds.effect
+    oriented = bool(block.get("selection"))  # cross-fitted: below 0 the halves disagree
     usage_rows = _usage_rows(task)
     outputs: dict[str, dict] = {}
     for out_name, eff in per.items():
         text = f"{name} moves {out_name} by {ci_text(eff, 2)} sd"
         lo, hi = eff.get("ci_low"), eff.get("ci_high")
-        if not (f.encoded and _ok(lo, hi)):
-            verdict, reason = INCONCLUSIVE, f"{text}; the task is not decided"
-        elif lo >= delta or hi <= -delta:
+        problem = _interval_problem(eff, f"{ci_text(eff, 2)} sd", MAX_EFFECT_SD)
+        if problem:
+            verdict, reason = INCONCLUSIVE, f"the effect on {out_name} {problem}"
+        elif not f.encoded:
+            verdict, reason = INCONCLUSIVE, f"{text}; the encoding does not decide"
+        elif lo >= delta or (hi <= -delta and not oriented):
             verdict = USES if f.significant else INCONCLUSIVE
             reason = f"{text}, beyond ±{fmt(delta, 2)} sd" + (
                 "" if f.significant else f", but {f.p_text}"
@@ -390,9 +397,8 @@ def decide_outputs(
             verdict, reason = INCONCLUSIVE, f"{text}, which straddles ±{fmt(delta, 2)} sd"
         outputs[out_name] = {"effect": eff, "verdict": verdict, "reason": reason}
         if out_name in usage_rows:
-            outputs[out_name]["usage"] = {"value": usage_rows[out_name]}
-    each = task["effect"]["by_output"].get("level", 0.95)
-    level = percent(round(1 - (1 - each) * len(outputs), 6))  # the family's level
+            outputs[out_name]["usage"] = usage_rows[out_name]
+    level = percent(block.get("level", 0.95))  # the family's: the band covers all at once
     using = [o for o, b in outputs.items() if b["verdict"] == USES]
     if using and decision.verdict != USES:
         shown = ", ".join(f"{o} ({ci_text(outputs[o]['effect'], 2)} sd)" for o in using[:4])
@@ -417,13 +423,17 @@ def decide_outputs(
     return decision, outputs
 
 
-def _usage_rows(task: dict) -> dict[str, float]:
-    """Each output's largest per-level usage (the point fit), where reported."""
+def _usage_rows(task: dict) -> dict[str, dict]:
+    """Each output's usage: with its interval where the usage measure gives one
+    (``usage.by_output``), else the point fit's largest per-level correlation."""
+    given = (task.get("usage") or {}).get("by_output")
+    if given:
+        return dict(given)
     per = (task.get("per_class") or {}).get("usage") or {}
     rows, values = per.get("rows"), per.get("matrix")
     if not rows or not values:
         return {}
-    return {r: max(abs(v) for v in row) for r, row in zip(rows, values) if row}
+    return {r: {"value": max(abs(v) for v in row)} for r, row in zip(rows, values) if row}
 
 
 def _widest(outputs: dict) -> str:

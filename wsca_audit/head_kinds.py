@@ -111,7 +111,7 @@ def resolve_task(
     ('binary', 'multiclass')
     >>> resolve_task(None, [51.5, 62.0, 48.25], 1)[0]
     'regression'
-    >>> resolve_task(None, np.eye(4, dtype=int), 4)[0]
+    >>> resolve_task(None, [[1, 1, 0], [0, 0, 1], [0, 0, 0]], 3)[0]
     'multilabel'
     """
     if task is not None and task not in TASKS:
@@ -130,7 +130,7 @@ def resolve_task(
 
 
 def _infer(kind: str, targets: Any, n_outputs: int, classes: Any) -> str:
-    if targets is None:
+    if targets is None:  # a softmax classifier unless said (the note names task=)
         return "binary" if n_outputs <= 2 else "multiclass"
     if kind in ("multilabel-indicator", "continuous-multioutput", "multiclass-multioutput"):
         width = np.asarray(targets).shape[1]
@@ -145,8 +145,21 @@ def _infer(kind: str, targets: Any, n_outputs: int, classes: Any) -> str:
                 f"targets are multi-hot with {width} columns but the head has {n_outputs} "
                 "outputs: a multi-label head takes one 0/1 column per output"
             )
+        if np.all(np.asarray(targets).sum(1) == 1):
+            raise AuditError(
+                "targets are one-hot rows (exactly one 1 each): for a softmax classifier give "
+                "each sample's class index (targets.argmax(1)); for independent sigmoids "
+                "pass task='multilabel'"
+            )
         return "multilabel"
     if kind == "continuous":
+        values = np.unique(np.asarray(targets))
+        if len(values) <= 2 and classes is None:
+            raise AuditError(
+                f"targets take two values, {values.tolist()}: smoothed class labels? Give "
+                "0/1 class labels for a classifier, or task='regression' for a head that "
+                "predicts a number"
+            )
         if n_outputs != 1:
             raise AuditError(
                 f"targets are continuous but the head has {n_outputs} outputs: a regression "
@@ -249,6 +262,22 @@ class EncodedTargets:
     def n_strata(self) -> int:
         return int(self.strata.max()) + 1 if self.strata.size else 1
 
+    def covariate(self) -> np.ndarray:
+        """A regression target standardised and centred within its bins (N,): held fixed
+        beside the bins, it removes what the target still varies within a bin (a variable
+        that follows the target differs in target inside a wide bin too).
+
+        Examples
+        --------
+        >>> enc = encode_targets(np.arange(8.0), 1, task="regression")
+        >>> bool(abs(enc.covariate()[enc.strata == 0].sum()) < 1e-12)
+        True
+        """
+        y = np.asarray(self.labels, dtype=np.float64)
+        y = (y - y.mean()) / max(float(y.std(ddof=1)), 1e-12)
+        means = np.bincount(self.strata, weights=y) / np.bincount(self.strata)
+        return y - means[self.strata]
+
 
 def encode_targets(
     targets: Any, n_outputs: int, *, task: str | None = None, classes: Any = None
@@ -257,7 +286,7 @@ def encode_targets(
 
     Examples
     --------
-    >>> enc = encode_targets(np.array([[1, 0], [1, 0], [0, 1]]), 2)
+    >>> enc = encode_targets(np.array([[1, 1], [1, 1], [0, 1]]), 2)
     >>> enc.task, enc.strata.tolist()
     ('multilabel', [1, 1, 0])
     >>> encode_targets(np.linspace(20, 80, 200), 1).n_strata  # 200 / 40 samples

@@ -40,7 +40,6 @@ __all__ = [
     "ScoreModel",
     "absent_classes",
     "auc_score_text",
-    "auto_head",
     "class_strata",
     "class_vectors",
     "contrast_names",
@@ -48,7 +47,6 @@ __all__ = [
     "encode_targets",
     "head_fingerprint",
     "headline",
-    "is_monotone_view",
     "label_aucs",
     "label_codes",
     "logits_of",
@@ -180,15 +178,13 @@ def contrast_names(n_outputs: int, task: str | None = None, names: Any = None) -
     >>> contrast_names(2), contrast_names(3), contrast_names(2, "multilabel", ["edema", "mass"])
     (['1-0'], ['0', '1', '2'], ['edema', 'mass'])
     """
+    if names is not None and len(names) != n_outputs:
+        raise AuditError(
+            f"output_names has {len(names)} names but the head has {n_outputs} outputs"
+        )
     if n_outputs == 2 and task != "multilabel":
-        if names is not None:
-            return [f"{names[1]}-{names[0]}"]
-        return ["1-0"]
+        return ["1-0"] if names is None else [f"{names[1]}-{names[0]}"]
     if names is not None:
-        if len(names) != n_outputs:
-            raise AuditError(
-                f"output_names has {len(names)} names but the head has {n_outputs} outputs"
-            )
         return [str(x) for x in names]
     return [str(c) for c in range(n_outputs)]
 
@@ -210,10 +206,14 @@ def output_contrasts(
     return eye - 1.0 / n_outputs
 
 
-def logits_of(output: Any, key: str | None = None) -> Tensor:
+def logits_of(output: Any, key: str | int | None = None) -> Tensor:
     """The logits tensor of a model output (a tensor, a tuple's first item, ``.logits`` or
-    the ``"logits"`` entry; ``key``: that entry or attribute instead)."""
-    if key is not None:
+    the ``"logits"`` entry; ``key``: that entry, attribute or tuple index instead)."""
+    if isinstance(key, int) and isinstance(output, (tuple, list)):
+        if not -len(output) <= key < len(output):
+            raise AuditError(f"output_key={key}: the model's output has {len(output)} elements")
+        output = output[key]
+    elif key is not None:
         if isinstance(output, Mapping) and key in output:
             output = output[key]
         elif hasattr(output, key):
@@ -235,100 +235,6 @@ def logits_of(output: Any, key: str | None = None) -> Tensor:
     if out.ndim != 2:
         raise AuditError(f"expected logits of shape (batch, classes); got {tuple(out.shape)}")
     return out
-
-
-def is_monotone_view(head_out: Tensor, output: Tensor) -> bool:
-    """Whether a model's output is the head's logits up to a per-element monotone map
-    (softmax or sigmoid probabilities, a temperature): the same shape, not constant unless
-    the logits are, and the order of the logits kept, within each row for several
-    outputs (softmax keeps no order across samples), across samples for one.
-
-    Examples
-    --------
-    >>> z = torch.randn(8, 5)
-    >>> is_monotone_view(z, torch.softmax(z / 2, 1)), is_monotone_view(z, z[:, [1, 0, 2, 3, 4]])
-    (True, False)
-    """
-    if head_out.shape != output.shape or head_out.ndim != 2:
-        return False
-    h, o = head_out.detach().double(), output.detach().double()
-    if h.shape[1] == 1:  # one output: the order over the samples
-        h, o = h.T, o.T
-    if (
-        o.numel() > 1
-        and bool((o == o.flatten()[0]).all())
-        and not bool((h == h.flatten()[0]).all())
-    ):
-        return False
-    ordered = o.gather(1, h.argsort(1))
-    tol = 1e-6 * (1.0 + float(o.abs().max()))
-    return bool((ordered[:, 1:] - ordered[:, :-1] >= -tol).all())
-
-
-def auto_head(
-    calls: list[tuple[nn.Module, Any]], output: Any, name_of: Any, key: str | None = None
-) -> tuple[nn.Linear, Any, str | None]:
-    """The ``nn.Linear`` (and its input) whose output is the model's primary output
-    (:func:`logits_of`, ``key``), or a per-element monotone view of it
-    (:func:`is_monotone_view`), among the ``(module, input)`` calls of one forward pass in
-    order, and a warning to file (None when there is nothing to say).
-
-    The last one called when it is; another one, said in the warning, when only it is (a
-    multi-task model whose other head runs last). An :class:`AuditError` naming ``layer=``
-    when none or several are, or when the head runs more than once per forward pass.
-    """
-    last, note = calls[-1], None
-    try:
-        out = logits_of(output, key)
-    except AuditError as exc:
-        note = (
-            f"layer='auto' takes {name_of(last[0])!r}, the last nn.Linear called, unchecked: "
-            f"{exc}; pass output_key= to name the model's primary output"
-        )
-        return (*_called_once(calls, last, name_of), note)
-    seen: dict[nn.Module, Any] = {}
-    for m, z in calls:
-        seen.setdefault(m, z)
-    with torch.no_grad():
-        match = [
-            (m, z) for m, z in seen.items()
-            if z is not None and is_monotone_view(nn.functional.linear(z, m.weight, m.bias), out)
-        ]  # fmt: skip
-    if any(m is last[0] for m, _ in match):
-        return (*_called_once(calls, last, name_of), None)
-    if len(match) == 1:
-        note = (
-            f"layer='auto' takes {name_of(match[0][0])!r}: its output is the model's primary "
-            f"output; {name_of(last[0])!r}, called after it, is another head (pass layer= "
-            "to audit that one)"
-        )
-        return (*_called_once(calls, match[0], name_of), note)
-    _called_once(calls, last, name_of)  # a head run twice (TTA) explains a mismatch first
-    if match:
-        raise AuditError(
-            f"several nn.Linear layers ({', '.join(repr(name_of(m)) for m, _ in match)}) give "
-            "the model's primary output: pass layer='<the head>' to say which is audited"
-        )
-    raise AuditError(
-        f"layer='auto' found {name_of(last[0])!r} (the last nn.Linear called, "
-        f"{last[0].out_features} outputs), but the model's output {tuple(out.shape)} is "
-        "neither its logits nor a per-element monotone view of them (softmax, sigmoid, "
-        "a temperature): a cosine or prototype classifier, or a Linear followed by more "
-        "layers? Pass layer='<module whose input is the embedding>' and primary_weight= "
-        "(and primary_bias=): the head as a linear map of that embedding"
-    )
-
-
-def _called_once(calls: list, chosen: tuple, name_of: Any) -> tuple:
-    times = sum(1 for m, _ in calls if m is chosen[0])
-    if times > 1:
-        raise AuditError(
-            f"the head {name_of(chosen[0])!r} was called {times} times in one forward pass "
-            "(test-time augmentation, or views of one sample): every call's input would be "
-            "recorded as a sample. Audit the model with one call per sample (TTA off), or "
-            "pass the embeddings to wa.analyze"
-        )
-    return chosen
 
 
 def primary_score(logits: Tensor, target: int | None = None) -> Tensor:

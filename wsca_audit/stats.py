@@ -13,7 +13,9 @@ shares):
 - nulls and tests: :func:`null_quantile`, :func:`permutation_p`, :func:`chance_r2`,
   :func:`noise_share`, :func:`chance_corrected`, :func:`benjamini_hochberg`;
 - strata: :func:`stratum_means`, :func:`center_within` and, per resample,
-  :func:`within_class_centered`;
+  :func:`within_class_centered`; :func:`residualise` (columns minus their part along a
+  covariate) and :func:`safe_std` (chunked column scales);
+- several estimates at once: :func:`simultaneous_ci` (a bootstrap max-t band);
 - memory: :func:`chunk_rows`, the rows of a chunk under one budget (``max_batch_mb``).
 """
 
@@ -217,6 +219,38 @@ def ci_block(values: Tensor, n_bootstrap: int, level: float = 0.95) -> dict:
     return {"value": float(values[0]), "ci_low": lo, "ci_high": hi}
 
 
+def simultaneous_ci(values: Tensor, n_bootstrap: int, level: float = 0.95) -> tuple[Tensor, Tensor]:
+    """Intervals for several estimates at once (a bootstrap max-t band): ``values`` is
+    (1 + n_bootstrap + ..., C), row 0 the estimates. Each column's resamples are
+    standardised by their own sd; the ``level`` quantile ``q`` of the largest absolute
+    standardised deviation over the columns gives ``estimate ± q sd``, which covers every
+    column at once with probability ``level``. Unlike per-column percentile intervals at
+    ``1 - (1 - level) / C`` (Bonferroni), it needs no extreme quantile of a few hundred
+    resamples. NaN without resamples.
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> v = torch.cat([torch.zeros(1, 3), torch.randn(400, 3, generator=g)])
+    >>> lo, hi = simultaneous_ci(v, 400)
+    >>> bool((hi > 1.96).all() and (hi < 3.0).all())  # wider than one 95% interval each
+    True
+    """
+    point = values[0].double()
+    boot = values[1 : 1 + n_bootstrap].double()
+    nan = torch.full_like(point, math.nan)
+    if boot.shape[0] < 2:
+        return nan, nan
+    sd = boot.std(0).clamp_min(1e-12)
+    t = ((boot - point) / sd).abs().amax(1)
+    t = t[torch.isfinite(t)]
+    if not t.numel():
+        return nan, nan
+    q = float(torch.quantile(t, level))
+    return point - q * sd, point + q * sd
+
+
 def abs_entry_ci(
     matrix: Tensor, n_bootstrap: int, level: float = 0.95, centred: bool = False
 ) -> tuple[float, float]:
@@ -391,3 +425,32 @@ def stratum_mean_table(
         sums += onehot.T @ Z[sl].to(device=device, dtype=dtype)
     counts = torch.bincount(strata, minlength=n_strata).clamp_min(1).to(dtype)
     return sums / counts[:, None]
+
+
+def safe_std(Z: Tensor, size: int) -> Tensor:
+    """Column standard deviation (unbiased), by chunks, 1 where a column is constant."""
+    n = Z.shape[0]
+    mean = torch.zeros(Z.shape[1], dtype=torch.float64, device=Z.device)
+    for sl in chunks(n, size):
+        mean += Z[sl].to(torch.float64).sum(0)
+    mean /= max(n, 1)
+    ss = torch.zeros_like(mean)
+    amax = torch.zeros_like(mean)
+    for sl in chunks(n, size):
+        c = Z[sl].to(torch.float64)
+        ss += ((c - mean) ** 2).sum(0)
+        amax = torch.maximum(amax, c.abs().amax(0))
+    sd = (ss / max(n - 1, 1)).sqrt()
+    sd = torch.where(sd > 1e-12 * (1 + amax), sd, torch.ones_like(sd))
+    return sd.to(Z.dtype)
+
+
+def residualise(M: Tensor, c: Tensor, chunks: list) -> None:
+    """``M -= c g'`` in place, with ``g`` the least-squares slope of each column of ``M``
+    on ``c`` (the columns' part along the within-bin target), chunk by chunk."""
+    g = torch.zeros(M.shape[1], dtype=torch.float64, device=M.device)
+    for sl in chunks:
+        g += c[sl].to(torch.float64) @ M[sl].to(torch.float64)
+    g = (g / (c.to(torch.float64) ** 2).sum().clamp_min(1e-12)).to(M.dtype)
+    for sl in chunks:
+        M[sl] -= c[sl, None] * g

@@ -128,6 +128,10 @@ class AuditTensors:
     dtype, device
     task : str
         The head's kind (``"binary"``, ``"multiclass"``, ``"multilabel"``, ``"regression"``).
+    covariate : Tensor (N,) or None
+        Held fixed beside the strata: a regression target, standardised and centred within
+        its bins (``Zws`` and ``contrast_scores_w`` are residualised on it, the effect
+        adjusts for it).
     contrast_labels : list of str
         The name of each contrast (:func:`wsca_audit.primary.contrast_names`).
     """
@@ -149,6 +153,7 @@ class AuditTensors:
     dtype: torch.dtype
     device: torch.device
     task: str = "binary"
+    covariate: Tensor | None = None
     contrast_labels: list = field(default_factory=list)
 
 

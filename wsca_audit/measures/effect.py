@@ -82,6 +82,8 @@ class Effect(Measure):
                 "description": "each output's effect, intervals simultaneous over the outputs",
                 "properties": {
                     "level": {"type": "number"},
+                    "method": {"type": "string"},
+                    "selection": {"type": "string"},
                     "outputs": {
                         "type": "object",
                         "additionalProperties": {"$ref": "#/$defs/interval"},
@@ -173,9 +175,9 @@ class Effect(Measure):
 
     def _by_output(self, task, x: Tensor, weights: Tensor) -> dict | None:
         """Each output's own effect (heads of several contrasts: multi-class, multi-label),
-        with intervals simultaneous over the outputs (Bonferroni: each at level
-        ``1 - (1 - ci_level) / C'``), so that "any output moves" and "every output stays
-        within ±effect" can be read off them. A variable of two levels or a continuous
+        with intervals simultaneous over the outputs at ``ci_level`` (a bootstrap max-t
+        band, :func:`~wsca_audit.stats.simultaneous_ci`), so that "any output moves" and
+        "every output stays within ±effect" can be read off them. A variable of two levels or a continuous
         one has one coefficient per output; with three or more levels, each output's
         groups of levels are chosen on one half and measured on the other."""
         n_c, nb = task.contrasts.shape[0], task.cfg.n_bootstrap
@@ -205,12 +207,15 @@ class Effect(Measure):
                         )  # fmt: skip
                         size = self._size(task, o_coef[p : p + 1], o_sd[p : p + 1], (j, high, low))
                         values[p, j] += size[0].to(values.dtype) / 2
-        level = 1 - (1 - task.cfg.ci_level) / n_c
-        outputs = {}
-        for j, name in enumerate(task.contrast_rows):
-            block = stats.ci_block(values[:, j], nb, level)
-            outputs[name] = {k: block[k] for k in ("value", "ci_low", "ci_high")}
-        return {"level": level, "outputs": outputs}
+        lo, hi = stats.simultaneous_ci(values, nb, task.cfg.ci_level)
+        outputs = {
+            name: {"value": float(values[0, j]), "ci_low": float(lo[j]), "ci_high": float(hi[j])}
+            for j, name in enumerate(task.contrast_rows)
+        }
+        out = {"level": task.cfg.ci_level, "method": "bootstrap max-t band", "outputs": outputs}
+        if task.kind == "categorical" and task.k >= 3:
+            out["selection"] = "cross-fitted halves"  # below 0: the halves disagree
+        return out
 
     @staticmethod
     def _level_effects(coef: Tensor) -> Tensor:
@@ -319,12 +324,17 @@ def _best_groups(b: Tensor, counts: Tensor, components: Tensor) -> tuple[float, 
 
 
 def _fit(task, s: Tensor, x: Tensor, weights: Tensor):
-    """:func:`_within_class_fit` of the task's strata; a regression head's unit is the
-    prediction's sd within target bins (its residual sd), a classifier's the score's sd."""
-    return _within_class_fit(
+    """:func:`_within_class_fit` of the task's strata (and covariate: a regression
+    target within its bins, whose coefficient is dropped); a regression head's unit is
+    the prediction's residual sd with the target held fixed, a classifier's the score's sd."""
+    k = x.shape[1]
+    if task.covariate is not None:
+        x = torch.cat([x, task.covariate[:, None].to(x.dtype)], 1)
+    coef, sd = _within_class_fit(
         s, x, weights, task.strata_onehot, _rows(task, weights, x),
         within=task.task == "regression",
     )  # fmt: skip
+    return coef[..., :k], sd
 
 
 def _rows(task, weights: Tensor, x: Tensor) -> int:

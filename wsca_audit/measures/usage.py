@@ -69,6 +69,11 @@ class Usage(Measure):
             "chance": {"type": "number", "minimum": 0, "maximum": 1},
             "noise_share": {"type": "number", "minimum": 0, "maximum": 1},
             "n_contrasts": {"type": "integer", "minimum": 2},
+            "by_output": {
+                "type": "object",
+                "description": "each output's usage (variables of two levels or continuous)",
+                "additionalProperties": {"$ref": "#/$defs/interval"},
+            },
         },
     }
     card_metric = True
@@ -86,6 +91,9 @@ class Usage(Measure):
         }
         if task.selects:
             block = self._canonical(task, head, weights)
+            per_output = self._by_output(task, head, weights)
+            if per_output is not None:
+                block["by_output"] = per_output
         else:  # one contrast, one column: the correlation itself
             primary, aux = self._logits(task, head, weights, 0, 1 + nb)
             matrix = corr.usage_matrix(primary, aux, weights[: 1 + nb])
@@ -175,6 +183,23 @@ class Usage(Measure):
             # one contrast (see decision.py)
             extra["n_contrasts"] = int(task.contrasts.shape[0])
         return {"value": float(values[0]), "ci_low": lo, "ci_high": hi, **extra}
+
+    def _by_output(self, task, head, weights) -> dict | None:
+        """Each output's usage, as a head of one output would have it (the correlation of
+        its contrast with the one-column auxiliary head, its interval the signed entry's),
+        for a variable of two levels or a continuous one; None for three or more levels
+        (a maximum over levels per output is not calibrated)."""
+        if task.contrasts.shape[0] < 2 or len(task.level_cols) != 1:
+            return None
+        nb = task.cfg.n_bootstrap
+        primary, aux = self._logits(task, head, weights, 0, 1 + nb)
+        matrix = corr.usage_matrix(primary, aux, weights[: 1 + nb])  # (1 + nb, C', 1)
+        out = {}
+        for j, name in enumerate(task.contrast_rows):
+            entry = matrix[:, j : j + 1]
+            lo, hi = stats.abs_entry_ci(entry, nb, task.cfg.ci_level, centred=True)
+            out[name] = {"value": float(entry[0].abs().max()), "ci_low": lo, "ci_high": hi}
+        return out
 
     @staticmethod
     def _numerator(task) -> torch.Tensor:
