@@ -2,7 +2,8 @@
 
 Each rank evaluates its DistributedSampler shard (padded with a duplicate: 1,797 samples
 on 2 ranks) with its own batch size, records sample ids, and calls analyze(); rank 0
-writes the gathered report, the other ranks check that they got None.
+writes the gathered report, the other ranks check that they got None. Then ranks that
+disagree on their settings: each writes the AuditError it got.
 """
 
 import json
@@ -62,7 +63,22 @@ def main(out: Path) -> None:
         assert result is None and logged is None, (result, logged)
     (out / f"rank{rank}.json").write_text(json.dumps({"n_local": n_local}))
     ignite_audit(net, loader, x, y, site, ink, out, rank)
+    disagreeing_ranks(net, x, y, out, rank)
     dist.destroy_process_group()
+
+
+def disagreeing_ranks(net, x, y, out: Path, rank: int) -> None:
+    """Ranks that disagree on the seed and a metadata kind: every rank raises the same
+    AuditError before any data moves (written to mismatch<rank>.txt)."""
+    kinds = {"site": "categorical" if rank == 0 else "continuous"}
+    auditor = wa.Auditor(net, kinds=kinds)
+    with auditor.collect(), torch.no_grad():
+        net(x[:50])
+        auditor.record(targets=y[:50], metadata={"site": (x[:50, 20] > 0.3).long()})
+    try:
+        auditor.analyze(**{**SETTINGS, "seed": rank})
+    except wa.AuditError as exc:
+        (out / f"mismatch{rank}.txt").write_text(str(exc))
 
 
 def ignite_audit(net, loader, x, y, site, ink, out: Path, rank: int) -> None:

@@ -53,6 +53,13 @@ def test_torchrun_gathers_to_rank0_and_equals_the_single_process_audit(tmp_path)
     ignite["settings"].pop("runtime_s")
     assert ignite["model"].pop("context")["stage"] == "ignite"
     _assert_same(ignite, single)
+    # ranks that disagree are refused, on every rank, with the difference named
+    errors = [(tmp_path / f"mismatch{r}.txt").read_text() for r in (0, 1)]
+    assert errors[0] == errors[1]
+    assert errors[0].startswith(
+        "the ranks disagree on kinds.site, settings.seed (kinds.site: rank 0 'categorical', "
+        "rank 1 'continuous'; settings.seed: rank 0 0, rank 1 1)"
+    )
 
 
 def _assert_same(a, b, path="report"):

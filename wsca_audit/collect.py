@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .distributed import gather_to_rank0, rank_and_world
+from .distributed import check_same_on_all_ranks, gather_to_rank0, rank_and_world
 from .embeddings import KINDS, EmbeddingSet
 from .errors import AuditError, AuditWarning, renamed
 from .head_search import auto_head
@@ -591,13 +591,20 @@ class Auditor:
         """
         from .analysis import analyze_embeddings
 
-        es = self.embeddings(drop_nonfinite=drop_nonfinite, gather=gather)
-        if es is None:
-            return None
         settings.setdefault("max_memory_mb", self.max_memory_mb)
         for key in ("task", "output_names", "target_unit", "classes"):
             if getattr(self, key) is not None:
                 settings.setdefault(key, getattr(self, key))
+        if gather and rank_and_world()[1] > 1:  # before any rank waits on another's data
+            head = self._current_head()
+            check_same_on_all_ranks(
+                {"settings": settings, "kinds": self.kinds, "layer": self.layer_name,
+                 "head": None if head is None else head.fingerprint},
+                optional=("layer", "head"),
+            )  # fmt: skip
+        es = self.embeddings(drop_nonfinite=drop_nonfinite, gather=gather)
+        if es is None:
+            return None
         info = self.model_info()
         if context:
             info["context"] = dict(context)

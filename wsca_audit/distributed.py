@@ -1,7 +1,8 @@
 """Gather what each rank collected to rank 0 (``torch.distributed``; gloo or NCCL).
 
 Every rank calls :func:`gather_to_rank0` (``Auditor.analyze`` does, when a process group
-is initialised); rank 0 gets the concatenation, the others ``None``. Shards may differ in
+is initialised, after :func:`check_same_on_all_ranks` has refused ranks whose settings,
+metadata kinds or head differ); rank 0 gets the concatenation, the others ``None``. Shards may differ in
 size. Nothing is pickled: embeddings and numeric columns travel as tensors, other columns
 (strings, mixed objects) as UTF-8 JSON bytes. When sample ids were recorded, duplicates
 (a ``DistributedSampler`` pads the last shard with repeated samples) are dropped and the
@@ -77,6 +78,49 @@ def _gather_json(obj: Any, to_all: bool = False) -> list[Any] | None:
     if parts is None:
         return None
     return [json.loads(bytes(p.numpy()).decode("utf-8")) for p in parts]
+
+
+def check_same_on_all_ranks(what: dict[str, Any], optional: tuple[str, ...] = ()) -> None:
+    """Refuse ranks that disagree: every rank receives every rank's ``what`` (JSON-able
+    values) and raises the same :class:`AuditError`, naming each key that differs and
+    every rank's value. Keys in ``optional`` are compared among the ranks that have a
+    value (a rank with an empty shard has run no forward pass, so it knows no head).
+
+    Examples
+    --------
+    >>> check_same_on_all_ranks({"seed": 0})  # one process: nothing to compare
+    """
+    if rank_and_world()[1] == 1:
+        return
+    every = [_flat(d) for d in _gather_json(what, to_all=True)]
+    text = lambda v: json.dumps(v, sort_keys=True, default=_json_default)  # noqa: E731
+    differ = []
+    for key in sorted({k for d in every for k in d}):
+        values = [d.get(key) for d in every]
+        if key.split(".")[0] in optional:
+            values = [v for v in values if v is not None]
+        if len({text(v) for v in values}) > 1:
+            differ.append(key)
+    if differ:
+        shown = "; ".join(
+            f"{k}: " + ", ".join(f"rank {r} {d.get(k)!r}" for r, d in enumerate(every))
+            for k in differ[:5]
+        )
+        raise AuditError(
+            f"the ranks disagree on {', '.join(differ)} ({shown}); every rank must call "
+            "analyze() with the same settings, metadata kinds and head"
+        )
+
+
+def _flat(d: dict[str, Any]) -> dict[str, Any]:
+    """One level of nesting spelled out (``settings.seed``), so a difference is named."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{sk}": sv for sk, sv in v.items()} or {k: v})
+        else:
+            out[k] = v
+    return out
 
 
 def _json_default(x: Any) -> Any:
