@@ -597,8 +597,10 @@ class Auditor:
                 settings.setdefault(key, getattr(self, key))
         if gather and rank_and_world()[1] > 1:  # before any rank waits on another's data
             head = self._current_head()
+            local = ("device", "progress", "max_memory_mb", "max_batch_mb")  # per machine
             check_same_on_all_ranks(
-                {"settings": settings, "kinds": self.kinds, "layer": self.layer_name,
+                {"settings": {k: v for k, v in settings.items() if k not in local},
+                 "kinds": self.kinds, "layer": self.layer_name,
                  "head": None if head is None else head.fingerprint},
                 optional=("layer", "head"),
             )  # fmt: skip
