@@ -397,7 +397,7 @@ class Auditor:
         handles.extend(trace_handles)
 
     def _auto_head(self, lin: list, output: Any) -> tuple[nn.Linear, Any]:
-        """The head ``layer="auto"`` takes (:func:`wsca_audit.primary.auto_head`)."""
+        """The head ``layer="auto"`` takes (:func:`wsca_audit.head_search.auto_head`)."""
         head, z, note = auto_head(
             lin, output, lambda m: _module_name(self.model, m), self.output_key
         )
