@@ -290,7 +290,7 @@ class _Analysis:
             ),
             contrast_scores_w=scores_w, boot=self.boot, strata=self.strata, cfg=cfg,
             task=self.task,
-            covariate=None if self.covariate is None else self.covariate.to(self.device, self.dtype),
+            covariate=self.covariate,
             contrast_labels=primary.contrast_names(self.W.shape[0], self.task, cfg.output_names),
             dtype=self.dtype, device=self.device,
         )  # fmt: skip
@@ -320,7 +320,7 @@ class _Analysis:
             return
         self.labels = torch.as_tensor(enc.labels, device=self.device)
         self.strata = torch.as_tensor(enc.strata, dtype=torch.long)
-        self.covariate = torch.as_tensor(enc.covariate()) if self.task == "regression" else None
+        self.covariate = self._t(enc.covariate()) if self.task == "regression" else None
         self.label_values = enc.present
         if self.task in ("multilabel", "regression"):
             self.warnings.append(f"the target is held fixed within {enc.strata_text}")
@@ -363,7 +363,7 @@ class _Analysis:
             Zs[sl] = (Z[sl] - mu) / sd
             Zw[sl] = Z[sl] - means[strata[sl]]
         if self.covariate is not None:  # a regression target: its slope within bins too
-            stats.residualise(Zw, self.covariate.to(device=self.device, dtype=self.dtype), chunks)
+            stats.residualise(Zw, self.covariate, chunks)
         sd_w = stats.safe_std(Zw, self.rows)
         scores_w = Zw @ contrasts.T  # (N, C') usage's primary side
         for sl in chunks:  # Zw becomes Zws in place: one copy fewer

@@ -36,6 +36,7 @@ __all__ = [
     "REGRESSION_BIN_SIZE",
     "TASKS",
     "EncodedTargets",
+    "class_strata",
     "encode_targets",
     "label_codes",
     "regression_strata",
@@ -305,7 +306,7 @@ def encode_targets(
         text = f"the label vectors ({int(strata.max()) + 1} distinct)"
         return EncodedTargets(task, y, strata.reshape(-1), note=note, strata_text=text)
     index, present = label_codes(targets, n_outputs, classes)
-    return EncodedTargets(task, index, np.searchsorted(present, index), present, note)
+    return EncodedTargets(task, index, class_strata(index, present), present, note)
 
 
 def regression_strata(y: np.ndarray) -> tuple[np.ndarray, str]:
@@ -427,3 +428,15 @@ def _index_by_name(y: np.ndarray, classes: list, n_classes: int | None) -> np.nd
     if unknown:
         raise AuditError(f"targets {unknown[:5]} are not among classes={classes}")
     return np.array([lookup[k] for k in keys.tolist()], dtype=np.int64)
+
+
+def class_strata(index: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Compact code (0 .. len(present) - 1) of each class index: the strata that the
+    measures hold fixed, contiguous even where a class of the head is absent.
+
+    Examples
+    --------
+    >>> class_strata(np.array([2, 0, 2]), np.array([0, 2])).tolist()
+    [1, 0, 1]
+    """
+    return np.searchsorted(present, index)

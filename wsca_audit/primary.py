@@ -27,7 +27,14 @@ import torch
 from torch import Tensor, nn
 
 from .errors import AuditError
-from .head_kinds import TASKS, EncodedTargets, encode_targets, label_codes, resolve_task
+from .head_kinds import (
+    TASKS,
+    EncodedTargets,
+    class_strata,
+    encode_targets,
+    label_codes,
+    resolve_task,
+)
 from .metrics import weighted_accuracy, weighted_auc
 from .stats import ci_block
 from .validation import as_array
@@ -47,6 +54,7 @@ __all__ = [
     "encode_targets",
     "head_fingerprint",
     "headline",
+    "headline_name",
     "label_aucs",
     "label_codes",
     "logits_of",
@@ -288,18 +296,6 @@ class ScoreModel(nn.Module):
 
 
 # --------------------------------------------------------------------------- targets
-def class_strata(index: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """Compact code (0 .. len(present) - 1) of each class index: the strata that the
-    measures hold fixed, contiguous even where a class of the head is absent.
-
-    Examples
-    --------
-    >>> class_strata(np.array([2, 0, 2]), np.array([0, 2])).tolist()
-    [1, 0, 1]
-    """
-    return np.searchsorted(present, index)
-
-
 def absent_classes(present: np.ndarray, n_outputs: int) -> list[int]:
     """Head classes with no sample (only for heads of three or more outputs: with two,
     a missing class leaves a single class, which is said elsewhere)."""
@@ -415,14 +411,27 @@ def headline(
     >>> block["name"], block["value"], note
     ('auc', 1.0, None)
     """
+    name = headline_name(task, logits.shape[1], n_labels)
     if task in ("regression", "multilabel"):
-        name = HEADLINE[task]
         vals = metric_values(logits, labels, weights, task)[name]
-    elif logits.shape[1] <= 2 and n_labels == 2:
-        name, vals = "auc", weighted_auc(primary_score(logits), labels == 1, weights)
+    elif name == "auc":
+        vals = weighted_auc(primary_score(logits), labels == 1, weights)
     else:
-        name, vals = "accuracy", weighted_accuracy(predictions(logits), labels, weights)
+        vals = weighted_accuracy(predictions(logits), labels, weights)
     return {"name": name, **ci_block(vals, n_bootstrap, level)}, None
+
+
+def headline_name(task: str | None, n_outputs: int, n_labels: int) -> str:
+    """Which of :func:`metric_values`' metrics is the report's primary one.
+
+    Examples
+    --------
+    >>> headline_name("binary", 2, 2), headline_name("multiclass", 10, 7), headline_name("regression", 1, 0)
+    ('auc', 'accuracy', 'r2')
+    """
+    if task in ("regression", "multilabel"):
+        return HEADLINE[task]
+    return "auc" if n_outputs <= 2 and n_labels == 2 else "accuracy"
 
 
 def n_classes(task: str, n_outputs: int) -> int | None:
@@ -445,7 +454,7 @@ def metrics_block(
     output_names: list | None = None,
     target_unit: str | None = None,
 ) -> dict:
-    """The report's ``primary`` metrics: ``metric`` (:func:`headline`), ``metrics`` (every
+    """The report's ``primary`` metrics: ``metric`` (:func:`headline_name`'s), ``metrics`` (every
     metric of the task, :func:`metric_values`), each label's AUC in ``by_output`` for a
     multi-label head, and a regression target's ``target_unit``. ``labels`` None (no
     targets): the metric is not reported.
@@ -460,12 +469,10 @@ def metrics_block(
     """
     if labels is None or logits is None:
         return {"metric": {"name": None, "value": None}}
-    block, _ = headline(logits, labels, n_labels, weights, n_bootstrap, level, task=task)
-    values = metric_values(logits, labels, weights, task)
-    out: dict = {
-        "metric": block,
-        "metrics": {k: ci_block(v, n_bootstrap, level) for k, v in values.items()},
-    }
+    values = metric_values(logits, labels, weights, task)  # the headline is one of them
+    metrics = {k: ci_block(v, n_bootstrap, level) for k, v in values.items()}
+    name = headline_name(task, logits.shape[1], n_labels)
+    out: dict = {"metric": {"name": name, **metrics[name]}, "metrics": metrics}
     if task == "multilabel":
         names = contrast_names(logits.shape[1], task, output_names)
         aucs = label_aucs(logits, labels, weights)

@@ -109,8 +109,12 @@ class Effect(Measure):
         else:
             x = task.target_std[:, None]
         if task.selects:
-            out = self._cross_fitted(task, x, weights)
-            per_output = self._by_output(task, x, weights)
+            # the two halves' fits serve the task's size and each output's
+            halves = task.halves
+            fits = [_fit(task, task.contrast_scores, x, weights * (halves == h).to(weights.dtype))
+                    for h in (0, 1)]  # fmt: skip
+            out = self._cross_fitted(task, x, weights, fits)
+            per_output = self._by_output(task, x, weights, fits)
             if per_output is not None:
                 out["by_output"] = per_output
             return out
@@ -131,15 +135,14 @@ class Effect(Measure):
             out["contrast"] = task.contrast_rows[0]
         return out
 
-    def _cross_fitted(self, task, x: Tensor, weights: Tensor) -> dict:
+    def _cross_fitted(self, task, x: Tensor, weights: Tensor, fits: list) -> dict:
         """Several contrasts or levels: the contrast and the two groups of levels that the
         score separates most clearly are chosen on one half of the samples and measured
         on the other (and the other way round, averaged), so that choosing the largest of
         many noisy differences does not inflate the size: a shortcut-free head stays near
-        0 however many levels the variable has."""
+        0 however many levels the variable has. ``fits``: each half's fit (coefficients
+        and sds of every problem), :func:`_fit` under the weights of that half."""
         s = task.contrast_scores
-        halves = task.halves  # (N,) 0 / 1 over the valid samples, -1 elsewhere
-        fits = [_fit(task, s, x, weights * (halves == h).to(weights.dtype)) for h in (0, 1)]
         # every resample makes its own choices (the whole procedure is bootstrapped: with
         # the choices fixed at the point estimate's, the interval missed the variance the
         # choosing adds, and excluded 0 for 15% of shortcut-free heads instead of 5%)
@@ -173,7 +176,7 @@ class Effect(Measure):
             out["per"] = "IQR"
         return out
 
-    def _by_output(self, task, x: Tensor, weights: Tensor) -> dict | None:
+    def _by_output(self, task, x: Tensor, weights: Tensor, fits: list) -> dict | None:
         """Each output's own effect (heads of several contrasts: multi-class, multi-label),
         with intervals simultaneous over the outputs at ``ci_level`` (a bootstrap max-t
         band, :func:`~wsca_audit.stats.simultaneous_ci`), so that "any output moves" and
@@ -193,9 +196,7 @@ class Effect(Measure):
             coef, sd = _fit(task, s, x, weights)
             scale = _iqr(task.target_std[task.valid]) if task.kind == "continuous" else 1.0
             values = coef[..., 0] * scale / sd  # (B, C')
-        else:
-            halves = task.halves
-            fits = [_fit(task, s, x, weights * (halves == h).to(weights.dtype)) for h in (0, 1)]
+        else:  # the halves' fits of the task's size (see _cross_fitted)
             values = torch.zeros(weights.shape[0], n_c, dtype=s.dtype, device=s.device)
             for h in (0, 1):
                 (coef, sd), (o_coef, o_sd) = fits[h], fits[1 - h]
