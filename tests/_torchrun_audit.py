@@ -1,9 +1,14 @@
 """Worker for tests/test_distributed.py, started by `torchrun --nproc_per_node=2`.
 
 Each rank evaluates its DistributedSampler shard (padded with a duplicate: 1,797 samples
-on 2 ranks) with its own batch size, records sample ids, and calls analyze(); rank 0
-writes the gathered report, the other ranks check that they got None. Then ranks that
-disagree on their settings: each writes the AuditError it got.
+on 2 ranks) with its own batch size, records sample ids, and calls analyze(): the default
+call is sharded and every rank writes the report it holds (report<rank>.json); with
+gather=True rank 0 writes the gathered report and the other ranks check that they got
+None. Then an ignite Engine with the WSCAHandler, a rank with an empty shard, and ranks
+that disagree on their settings: each writes the AuditError it got.
+
+``python _torchrun_audit.py OUT fault`` (under torchrun) runs the fault scenarios
+instead: a rank that dies in the middle of the audit, one that stalls.
 """
 
 import json
@@ -55,16 +60,34 @@ def main(out: Path) -> None:
                 sample_ids=idx,
             )
     n_local = auditor.n_recorded
-    result = auditor.analyze(**SETTINGS)
+    result = auditor.analyze(**SETTINGS)  # sharded: the embeddings stay on their rank
+    (out / f"report{rank}.json").write_text(json.dumps(result.to_dict()))
     logged = wa.log_to_mlflow(result, tracking_uri=(out / "mlruns").as_uri()) if rank else None
+    assert logged is None  # rank 1 holds the result but does not log it
+    gathered = auditor.analyze(gather=True, **SETTINGS)
     if rank == 0:
-        (out / "report.json").write_text(json.dumps(result.to_dict()))
+        (out / "gathered.json").write_text(json.dumps(gathered.to_dict()))
     else:
-        assert result is None and logged is None, (result, logged)
+        assert gathered is None
     (out / f"rank{rank}.json").write_text(json.dumps({"n_local": n_local}))
     ignite_audit(net, loader, x, y, site, ink, out, rank)
+    empty_shard(net, x, y, site, ink, out, rank)
     disagreeing_ranks(net, x, y, out, rank)
     dist.destroy_process_group()
+
+
+def empty_shard(net, x, y, site, ink, out: Path, rank: int) -> None:
+    """Rank 0 evaluates every sample, rank 1 none (no forward pass, nothing recorded):
+    rank 1 still takes part, and both hold the audit (empty<rank>.json)."""
+    auditor = wa.Auditor(net, kinds={"site": "categorical", "ink": "continuous"})
+    if rank == 0:
+        with auditor.collect(), torch.no_grad():
+            for idx in torch.arange(len(x)).split(300):
+                net(x[idx])
+                auditor.record(targets=y[idx], sample_ids=idx,
+                               metadata={"site": [site[i] for i in idx], "ink": ink[idx]})  # fmt: skip
+    result = auditor.analyze(**SETTINGS)
+    (out / f"empty{rank}.json").write_text(json.dumps(result.to_dict()))
 
 
 def disagreeing_ranks(net, x, y, out: Path, rank: int) -> None:
@@ -83,7 +106,7 @@ def disagreeing_ranks(net, x, y, out: Path, rank: int) -> None:
 
 def ignite_audit(net, loader, x, y, site, ink, out: Path, rank: int) -> None:
     """The same shards through an ignite Engine with the WSCAHandler (MONAI-style dict
-    batches, sample ids under "id"): rank 0 writes the gathered report."""
+    batches, sample ids under "id"): every rank writes the report its handler holds."""
     from ignite.engine import Engine
     from wsca_audit.integrations.ignite import WSCAHandler
 
@@ -102,11 +125,57 @@ def ignite_audit(net, loader, x, y, site, ink, out: Path, rank: int) -> None:
                           log_to_mlflow=False, **SETTINGS)  # fmt: skip
     handler.attach(engine)
     engine.run(list(as_dicts(loader)), max_epochs=1)
+    (out / f"ignite{rank}.json").write_text(json.dumps(handler.result_.to_dict()))
+
+
+TIMEOUT = 5  # dist_timeout of the fault scenarios, seconds
+
+
+def faults(out: Path) -> None:
+    """Rank 1 dies in the middle of a sharded audit (its process ends at the audit's 25th
+    all_reduce), or stalls there for longer than ``dist_timeout``: rank 0 writes the
+    error it got and how long it waited (fault-<kind>.json)."""
+    import os
+    import time
+
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    x, y, site, _ = data()
+    net = model()
+    auditor = wa.Auditor(net, kinds={"site": "categorical"})
+    with auditor.collect(), torch.no_grad():
+        idx = torch.arange(rank, len(x), 2)
+        net(x[idx])
+        auditor.record(targets=y[idx], sample_ids=idx, metadata={"site": [site[i] for i in idx]})
+    kind = sys.argv[3]
+    if rank == 1:
+        from wsca_audit.shards import Shard
+
+        calls, real = [0], Shard.sum
+
+        def failing(self, t):  # in the middle of the Newton solves
+            calls[0] += 1
+            if calls[0] == 25:
+                if kind == "stalls":  # alive, but gone quiet for longer than dist_timeout
+                    time.sleep(TIMEOUT + 2)
+                os._exit(0)
+            return real(self, t)
+
+        Shard.sum = failing
+    start = time.perf_counter()
+    try:
+        auditor.analyze(dist_timeout=TIMEOUT, **SETTINGS)
+        error = None
+    except wa.AuditError as exc:
+        error = str(exc)
     if rank == 0:
-        (out / "ignite.json").write_text(json.dumps(handler.result_.to_dict()))
-    else:
-        assert handler.result_ is None
+        waited = time.perf_counter() - start
+        (out / f"fault-{kind}.json").write_text(json.dumps({"error": error, "waited": waited}))
+    os._exit(0)  # the group is broken: no clean shutdown to wait for
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if len(sys.argv) > 2 and sys.argv[2] == "fault":
+        faults(Path(sys.argv[1]))
+    else:
+        main(Path(sys.argv[1]))

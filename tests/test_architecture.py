@@ -20,7 +20,7 @@ INTEGRATIONS = ROOT.parent / "integrations"
 # (docs/architecture.md draws the same table.)
 LAYERS = [
     {"errors", "version"},
-    {"formatting", "naming", "validation", "metrics", "store", "distributed", "schema"},
+    {"formatting", "naming", "validation", "metrics", "store", "distributed", "shards", "schema"},
     {"stats", "verdict", "render", "head_kinds"},
     {"primary", "heads", "embeddings", "correlation", "head_search"},
     {"levels", "taskdata", "measures", "support", "decision", "performance"},

@@ -248,6 +248,8 @@ class _Analysis:
         self.device = torch.device(cfg.device or auto)
         self.dtype = getattr(torch, cfg.dtype)
         self.gen = torch.Generator().manual_seed(cfg.seed)
+        # which samples this rank holds: all of them in one process (see shards.py)
+        self.shard = es.shard
         self._tmp: tempfile.TemporaryDirectory | None = None  # memory-mapped working copies
 
     def _warn(self, message: str) -> None:
@@ -273,7 +275,7 @@ class _Analysis:
         contrasts = primary.contrasts(self.W, self.task)
         Zs, Zws, sd, sd_w, scores_w = self._designs(Z, contrasts)
         basis, self.pca_share = corr.pca_basis(
-            Z, cfg.pca_variance, cfg.pca_min_components, self.rows
+            Z, cfg.pca_variance, cfg.pca_min_components, self.rows, self.shard
         )
         self.boot = stats.bootstrap_counts(n, cfg.n_bootstrap, self.gen).to(
             device=self.device, dtype=self.dtype
@@ -285,16 +287,14 @@ class _Analysis:
             primary_vectors=primary.class_vectors(self.W, cfg.center_classes, self.task),
             contrasts=contrasts,
             # the contrasts' scores (the effect's outcome), by chunks of Z
-            contrast_scores=torch.cat(
-                [self._t(Z[sl]) @ contrasts.T for sl in stats.chunks(n, self.rows)]
-            ),
+            contrast_scores=self._scores(contrasts.T),
             contrast_scores_w=scores_w, boot=self.boot, strata=self.strata, cfg=cfg,
             task=self.task,
             covariate=self.covariate,
             contrast_labels=primary.contrast_names(self.W.shape[0], self.task, cfg.output_names),
-            dtype=self.dtype, device=self.device,
+            dtype=self.dtype, device=self.device, shard=self.shard,
         )  # fmt: skip
-        self.fitter = Fitter(cfg, self.boot, self.dtype, self.device)
+        self.fitter = Fitter(cfg, self.boot, self.dtype, self.device, self.shard)
 
     def _labels(self) -> None:
         """The task (given, or inferred and said) and the primary labels: what the metric
@@ -351,24 +351,40 @@ class _Analysis:
         """Standardised embeddings (the probe's design) and within-class centred,
         standardised ones (usage's), their scales, and the within-class centred scores
         of the contrasts; the working copies are filled chunk by chunk (memory-mapped
-        when spilling)."""
+        when spilling). ``Z`` holds this rank's rows; scales and means are the audit's."""
+        shard = self.shard
         chunks = stats.chunks(Z.shape[0], self.rows)
-        mu, sd = Z.mean(0), stats.safe_std(Z, self.rows)
+        mu, sd = stats.column_mean(Z, self.rows, shard), stats.safe_std(Z, self.rows, shard)
         k = int(self.strata.max()) + 1 if self.strata.numel() else 1
+        strata = self._local(self.strata.to(self.device))
         # (n_classes, D)
-        means = stats.stratum_mean_table(Z, self.strata, k, self.dtype, self.device, self.rows)
-        strata = self.strata.to(self.device)
+        means = stats.stratum_mean_table(Z, strata, k, self.dtype, self.device, self.rows, shard)
         Zs, Zw = self._big(Z.shape), self._big(Z.shape)
         for sl in chunks:
             Zs[sl] = (Z[sl] - mu) / sd
             Zw[sl] = Z[sl] - means[strata[sl]]
         if self.covariate is not None:  # a regression target: its slope within bins too
-            stats.residualise(Zw, self.covariate, chunks)
-        sd_w = stats.safe_std(Zw, self.rows)
-        scores_w = Zw @ contrasts.T  # (N, C') usage's primary side
+            stats.residualise(Zw, self._local(self.covariate), chunks, shard)
+        sd_w = stats.safe_std(Zw, self.rows, shard)
+        scores_w = self._audit_wide(Zw @ contrasts.T)  # (N, C') usage's primary side
         for sl in chunks:  # Zw becomes Zws in place: one copy fewer
             Zw[sl] /= sd_w
         return Zs, Zw, sd, sd_w, scores_w
+
+    def _local(self, t: Tensor) -> Tensor:
+        """This rank's rows of a per-sample tensor of the audit."""
+        return t if self.shard is None else self.shard.rows(t)
+
+    def _audit_wide(self, t: Tensor) -> Tensor:
+        """Per-sample rows computed on this rank, as the audit's (N, ...) on every rank."""
+        return t if self.shard is None else self.shard.gather(t)
+
+    def _scores(self, weight_t: Tensor, bias: Tensor | None = None) -> Tensor:
+        """``Z @ weight_t (+ bias)`` for every sample of the audit, by chunks of this
+        rank's rows (the primary scores: columns of length N every rank holds)."""
+        parts = [self._t(self.Z[sl]) @ weight_t for sl in stats.chunks(self.Z.shape[0], self.rows)]
+        out = torch.cat(parts) if parts else self._t(self.Z[:0]) @ weight_t
+        return self._audit_wide(out if bias is None else out + bias)
 
     def _embeddings_tensor(self) -> Tensor:
         """Z on the device; a memory-mapped Z stays mapped on the CPU (no copy)."""
@@ -412,12 +428,7 @@ class _Analysis:
     @cached_property
     def _logits(self) -> Tensor:
         """The primary head's logits (N x n_outputs), by chunks of Z (computed once)."""
-        return torch.cat(
-            [
-                self._t(self.Z[sl]) @ self.W.T + self.b
-                for sl in stats.chunks(self.es.n_samples, self.rows)
-            ]
-        )
+        return self._scores(self.W.T, self.b)
 
     def _performance(self) -> dict | None:
         """Primary metric by subgroup of every metadata variable (see performance.py)."""
@@ -586,6 +597,8 @@ class _Analysis:
         settings["pca_variance_explained"] = round(min(self.pca_share, 1.0), 6)
         settings["runtime_s"] = round(time.perf_counter() - t0, 3)
         settings["memory_mapped"] = self._tmp is not None
+        # the ranks whose embeddings the audit read where they lay (1: one process)
+        settings["ranks"] = 1 if self.shard is None else self.shard.world
         report = {
             "schema_version": SCHEMA_VERSION,
             "model": dict(self.model_info),

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .distributed import check_same_on_all_ranks, gather_to_rank0, rank_and_world
+from . import distributed as dist_data
 from .embeddings import KINDS, EmbeddingSet
 from .errors import AuditError, AuditWarning, renamed
 from .head_search import auto_head
@@ -100,10 +100,11 @@ class Auditor:
 
     Notes
     -----
-    Under ``torch.distributed`` every rank collects its shard and every rank calls
-    :meth:`analyze`; rank 0 receives the gathered audit, the other ranks ``None``. Pass
-    ``sample_ids`` to :meth:`record` so that the padding of a ``DistributedSampler`` is
-    removed (samples are then put in sample-id order).
+    Under ``torch.distributed`` every rank collects its shard and calls :meth:`analyze`:
+    the audit runs where the embeddings lie (only per-sample columns and D x D or D x K
+    statistics move) and every rank gets the result; rank 0 logs it. Pass ``sample_ids``
+    to :meth:`record` so that a ``DistributedSampler``'s padding is removed (samples are
+    then in sample-id order, whatever the number of ranks).
 
     Examples
     --------
@@ -515,11 +516,14 @@ class Auditor:
         return n
 
     # ------------------------------------------------------------------ results
-    def embeddings(self, drop_nonfinite: bool = False, gather: bool = True) -> EmbeddingSet | None:
+    def embeddings(
+        self, drop_nonfinite: bool = False, gather: bool | None = True
+    ) -> EmbeddingSet | None:
         """Everything recorded so far, as a validated :class:`EmbeddingSet`.
 
-        With ``torch.distributed`` initialised and ``gather=True`` this is a collective
-        call: rank 0 gets every rank's samples, the other ranks ``None``.
+        Under ``torch.distributed`` a collective call. ``gather=True``: rank 0 gets every
+        rank's samples, the others ``None``; ``None``: every rank a sharded set (its own
+        embedding rows, every rank's columns: :mod:`wsca_audit.shards`); ``False``: its own.
         """
         if self._pending:
             self._warn(
@@ -538,12 +542,15 @@ class Auditor:
             "__sample_ids__": _concat(self._ids) if self._ids else None,
             **{f"meta:{name}": _concat(parts) for name, parts in self._meta.items()},
         }
-        if gather and rank_and_world()[1] > 1:
-            gathered = gather_to_rank0(Z, columns)
+        shard = None
+        if gather is None and dist_data.rank_and_world()[1] > 1:
+            Z, columns, shard = dist_data.shard_columns(Z, columns)
+        elif gather and dist_data.rank_and_world()[1] > 1:
+            gathered = dist_data.gather_to_rank0(Z, columns)
             if gathered is None:
                 return None
             Z, columns = gathered
-        if Z.shape[0] == 0:
+        if (Z.shape[0] if shard is None else shard.n) == 0:
             raise AuditError(
                 "nothing was recorded: run the model inside `with auditor.collect():` and call "
                 "auditor.record(targets=..., metadata=...) after each batch"
@@ -559,6 +566,7 @@ class Auditor:
             drop_nonfinite=drop_nonfinite,
             layer=self.layer_name or "auto",
             warnings=list(self._warnings),
+            shard=shard,
         )
 
     def model_info(self) -> dict:
@@ -573,9 +581,10 @@ class Auditor:
     def analyze(
         self,
         drop_nonfinite: bool = False,
-        gather: bool = True,
+        gather: bool | None = None,
         *,
         context: Mapping[str, Any] | None = None,
+        dist_timeout: float | None = 600.0,
         **settings,
     ):
         """Audit what was collected; settings as :func:`wsca_audit.analyze`.
@@ -584,10 +593,17 @@ class Auditor:
         "global_step": 120}``, as the integrations pass it); it is kept in
         ``report["model"]["context"]``, beside the head's ``primary.fingerprint``.
 
+        Under an initialised ``torch.distributed`` process group every rank must call it.
+        By default (``gather=None``) the audit is sharded: embeddings stay on their rank,
+        sums over samples are ``all_reduce`` calls, and every rank gets the result of one
+        process auditing every sample. A collective waiting over ``dist_timeout`` seconds
+        (a rank died or stalled) raises :class:`~wsca_audit.AuditError`. ``gather=True``:
+        rank 0 audits every sample alone; ``gather=False``: each rank its own.
+
         Returns
         -------
-        AuditResult, or None on ranks other than 0 of a distributed run (``gather=True``;
-        every rank must call it). ``max_memory_mb`` defaults to the auditor's.
+        AuditResult, or None on ranks other than 0 with ``gather=True``.
+        ``max_memory_mb`` defaults to the auditor's (per rank).
         """
         from .analysis import analyze_embeddings
 
@@ -595,15 +611,11 @@ class Auditor:
         for key in ("task", "output_names", "target_unit", "classes"):
             if getattr(self, key) is not None:
                 settings.setdefault(key, getattr(self, key))
-        if gather and rank_and_world()[1] > 1:  # before any rank waits on another's data
+        if gather is not False and dist_data.rank_and_world()[1] > 1:  # before data moves
             head = self._current_head()
-            local = ("device", "progress", "max_memory_mb", "max_batch_mb")  # per machine
-            check_same_on_all_ranks(
-                {"settings": {k: v for k, v in settings.items() if k not in local},
-                 "kinds": self.kinds, "layer": self.layer_name,
-                 "head": None if head is None else head.fingerprint},
-                optional=("layer", "head"),
-            )  # fmt: skip
+            dist_data.agree_across_ranks(settings, self.kinds, self.layer_name, head, dist_timeout)
+            if gather is None:
+                self._borrow_head(head)
         es = self.embeddings(drop_nonfinite=drop_nonfinite, gather=gather)
         if es is None:
             return None
@@ -611,6 +623,15 @@ class Auditor:
         if context:
             info["context"] = dict(context)
         return analyze_embeddings(es, model_info=info, **settings)
+
+    def _borrow_head(self, head: PrimaryHead | None) -> None:
+        """A rank with an empty shard ran no forward pass: it takes the head and layer of
+        the first rank that did, so that it can take part in a sharded audit."""
+        has = head is not None and (self._user_head is not None or self._head_module is not None)
+        lent = dist_data.lend_to_empty_ranks(head if has else None, self.layer_name)
+        if not has and lent is not None:  # kept until a forward pass reads the model's own
+            self._head = PrimaryHead.from_arrays(lent["weight"], lent["bias"], lent["source"])
+            self.layer_name = lent["layer"]
 
     def reset(self) -> None:
         """Forget everything recorded (the resolved layer is kept; the head is read again

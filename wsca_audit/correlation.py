@@ -26,32 +26,38 @@ import torch
 from torch import Tensor
 
 from .metrics import weighted_corr
-from .stats import DEFAULT_BUDGET_MB, chunk_rows, chunks
+from .shards import Shard, count, total
+from .stats import DEFAULT_BUDGET_MB, chunk_rows, chunks, column_mean
 
 
 # --------------------------------------------------------------------------- geometry
 def pca_basis(
-    Z: Tensor, variance: float = 0.99, min_components: int = 50, rows: int | None = None
+    Z: Tensor,
+    variance: float = 0.99,
+    min_components: int = 50,
+    rows: int | None = None,
+    shard: Shard | None = None,
 ) -> tuple[Tensor, float]:
     """Orthonormal basis of the principal subspace of the centred embeddings.
 
     Returns the basis (k x d) with ``k`` the number of components that explain
     ``variance`` of the total, raised to ``min_components`` and capped at ``d``
-    (the paper's rule), and the share of variance that ``k`` components explain.
+    (the paper's rule), and the share of variance that ``k`` components explain. With a
+    ``shard``, ``Z`` is this rank's rows and the covariance is summed over the ranks.
     """
-    mean = Z.mean(0, keepdim=True)
-    cov = torch.zeros(Z.shape[1], Z.shape[1], dtype=Z.dtype, device=Z.device)
     rows = rows or chunk_rows(2 * Z.shape[1], DEFAULT_BUDGET_MB, Z.element_size())
+    mean = column_mean(Z, rows, shard)[None]
+    cov = torch.zeros(Z.shape[1], Z.shape[1], dtype=Z.dtype, device=Z.device)
     for sl in chunks(Z.shape[0], rows):  # no centred copy of Z
         Zc = Z[sl] - mean
         cov += Zc.T @ Zc
-    cov = cov.to(torch.float64) / max(Z.shape[0] - 1, 1)
+    cov = total(cov, shard).to(torch.float64) / max(count(Z.shape[0], shard) - 1, 1)
     evals, evecs = torch.linalg.eigh(cov)
     evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
-    total = float(evals.sum())
-    if total <= 0:
+    whole = float(evals.sum())
+    if whole <= 0:
         return evecs.T.to(Z.dtype), 1.0
-    share = np.cumsum(evals.cpu().numpy()) / total  # d values, host-side: deterministic
+    share = np.cumsum(evals.cpu().numpy()) / whole  # d values, host-side: deterministic
     k = int(np.searchsorted(share, variance)) + 1
     k = min(max(k, min_components), Z.shape[1])
     return evecs[:, :k].T.contiguous().to(Z.dtype), float(share[k - 1])
@@ -80,10 +86,13 @@ def cosine_matrix(primary: Tensor, aux: Tensor, basis: Tensor | None = None) -> 
     return torch.einsum("cd,pkd->pck", a, b)
 
 
-def usage_matrix(contrast_scores: Tensor, aux_logits: Tensor, weights: Tensor) -> Tensor:
-    """Weighted correlation of the contrasts' scores (N x C) with aux logits (P x N x K)."""
+def usage_matrix(
+    contrast_scores: Tensor, aux_logits: Tensor, weights: Tensor, shard: Shard | None = None
+) -> Tensor:
+    """Weighted correlation of the contrasts' scores (N x C) with aux logits (P x N x K)
+    (with a ``shard``: this rank's rows, the audit's sums)."""
     # clamped: float rounding can put a perfect correlation a hair above 1
-    return weighted_corr(contrast_scores, aux_logits, weights).clamp(-1.0, 1.0)
+    return weighted_corr(contrast_scores, aux_logits, weights, shard).clamp(-1.0, 1.0)
 
 
 def max_abs(matrix: Tensor) -> Tensor:

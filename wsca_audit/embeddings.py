@@ -14,9 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from .errors import AuditError, AuditWarning
 from .primary import PrimaryHead
+from .shards import Shard
 from .stats import DEFAULT_BUDGET_MB, chunk_rows, chunks
 from .validation import as_array, check_consistent_length, target_array
 
@@ -26,7 +28,8 @@ KINDS = ("categorical", "continuous")
 def _nonfinite_rows(Z: np.ndarray, chunk: int | None = None) -> np.ndarray:
     """Rows holding NaN or inf, checked in chunks (Z may be a memory-mapped file)."""
     chunk = chunk or chunk_rows(Z.shape[1], DEFAULT_BUDGET_MB, Z.itemsize)
-    return np.concatenate([~np.isfinite(Z[sl]).all(1) for sl in chunks(Z.shape[0], chunk)])
+    parts = [~np.isfinite(Z[sl]).all(1) for sl in chunks(Z.shape[0], chunk)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
 
 
 def missing_mask(values: np.ndarray) -> np.ndarray:
@@ -119,6 +122,10 @@ class EmbeddingSet:
         Drop samples with NaN/inf embeddings (with a warning) instead of raising.
     layer : str, default="user"
         Where the embeddings came from.
+    shard : Shard, optional
+        A sharded audit (:mod:`wsca_audit.shards`): ``embeddings`` are this rank's rows
+        (they may be none), every other column holds all ``shard.n`` samples in the
+        audit's order.
 
     Examples
     --------
@@ -137,12 +144,13 @@ class EmbeddingSet:
     drop_nonfinite: bool = False
     layer: str = "user"
     warnings: list[str] = field(default_factory=list)
+    shard: Shard | None = None
 
     inferred_kinds: list[str] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
-        Z = _check_embeddings(self.embeddings)
-        n = Z.shape[0]
+        Z = _check_embeddings(self.embeddings, empty_ok=self.shard is not None)
+        n = Z.shape[0] if self.shard is None else self.shard.n
         columns = _metadata_columns(self.metadata, n)
         kinds, self.inferred_kinds = _declared_kinds(columns, self.kinds)
         targets = None
@@ -156,6 +164,8 @@ class EmbeddingSet:
             ids = as_array(self.sample_ids, "sample_ids").reshape(-1)
             check_consistent_length(n, "embeddings", sample_ids=ids)
             keep = _first_of_each_id(ids)
+            if not keep.all() and self.shard is not None:
+                raise AuditError("a sharded audit's sample ids must be unique (shard_columns)")
             if not keep.all():
                 # e.g. a DistributedSampler's padding, or a loader that repeats samples
                 self._warn(
@@ -164,13 +174,20 @@ class EmbeddingSet:
                 )
                 Z, columns, targets, ids = _keep_rows(keep, Z, columns, targets, ids)
         bad = _nonfinite_rows(Z)
+        if self.shard is not None:  # every rank's rows, so that every rank decides alike
+            bad = self.shard.gather(torch.as_tensor(bad)).numpy()
         if bad.any():
-            msg = f"{int(bad.sum())} of {Z.shape[0]} embeddings contain NaN or inf"
+            msg = f"{int(bad.sum())} of {n} embeddings contain NaN or inf"
             if not self.drop_nonfinite:
                 raise AuditError(msg + "; pass drop_nonfinite=True to drop them")
-            Z, columns, targets, ids = _keep_rows(~bad, Z, columns, targets, ids)
+            if self.shard is not None:
+                self.shard, local = self.shard.subset(torch.as_tensor(~bad))
+                Z = Z[local.numpy()]
+                _, columns, targets, ids = _keep_rows(~bad, bad, columns, targets, ids)
+            else:
+                Z, columns, targets, ids = _keep_rows(~bad, Z, columns, targets, ids)
             self._warn(msg + "; they were dropped")
-            if Z.shape[0] == 0:
+            if n == int(bad.sum()):
                 raise AuditError("every embedding is NaN or inf")
         if self.primary is not None and self.primary.weight.shape[1] != Z.shape[1]:
             raise AuditError(
@@ -189,7 +206,8 @@ class EmbeddingSet:
 
     @property
     def n_samples(self) -> int:
-        return int(self.embeddings.shape[0])
+        """Samples of the audit (every rank's, in a sharded audit)."""
+        return int(self.embeddings.shape[0]) if self.shard is None else self.shard.n
 
     @property
     def embedding_dim(self) -> int:
@@ -215,8 +233,9 @@ class EmbeddingSet:
         return h.hexdigest()[:16]
 
 
-def _check_embeddings(embeddings) -> np.ndarray:
-    """The embeddings as a float32 (n_samples, embedding_dim) array, or a clear error."""
+def _check_embeddings(embeddings, empty_ok: bool = False) -> np.ndarray:
+    """The embeddings as a float32 (n_samples, embedding_dim) array, or a clear error
+    (``empty_ok``: a rank of a sharded audit may hold no sample)."""
     Z = as_array(embeddings, "embeddings")
     if Z.dtype == object or Z.dtype.kind not in "fiub":
         raise AuditError(f"embeddings must be numeric; got dtype {Z.dtype}")
@@ -229,7 +248,7 @@ def _check_embeddings(embeddings) -> np.ndarray:
         )
     if Z.shape[1] == 0:
         raise AuditError(f"embeddings have no features (shape {Z.shape}): pick another layer")
-    if Z.shape[0] == 0:
+    if Z.shape[0] == 0 and not empty_ok:
         raise AuditError(
             "no embeddings were recorded: run the model inside `auditor.collect()` "
             "and call `auditor.record(...)` after each batch before analyze()"

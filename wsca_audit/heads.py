@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .errors import AuditError
+from .shards import Shard, total
 
 LOSSES = ("squared", "binary", "multinomial")
 
@@ -84,6 +85,7 @@ class BatchedLinearHead:
         self.tol = tol
         self.max_iter = max_iter
         self.max_cg = max_cg
+        self._shard: Shard | None = None
 
     # -- public ---------------------------------------------------------------------
     def fit(
@@ -94,6 +96,7 @@ class BatchedLinearHead:
         *,
         groups: Tensor | None = None,
         init: tuple[Tensor, Tensor] | None = None,
+        shard: Shard | None = None,
     ) -> BatchedLinearHead:
         """Fit one head per row of ``targets``.
 
@@ -110,6 +113,10 @@ class BatchedLinearHead:
             refits) share a preconditioner.
         init : (coef, intercept), optional
             Warm start, shapes as ``coef_`` and ``intercept_``.
+        shard : Shard, optional
+            ``X``, ``targets`` and ``sample_weight`` hold this rank's samples: every sum
+            over samples (loss, gradient, Hessian products, preconditioner) is summed
+            over the ranks, so every rank takes the same steps to the same heads.
         """
         if self.loss not in LOSSES:
             raise AuditError(f"loss must be one of {LOSSES}; got {self.loss!r}")
@@ -148,6 +155,7 @@ class BatchedLinearHead:
             coef0, icpt0 = init
             theta[:d] = coef0.to(theta).permute(2, 0, 1)
             theta[d] = icpt0.to(theta)
+        self._shard = shard
         theta, n_iter = self._newton(X1, T, S, pen, theta, groups.cpu())
         self.coef_ = theta[:d].permute(1, 2, 0).contiguous()
         self.intercept_ = theta[d].contiguous()
@@ -203,16 +211,18 @@ class BatchedLinearHead:
         def lin(v):  # (D1, P, K) -> (N, P, K)
             return (X1 @ v.reshape(d1, -1)).reshape(n, n_problems, k)
 
-        def lin_t(g):  # (N, P, K) -> (D1, P, K)
-            return (X1.T @ g.reshape(n, -1)).reshape(d1, n_problems, k)
+        def lin_t(g):  # (N, P, K) -> (D1, P, K), summed over the ranks
+            return total(
+                (X1.T @ g.reshape(n, n_problems * k)).reshape(d1, n_problems, k), self._shard
+            )
 
         def objective(eta, th):
             f, g, curv = self._terms(eta, T, S)
-            return f + 0.5 * (pen * th * th).sum((0, 2)), g, curv
+            return total(f, self._shard) + 0.5 * (pen * th * th).sum((0, 2)), g, curv
 
         eta = lin(theta)
         f, g_eta, curv = objective(eta, theta)
-        scale = S.sum(0).clamp_min(1.0)
+        scale = total(S.sum(0), self._shard).clamp_min(1.0)
         active = torch.ones(n_problems, dtype=torch.bool, device=X1.device)
         it = 0
         for it in range(1, self.max_iter + 1):
@@ -229,7 +239,8 @@ class BatchedLinearHead:
                 m = idx.numel()
                 d_eta = (X1 @ v.reshape(d1, -1)).reshape(n, m, k)
                 g = self._curv_times(curv[:, idx], S[:, idx], d_eta)
-                return (X1.T @ g.reshape(n, -1)).reshape(d1, m, k) + pen[:, idx] * v
+                hv = total((X1.T @ g.reshape(n, m * k)).reshape(d1, m, k), self._shard)
+                return hv + pen[:, idx] * v
 
             # inexact Newton: loose CG early, tighter near the optimum (floored at 1e-2:
             # a linear rate of 1e-2 per Newton step is plenty, and a shared
@@ -260,7 +271,7 @@ class BatchedLinearHead:
         return theta, it
 
     @staticmethod
-    def _kron_factor(Xr, S, curv, rows, idx, reg, scale):
+    def _kron_factor(Xr, S, curv, rows, idx, reg, scale, shard=None):
         """Kronecker-factored softmax curvature, ``(X' diag(w) X) (x) mean_n(diag(p) - p p')``
         (K-FAC's independence approximation), plus the penalty. In the eigenbasis of the
         K x K factor it is one (D+1)-square block per class: returns the eigenvectors and
@@ -268,10 +279,10 @@ class BatchedLinearHead:
         w = (S[:, idx] if rows is None else S[rows][:, idx]).mean(1)  # (rows,)
         p = (curv[:, idx, :] if rows is None else curv[rows][:, idx, :]).mean(1)  # (rows, K)
         w64, p64, x64 = w.to(torch.float64), p.to(torch.float64), Xr.to(torch.float64)
-        a = (x64 * w64[:, None]).T @ x64 * scale  # (D1, D1)
-        b = (
-            torch.diag((w64[:, None] * p64).sum(0)) - (w64[:, None] * p64).T @ p64
-        ) / w64.sum().clamp_min(1e-30)
+        a = total((x64 * w64[:, None]).T @ x64 * scale, shard)  # (D1, D1)
+        b = total(
+            torch.diag((w64[:, None] * p64).sum(0)) - (w64[:, None] * p64).T @ p64, shard
+        ) / total(w64.sum(), shard).clamp_min(1e-30)
         lam, vecs = torch.linalg.eigh(b)
         # the class-sum direction has zero curvature (softmax is shift-invariant): lift it
         # to the typical one, as the full factor does
@@ -309,7 +320,8 @@ class BatchedLinearHead:
             idx = torch.nonzero(groups == gid).flatten().to(X1.device)
             reg = pen[:, idx[0], 0].to(torch.float64)  # one penalty per group
             if kron:
-                factors.append((idx, self._kron_factor(Xr, S, curv, rows, idx, reg, scale)))
+                kf = self._kron_factor(Xr, S, curv, rows, idx, reg, scale, self._shard)
+                factors.append((idx, kf))
                 continue
             if multinomial:
                 p = curv[:, idx, :] if rows is None else curv[rows][:, idx, :]
@@ -326,7 +338,8 @@ class BatchedLinearHead:
                         H[a, :, b] = (Xr * cbar[:, a, b, None]).T @ Xr
                         if b != a:
                             H[b, :, a] = H[a, :, b].T
-                H = H.reshape(k * d1, k * d1).to(torch.float64) + torch.diag(reg.repeat(k))
+                H = total(H.reshape(k * d1, k * d1), self._shard).to(torch.float64)
+                H = H + torch.diag(reg.repeat(k))
                 # Lift the class-sum directions (curvature: penalty only, zero for the
                 # intercept) to the typical curvature. H maps zero-sum vectors to
                 # zero-sum vectors and CG stays among them, so this changes nothing
@@ -337,7 +350,8 @@ class BatchedLinearHead:
                 blocks = H[None]
             else:
                 cbar = self._diag_curv(curv, S)[:, idx, :].mean(1)  # (N, 1)
-                blocks = torch.einsum("nd,nk,ne->kde", X1, cbar, X1).to(torch.float64)
+                blocks = total(torch.einsum("nd,nk,ne->kde", X1, cbar, X1), self._shard)
+                blocks = blocks.to(torch.float64)
                 blocks = blocks + torch.diag(reg)
             if not bool(torch.isfinite(blocks).all()):
                 raise AuditError("the head's curvature is not finite (NaN or inf in the inputs?)")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .shards import Shard, total
+
 
 def weighted_auc(scores: Tensor, positive: Tensor, weights: Tensor) -> Tensor:
     """Area under the ROC curve for each row of ``weights``.
@@ -142,7 +144,7 @@ def macro_ovr_auc(scores: Tensor, labels: Tensor, weights: Tensor) -> Tensor:
     return torch.nanmean(torch.stack(per_level), dim=0)
 
 
-def weighted_corr(a: Tensor, b: Tensor, weights: Tensor) -> Tensor:
+def weighted_corr(a: Tensor, b: Tensor, weights: Tensor, shard: Shard | None = None) -> Tensor:
     """Weighted Pearson correlation of every column of ``a`` with every column of ``b``.
 
     Parameters
@@ -151,20 +153,23 @@ def weighted_corr(a: Tensor, b: Tensor, weights: Tensor) -> Tensor:
     b : Tensor of shape (n_problems, n_samples, q)
     weights : Tensor of shape (n_problems, n_samples)
 
+    shard : Shard, optional
+        The samples are this rank's rows; the sums are the audit's.
+
     Returns
     -------
     Tensor of shape (n_problems, p, q)
     """
     a = a.to(b.dtype)
     w = weights.to(b.dtype)
-    w = w / w.sum(1, keepdim=True).clamp_min(1e-30)
+    w = w / total(w.sum(1, keepdim=True), shard).clamp_min(1e-30)
     if a.dim() == 2:
         a = a.unsqueeze(0)
-    a = a - torch.einsum("pn,pnk->pk", w, a.expand(w.shape[0], -1, -1))[:, None, :]
-    b = b - torch.einsum("pn,pnk->pk", w, b)[:, None, :]
-    cov = torch.einsum("pn,pnk,pnl->pkl", w, a, b)
-    va = torch.einsum("pn,pnk->pk", w, a * a)
-    vb = torch.einsum("pn,pnk->pk", w, b * b)
+    a = a - total(torch.einsum("pn,pnk->pk", w, a.expand(w.shape[0], -1, -1)), shard)[:, None, :]
+    b = b - total(torch.einsum("pn,pnk->pk", w, b), shard)[:, None, :]
+    cov = total(torch.einsum("pn,pnk,pnl->pkl", w, a, b), shard)
+    va = total(torch.einsum("pn,pnk->pk", w, a * a), shard)
+    vb = total(torch.einsum("pn,pnk->pk", w, b * b), shard)
     den = (va[:, :, None] * vb[:, None, :]).sqrt()
     return torch.where(den > 0, cov / den.clamp_min(1e-30), torch.zeros_like(cov))
 
@@ -221,9 +226,9 @@ def canonical_corr_of_cov(cov: Tensor, p: int, rtol: float = 1e-7) -> Tensor:
     return torch.linalg.matrix_norm(m, ord=2).clamp(0.0, 1.0)
 
 
-def weighted_cov(x: Tensor, weights: Tensor) -> Tensor:
+def weighted_cov(x: Tensor, weights: Tensor, shard: Shard | None = None) -> Tensor:
     """Weighted covariance of the columns of ``x`` (P, N, k) under each problem's weights
-    (P, N): (P, k, k), in float64.
+    (P, N): (P, k, k), in float64 (with a ``shard``: over every rank's rows).
 
     Examples
     --------
@@ -232,9 +237,9 @@ def weighted_cov(x: Tensor, weights: Tensor) -> Tensor:
     tensor([[[1.]]], dtype=torch.float64)
     """
     x, w = x.to(torch.float64), weights.to(torch.float64)
-    w = w / w.sum(1, keepdim=True).clamp_min(1e-300)
-    x = x - torch.einsum("pn,pnk->pk", w, x)[:, None, :]
-    return (w[..., None] * x).transpose(1, 2) @ x
+    w = w / total(w.sum(1, keepdim=True), shard).clamp_min(1e-300)
+    x = x - total(torch.einsum("pn,pnk->pk", w, x), shard)[:, None, :]
+    return total((w[..., None] * x).transpose(1, 2) @ x, shard)
 
 
 def psd_power(cov: Tensor, power: float, rtol: float = 1e-7) -> tuple[Tensor, Tensor]:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from .metrics import psd_power
+from .shards import Shard, count, largest, total
 
 DEFAULT_BUDGET_MB = 1024.0  # AuditSettings.max_batch_mb's default
 
@@ -300,17 +301,20 @@ def ci_block_with_p(
     return out
 
 
-def within_class_centered(M: Tensor, weights: Tensor, onehot: Tensor) -> Tensor:
+def within_class_centered(
+    M: Tensor, weights: Tensor, onehot: Tensor, shard: Shard | None = None
+) -> Tensor:
     """``M`` (N x K, or P x N x K) minus its weighted class means under each problem's
     weights (P x N), so that every bootstrap resample removes the label with its own
-    class means; ``onehot`` (N x C) codes the classes. Returns P x N x K.
+    class means; ``onehot`` (N x C) codes the classes. Returns P x N x K. With a
+    ``shard`` the rows are this rank's and the class means the audit's.
     """
-    n_c = (weights @ onehot).clamp_min(1e-12)  # (P, C)
+    n_c = total(weights @ onehot, shard).clamp_min(1e-12)  # (P, C)
     if M.dim() == 2:
         sums = torch.einsum("pn,nc,nk->pck", weights, onehot, M)
     else:
         sums = torch.einsum("pn,nc,pnk->pck", weights, onehot, M)
-    means = sums / n_c[..., None]  # (P, C, K)
+    means = total(sums, shard) / n_c[..., None]  # (P, C, K)
     return M - torch.einsum("nc,pck->pnk", onehot, means)
 
 
@@ -413,44 +417,56 @@ def center_within(M: Tensor, strata: Tensor, valid: Tensor | None = None) -> Ten
 
 
 def stratum_mean_table(
-    Z: Tensor, strata: Tensor, n_strata: int, dtype, device, size: int
-) -> Tensor:
+    Z: Tensor, strata: Tensor, n_strata: int, dtype, device, size: int,
+    shard: Shard | None = None,
+) -> Tensor:  # fmt: skip
     """Mean of ``Z``'s rows per stratum (n_strata x D; zero for an empty stratum), from
     sums by chunks of ``size`` rows: a one-hot product, not ``index_add_`` (atomics:
-    nondeterministic on CUDA), and no centred copy of ``Z``."""
+    nondeterministic on CUDA), and no centred copy of ``Z``. With a ``shard``, ``Z`` and
+    ``strata`` are this rank's rows and the means the audit's."""
     sums = torch.zeros(n_strata, Z.shape[1], dtype=dtype, device=device)
     strata = strata.to(device)
     for sl in chunks(Z.shape[0], size):
         onehot = torch.nn.functional.one_hot(strata[sl], n_strata).to(dtype)
         sums += onehot.T @ Z[sl].to(device=device, dtype=dtype)
-    counts = torch.bincount(strata, minlength=n_strata).clamp_min(1).to(dtype)
-    return sums / counts[:, None]
+    counts = total(torch.bincount(strata, minlength=n_strata).to(dtype), shard)
+    return total(sums, shard) / counts.clamp_min(1)[:, None]
 
 
-def safe_std(Z: Tensor, size: int) -> Tensor:
-    """Column standard deviation (unbiased), by chunks, 1 where a column is constant."""
-    n = Z.shape[0]
+def safe_std(Z: Tensor, size: int, shard: Shard | None = None) -> Tensor:
+    """Column standard deviation (unbiased), by chunks, 1 where a column is constant
+    (over every rank's rows with a ``shard``)."""
+    n = count(Z.shape[0], shard)
     mean = torch.zeros(Z.shape[1], dtype=torch.float64, device=Z.device)
-    for sl in chunks(n, size):
+    for sl in chunks(Z.shape[0], size):
         mean += Z[sl].to(torch.float64).sum(0)
-    mean /= max(n, 1)
+    mean = total(mean, shard) / max(n, 1)
     ss = torch.zeros_like(mean)
     amax = torch.zeros_like(mean)
-    for sl in chunks(n, size):
+    for sl in chunks(Z.shape[0], size):
         c = Z[sl].to(torch.float64)
         ss += ((c - mean) ** 2).sum(0)
         amax = torch.maximum(amax, c.abs().amax(0))
-    sd = (ss / max(n - 1, 1)).sqrt()
-    sd = torch.where(sd > 1e-12 * (1 + amax), sd, torch.ones_like(sd))
+    sd = (total(ss, shard) / max(n - 1, 1)).sqrt()
+    sd = torch.where(sd > 1e-12 * (1 + largest(amax, shard)), sd, torch.ones_like(sd))
     return sd.to(Z.dtype)
 
 
-def residualise(M: Tensor, c: Tensor, chunks: list) -> None:
+def column_mean(Z: Tensor, size: int, shard: Shard | None = None) -> Tensor:
+    """Column means of ``Z`` (over every rank's rows with a ``shard``), in ``Z``'s dtype."""
+    s = torch.zeros(Z.shape[1], dtype=torch.float64, device=Z.device)
+    for sl in chunks(Z.shape[0], size):
+        s += Z[sl].to(torch.float64).sum(0)
+    return (total(s, shard) / max(count(Z.shape[0], shard), 1)).to(Z.dtype)
+
+
+def residualise(M: Tensor, c: Tensor, chunks: list, shard: Shard | None = None) -> None:
     """``M -= c g'`` in place, with ``g`` the least-squares slope of each column of ``M``
     on ``c`` (the columns' part along the within-bin target), chunk by chunk."""
     g = torch.zeros(M.shape[1], dtype=torch.float64, device=M.device)
     for sl in chunks:
         g += c[sl].to(torch.float64) @ M[sl].to(torch.float64)
-    g = (g / (c.to(torch.float64) ** 2).sum().clamp_min(1e-12)).to(M.dtype)
+    cc = total((c.to(torch.float64) ** 2).sum(), shard)
+    g = (total(g, shard) / cc.clamp_min(1e-12)).to(M.dtype)
     for sl in chunks:
         M[sl] -= c[sl, None] * g

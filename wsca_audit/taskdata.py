@@ -22,6 +22,7 @@ from torch import Tensor
 from . import stats
 from .heads import BatchedLinearHead
 from .levels import Levels
+from .shards import Shard
 
 
 class Fitter:
@@ -35,13 +36,27 @@ class Fitter:
         The audit's bootstrap count weights.
     dtype, device
         Where the heads are solved.
+    shard : Shard, optional
+        The samples of a sharded audit that this rank holds (see :mod:`wsca_audit.shards`).
     """
 
-    def __init__(self, cfg: Any, boot: Tensor, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        boot: Tensor,
+        dtype: torch.dtype,
+        device: torch.device,
+        shard: Shard | None = None,
+    ) -> None:
         self.cfg, self.boot, self.dtype, self.device = cfg, boot, dtype, device
+        self.shard = shard
 
     def fit(self, loss, X, k, targets, weights, groups, init=None) -> BatchedLinearHead:
-        """Fit a batch of heads, split into chunks that fit the memory budget."""
+        """Fit a batch of heads, split into chunks that fit the memory budget. ``X`` holds
+        this rank's rows (all of them in one process); ``targets`` and ``weights`` are
+        the audit's (problems x N): each rank takes its own columns."""
+        if self.shard is not None:
+            targets, weights = self.shard.rows(targets, 1), self.shard.rows(weights, 1)
         # about a dozen (N x k) working tensors per problem in the Newton solve
         chunk = stats.chunk_rows(
             X.shape[0] * max(k, 1) * 12, self.cfg.max_batch_mb, X.element_size()
@@ -57,6 +72,7 @@ class Fitter:
                 weights[sl],
                 groups=groups[sl],
                 init=None if init is None else (init[0][sl], init[1][sl]),
+                shard=self.shard,
             )
             coefs.append(head.coef_)
             icpts.append(head.intercept_)
@@ -70,7 +86,7 @@ class Fitter:
         Returns the head, with problems ordered [point, folds, bootstraps, permutations],
         and the sample weights of each problem.
         """
-        n = X.shape[0]
+        n = target.shape[0]  # the audit's samples (X: this rank's rows)
         v = valid.to(self.dtype)
         ttype = torch.long if loss != "squared" else self.dtype
         t = target.to(ttype)
@@ -134,6 +150,10 @@ class AuditTensors:
         adjusts for it).
     contrast_labels : list of str
         The name of each contrast (:func:`wsca_audit.primary.contrast_names`).
+    shard : Shard or None
+        Which samples this rank holds (:mod:`wsca_audit.shards`). ``Zs`` and ``Zws`` are
+        this rank's rows; every other per-sample tensor holds all N samples, in the
+        audit's order, on every rank. None: one process holds everything.
     """
 
     Zs: Tensor
@@ -155,6 +175,16 @@ class AuditTensors:
     task: str = "binary"
     covariate: Tensor | None = None
     contrast_labels: list = field(default_factory=list)
+    shard: Shard | None = None
+
+    def local(self, t: Tensor, dim: int = 0) -> Tensor:
+        """This rank's rows of a per-sample tensor of the audit (along ``dim``): those
+        that ``Zs`` and ``Zws`` hold."""
+        return t if self.shard is None else self.shard.rows(t, dim)
+
+    def audit_wide(self, t: Tensor) -> Tensor:
+        """A per-sample tensor computed from this rank's rows, as the audit's (N, ...)."""
+        return t if self.shard is None else self.shard.gather(t)
 
 
 @dataclass(eq=False, repr=False, kw_only=True)
@@ -386,12 +416,13 @@ class TaskData(AuditTensors):
 
     def held_out(self, head: BatchedLinearHead, first_fold: int, X: Tensor) -> Tensor:
         """Held-out scores (N x K): each sample scored by the fold head that did not see it
-        (the fold heads are problems ``first_fold .. first_fold + n_folds`` of ``head``)."""
+        (the fold heads are problems ``first_fold .. first_fold + n_folds`` of ``head``;
+        ``X`` holds this rank's rows, the scores are the audit's)."""
         sl = slice(first_fold, first_fold + self.cfg.n_folds)
         # score only the fold heads, not every bootstrap/permutation refit
         scores = torch.einsum("nd,fkd->fnk", X, head.coef_[sl]) + head.intercept_[sl, None, :]
-        idx = self._fold_of.clamp_min(0)
-        return scores[idx, torch.arange(X.shape[0], device=self.device)]
+        idx = self.local(self._fold_of).clamp_min(0)
+        return self.audit_wide(scores[idx, torch.arange(X.shape[0], device=self.device)])
 
     # ------------------------------------------------------------------ strata
     def class_means(self, M: Tensor) -> Tensor:

@@ -452,7 +452,8 @@ def log_to_mlflow(
     str or None
         The run id, or None when MLflow could not be reached (see the warning: the
         report was saved under ``fallback_dir`` and ``wsca-audit log DIR`` uploads it).
-        On ranks other than 0 of a distributed audit (``result`` None) nothing is logged.
+        On ranks other than 0 of a distributed audit (a sharded result, which every rank
+        holds, or ``result`` None) nothing is logged: rank 0 logs.
 
     Examples
     --------
@@ -465,8 +466,8 @@ def log_to_mlflow(
     """
     from .distributed import is_rank_zero
 
-    if result is None and not is_rank_zero():
-        return None  # a distributed audit: rank 0 holds the result and logs it
+    if not is_rank_zero() and (result is None or _sharded(result)):
+        return None  # a distributed audit: every rank may hold the result, rank 0 logs it
     mitigation = result if isinstance(result, Mitigation) else None
     if mitigation is not None:
         parent_run_id = _mitigation_parent(run_id, parent_run_id, tracking_uri)
@@ -611,3 +612,11 @@ def scoped_env(values: dict[str, str], *, override: bool = True) -> Iterator[Non
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _sharded(result: Any) -> bool:
+    """Whether ``result`` is a sharded audit's (held by every rank of its group)."""
+    audit = result.after if isinstance(result, Mitigation) else result
+    if not isinstance(audit, AuditResult):
+        return False
+    return int(audit.settings.get("ranks", 1)) > 1

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from .. import correlation as corr
 from ..primary import output_contrasts
+from ..shards import Shard, total
 from .base import Computed, Measure
 
 
@@ -45,7 +46,9 @@ class Alignment(Measure):
         # rescaling a unit), so no second copy of Zw is kept.
         head = linear_head(task.W * task.sd_w, task.b)
         contrasts = output_contrasts(task.W.shape[0], task.dtype, task.device)
-        matrix = layer_alignment(head, contrasts, task.Zws, coef, weights)
+        matrix = layer_alignment(
+            head, contrasts, task.Zws, coef, task.local(weights, 1), shard=task.shard
+        )
         per_class = {
             "rows": task.contrast_rows,
             "cols": task.level_cols,
@@ -104,6 +107,7 @@ def layer_alignment(
     aux_coef: Tensor,
     weights: Tensor,
     chunk: int = 4096,
+    shard: Shard | None = None,
 ) -> Tensor:
     """Pooled cosine between primary and auxiliary attributions, shape (P, C', K).
 
@@ -119,7 +123,9 @@ def layer_alignment(
     weights : Tensor (P, N)
         Sample weights of each problem (bootstrap counts, validity).
 
-    The attributions are accumulated chunk by chunk: only (P, D) sums are kept.
+    The attributions are accumulated chunk by chunk: only (P, D) sums are kept (and,
+    with a ``shard``, summed over the ranks: ``embeddings`` and ``weights`` then hold
+    this rank's samples).
     """
     n, d = embeddings.shape
     c_out = contrasts.shape[0]
@@ -135,6 +141,7 @@ def layer_alignment(
             cross[:, c] += w @ (a[:, c] * z)
             norm_a[:, c] += w @ a[:, c].pow(2).sum(1)
         sq += w @ z.pow(2)
+    cross, norm_a, sq = (total(t, shard) for t in (cross, norm_a, sq))
     num = torch.einsum("pcd,pkd->pck", cross, aux_coef)
     norm_b = torch.einsum("pkd,pd->pk", aux_coef.pow(2), sq)
     den = (norm_a[:, :, None] * norm_b[:, None, :]).sqrt()

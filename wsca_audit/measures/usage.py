@@ -82,8 +82,8 @@ class Usage(Measure):
         head, weights = task.usage_heads
         nb, npm = task.cfg.n_bootstrap, task.cfg.n_permutations
         # which levels carry it: the per-level matrix of the point fit
-        primary0, aux0 = self._logits(task, head, weights, 0, 1)
-        matrix0 = corr.usage_matrix(primary0, aux0, weights[:1])
+        primary0, aux0, w0 = self._logits(task, head, weights, 0, 1)
+        matrix0 = corr.usage_matrix(primary0, aux0, w0, task.shard)
         per_class = {
             "rows": task.contrast_rows,
             "cols": task.level_cols,
@@ -95,8 +95,8 @@ class Usage(Measure):
             if per_output is not None:
                 block["by_output"] = per_output
         else:  # one contrast, one column: the correlation itself
-            primary, aux = self._logits(task, head, weights, 0, 1 + nb)
-            matrix = corr.usage_matrix(primary, aux, weights[: 1 + nb])
+            primary, aux, w = self._logits(task, head, weights, 0, 1 + nb)
+            matrix = corr.usage_matrix(primary, aux, w, task.shard)
             values = corr.max_abs(matrix)
             block = task.ci_block(values)
             # the interval of the signed entry, centred on the estimate (see abs_entry_ci)
@@ -118,17 +118,19 @@ class Usage(Measure):
         return Computed(block, per_class)
 
     @staticmethod
-    def _logits(task, head, weights, start: int, stop: int) -> tuple[Tensor, Tensor]:
+    def _logits(task, head, weights, start: int, stop: int) -> tuple[Tensor, Tensor, Tensor]:
         """Problems ``start:stop``: the primary contrasts and the auxiliary logits, each
         centred within class under that problem's weights (each resample removes the
-        label with its own class means)."""
+        label with its own class means), and those weights; on this rank's rows (the
+        class means are the audit's)."""
         aux = torch.einsum("nd,pkd->pnk", task.Zws, head.coef_[start:stop])
         aux = aux + head.intercept_[start:stop, None, :]
         if aux.shape[-1] > 1:  # a softmax head: its logits relative to their mean
             aux = aux - aux.mean(-1, keepdim=True)
-        w, onehot = weights[start:stop], task.strata_onehot
-        primary = stats.within_class_centered(task.contrast_scores_w, w, onehot)
-        return primary, stats.within_class_centered(aux, w, onehot)
+        w, onehot = task.local(weights[start:stop], 1), task.local(task.strata_onehot)
+        scores = task.local(task.contrast_scores_w)
+        primary = stats.within_class_centered(scores, w, onehot, task.shard)
+        return primary, stats.within_class_centered(aux, w, onehot, task.shard), w
 
     def _canonical(self, task, head, weights) -> dict:
         """Several levels or contrasts: the canonical correlation of the two logit sets,
@@ -147,10 +149,10 @@ class Usage(Measure):
         rho, covs = [], []
         for i in range(0, n_problems, step):
             j = min(i + step, n_problems)
-            primary, aux = self._logits(task, head, weights, i, j)
+            primary, aux, w = self._logits(task, head, weights, i, j)
             # one joint covariance: the canonical correlation and the noise share's
             # auxiliary block both come from it
-            cov = weighted_cov(torch.cat([primary, aux], -1), weights[i:j])
+            cov = weighted_cov(torch.cat([primary, aux], -1), w, task.shard)
             rho.append(canonical_corr_of_cov(cov, p).to(aux.dtype))
             covs.append(cov[:, p:, p:])
         rho, covs = torch.cat(rho), torch.cat(covs)
@@ -192,8 +194,8 @@ class Usage(Measure):
         if task.contrasts.shape[0] < 2 or len(task.level_cols) != 1:
             return None
         nb = task.cfg.n_bootstrap
-        primary, aux = self._logits(task, head, weights, 0, 1 + nb)
-        matrix = corr.usage_matrix(primary, aux, weights[: 1 + nb])  # (1 + nb, C', 1)
+        primary, aux, w = self._logits(task, head, weights, 0, 1 + nb)
+        matrix = corr.usage_matrix(primary, aux, w, task.shard)  # (1 + nb, C', 1)
         out = {}
         for j, name in enumerate(task.contrast_rows):
             entry = matrix[:, j : j + 1]
