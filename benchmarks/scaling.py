@@ -187,14 +187,14 @@ def ranks_table(args) -> None:
     for n in args.n:
         single = None
         for k in args.ranks:
-            cmd = [__file__, "--ranked-child", "--n", str(n), "--d", str(args.d),
-                   "--refits", str(args.refits)]  # fmt: skip
+            cmd = [__file__, "--ranked-child"]  # torchrun would read "--n" as its own
+            child_args = json.dumps({"n": n, "d": args.d, "refits": args.refits})
             if k == 1:
                 cmd = [sys.executable, *cmd]
             else:
                 torchrun = Path(sys.executable).with_name("torchrun")
                 cmd = [str(torchrun), "--standalone", f"--nproc_per_node={k}", *cmd]
-            env = {**os.environ, "OMP_NUM_THREADS": "1"}
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "WSCA_BENCH": child_args}
             out = subprocess.run(cmd, capture_output=True, text=True, env=env)
             lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
             if out.returncode != 0 or not lines:
@@ -244,10 +244,12 @@ def main() -> None:
     ap.add_argument("--comm-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.ranked_child:
-        print(json.dumps(ranked_child(args.n[0], args.d, args.refits)))
+        a = json.loads(os.environ["WSCA_BENCH"])
+        print(json.dumps(ranked_child(a["n"], a["d"], a["refits"])))
         return
     if args.comm_child:
-        rows = comm_child(args.n, args.dims, args.classes)
+        a = json.loads(os.environ["WSCA_BENCH"])
+        rows = comm_child(a["n"], a["dims"], a["classes"])
         if int(os.environ.get("RANK", "0")) == 0:
             print(json.dumps(rows))
         return

@@ -174,7 +174,9 @@ def weighted_corr(a: Tensor, b: Tensor, weights: Tensor, shard: Shard | None = N
     return torch.where(den > 0, cov / den.clamp_min(1e-30), torch.zeros_like(cov))
 
 
-def canonical_corr(a: Tensor, b: Tensor, weights: Tensor, rtol: float = 1e-7) -> Tensor:
+def canonical_corr(
+    a: Tensor, b: Tensor, weights: Tensor, rtol: float = 1e-7, shard: Shard | None = None
+) -> Tensor:
     """First weighted canonical correlation between the columns of ``a`` and those of ``b``.
 
     The largest correlation between any linear combination of ``a``'s columns and any of
@@ -189,6 +191,8 @@ def canonical_corr(a: Tensor, b: Tensor, weights: Tensor, rtol: float = 1e-7) ->
     weights : Tensor of shape (n_problems, n_samples)
     rtol : float
         Eigenvalues of a set's covariance below ``rtol`` times its largest are dropped.
+    shard : Shard, optional
+        The samples are this rank's; the covariance is the audit's.
 
     Returns
     -------
@@ -204,7 +208,7 @@ def canonical_corr(a: Tensor, b: Tensor, weights: Tensor, rtol: float = 1e-7) ->
     """
     if a.dim() == 2:
         a = a.unsqueeze(0).expand(weights.shape[0], -1, -1)
-    cov = weighted_cov(torch.cat([a.to(b.dtype), b], -1), weights)
+    cov = weighted_cov(torch.cat([a.to(b.dtype), b], -1), weights, shard)
     return canonical_corr_of_cov(cov, a.shape[-1], rtol).to(b.dtype)
 
 

@@ -62,31 +62,51 @@ def chunks(n: int, size: int) -> list[slice]:
 
 # --------------------------------------------------------------------------- resampling
 def bootstrap_counts(n: int, n_bootstrap: int, generator: torch.Generator) -> Tensor:
-    """Bootstrap resamples as count vectors (n_bootstrap x n): one weight per sample."""
-    if n_bootstrap == 0:
-        return torch.zeros(0, n)
-    idx = torch.randint(0, n, (n_bootstrap, n), generator=generator)
-    idx += n * torch.arange(n_bootstrap)[:, None]  # one bin range per resample
-    return torch.bincount(idx.flatten(), minlength=n_bootstrap * n).view(n_bootstrap, n).float()
+    """Bootstrap resamples as count vectors (n_bootstrap x n): one weight per sample.
+    Drawn a few resamples at a time (the same draws as all at once: the generator's
+    stream is sequential), so the index temporaries stay small."""
+    out = torch.zeros(n_bootstrap, n)
+    step = max(1, (64 * 2**20) // max(16 * n, 1))
+    for start in range(0, n_bootstrap, step):
+        m = min(step, n_bootstrap - start)
+        idx = torch.randint(0, n, (m, n), generator=generator)
+        idx += n * torch.arange(m)[:, None]  # one bin range per resample
+        out[start : start + m] = torch.bincount(idx.flatten(), minlength=m * n).view(m, n)
+    return out
 
 
 def stratified_permutations(
-    strata: Tensor, valid: Tensor, n_permutations: int, generator: torch.Generator
+    strata: Tensor,
+    valid: Tensor,
+    n_permutations: int,
+    generator: torch.Generator,
+    columns: Tensor | None = None,
 ) -> Tensor:
     """Index arrays (n_permutations x n) that shuffle samples within each stratum.
 
     Only valid samples are shuffled (among themselves); others map to themselves.
     Shuffling within label strata keeps the metadata-label association (the confounding)
-    and breaks only the association with the embedding beyond the label.
+    and breaks only the association with the embedding beyond the label. ``columns``
+    (sample positions) keeps only those columns, (n_permutations x len(columns)): a rank
+    of a sharded audit takes its own samples' columns of the same permutations, drawn a
+    few permutations at a time (the same draws: the generator's stream is sequential).
     """
     n = strata.shape[0]
-    out = torch.arange(n).unsqueeze(0).repeat(n_permutations, 1)
+    cols = torch.arange(n) if columns is None else columns.cpu().long()
+    out = cols.repeat(n_permutations, 1)
+    where = torch.full((n,), -1, dtype=torch.long)
+    where[cols] = torch.arange(cols.numel())  # sample -> output column
     for s in torch.unique(strata[valid]).tolist():
         idx = torch.nonzero(valid & (strata == s)).flatten()
         if idx.numel() < 2:
             continue
-        keys = torch.rand(n_permutations, idx.numel(), generator=generator)
-        out[:, idx] = idx[torch.argsort(keys, dim=1)]
+        mine = where[idx]
+        keep = mine >= 0
+        step = max(1, (64 * 2**20) // (12 * idx.numel()))
+        for start in range(0, n_permutations, step):
+            m = min(step, n_permutations - start)
+            keys = torch.rand(m, idx.numel(), generator=generator)
+            out[start : start + m, mine[keep]] = idx[torch.argsort(keys, dim=1)][:, keep]
     return out
 
 

@@ -57,10 +57,20 @@ class Fitter:
         the audit's (problems x N): each rank takes its own columns."""
         if self.shard is not None:
             targets, weights = self.shard.rows(targets, 1), self.shard.rows(weights, 1)
-        # about a dozen (N x k) working tensors per problem in the Newton solve
-        chunk = stats.chunk_rows(
-            X.shape[0] * max(k, 1) * 12, self.cfg.max_batch_mb, X.element_size()
-        )
+        return self._fit(loss, X, k, targets, weights, groups, init)
+
+    @cached_property
+    def _boot(self) -> Tensor:
+        """The bootstrap weights of this rank's samples."""
+        return self.boot if self.shard is None else self.shard.rows(self.boot, 1)
+
+    def _fit(self, loss, X, k, targets, weights, groups, init=None) -> BatchedLinearHead:
+        """:meth:`fit` with ``targets`` and ``weights`` already this rank's columns."""
+        # about a dozen (N x k) working tensors per problem in the Newton solve; problems
+        # are batched by the audit's N, so that each rank of a sharded audit solves the
+        # batches one process would, with 1/k of its working memory
+        n = X.shape[0] if self.shard is None else self.shard.n
+        chunk = stats.chunk_rows(n * max(k, 1) * 12, self.cfg.max_batch_mb, X.element_size())
         reg = 1.0 / self.cfg.C if loss != "squared" else self.cfg.alpha
         coefs, icpts = [], []
         for start in range(0, targets.shape[0], chunk):
@@ -83,16 +93,22 @@ class Fitter:
         """Point fit and folds from zero, then bootstrap refits (warm-started from the
         point fit) and permutation refits (from zero), each group one batched solve.
 
+        ``target``, ``valid`` (N,) and ``folds`` (n_folds x N) are the audit's;
+        ``perm_targets`` (n_permutations x rows) and ``X`` hold this rank's samples.
+
         Returns the head, with problems ordered [point, folds, bootstraps, permutations],
-        and the sample weights of each problem.
+        and the sample weights of each problem (on this rank's samples).
         """
-        n = target.shape[0]  # the audit's samples (X: this rank's rows)
+        if self.shard is not None:  # this rank's samples
+            target, valid = self.shard.rows(target), self.shard.rows(valid)
+            folds = None if folds is None else self.shard.rows(folds, 1)
+        n = target.shape[0]
         v = valid.to(self.dtype)
         ttype = torch.long if loss != "squared" else self.dtype
         t = target.to(ttype)
         n_f = 0 if folds is None else folds.shape[0]
         w1 = torch.cat([v[None], folds * v]) if n_f else v[None]
-        first = self.fit(
+        first = self._fit(
             loss, X, k, t[None].expand(1 + n_f, n), w1, torch.zeros(1 + n_f, dtype=torch.long)
         )
 
@@ -100,7 +116,7 @@ class Fitter:
         npm = 0 if perm_targets is None else perm_targets.shape[0]
         if nb + npm == 0:
             return first, w1
-        w2 = torch.cat([self.boot * v, v[None].expand(npm, n)])
+        w2 = torch.cat([self._boot * v, v[None].expand(npm, n)])
         t2 = t[None].expand(nb, n)
         if npm:
             t2 = torch.cat([t2, perm_targets.to(device=self.device, dtype=ttype)])
@@ -110,7 +126,7 @@ class Fitter:
             torch.cat([first.coef_[:1].expand(nb, -1, -1), zeros_c.expand(npm, -1, -1)]),
             torch.cat([first.intercept_[:1].expand(nb, -1), zeros_i.expand(npm, -1)]),
         )
-        second = self.fit(loss, X, k, t2, w2, groups, init=init)
+        second = self._fit(loss, X, k, t2, w2, groups, init=init)
         first.coef_ = torch.cat([first.coef_, second.coef_])
         first.intercept_ = torch.cat([first.intercept_, second.intercept_])
         return first, torch.cat([w1, w2])
@@ -211,6 +227,10 @@ class TaskData(AuditTensors):
         The audit's generator: folds and permutations are drawn from it, in that order.
     warn_to : callable
         Files a warning in the report (see :meth:`warn`).
+
+    In a sharded audit the permutations (``perm_idx``, ``perm_codes``: permutations x
+    rows) and the usage heads' weights hold this rank's samples' columns, as ``Zs`` and
+    ``Zws`` hold its rows; every other per-sample tensor holds all N samples.
     """
 
     name: str
@@ -251,10 +271,12 @@ class TaskData(AuditTensors):
         self.v = self.valid.to(self.dtype)
         # the resampling plan, drawn in this order from the audit's generator
         self.folds = self._folds()
+        # one set of permutations serves every null: this rank's columns of it
+        local = None if self.shard is None else self.shard.index()
         perm = stats.stratified_permutations(
-            self.strata, self.valid.cpu(), self.cfg.n_permutations, self.gen
+            self.strata, self.valid.cpu(), self.cfg.n_permutations, self.gen, columns=local
         )
-        self.perm_idx = perm.to(self.device)  # one set of permutations serves every null
+        self.perm_idx = perm.to(self.device)
         self.perm_codes = self.codes[self.perm_idx]
 
     # ------------------------------------------------------------------ layout of blocks
@@ -392,7 +414,7 @@ class TaskData(AuditTensors):
             )
         target = self.center(self.target_std[:, None])[:, 0]
         # permuted within label strata, whose means it keeps: the centred value moves along
-        perm = target[self.perm_idx] if npm else None
+        perm = target[self.perm_idx] if npm else None  # this rank's columns
         return self.fitter.family("squared", self.Zws, 1, target, self.valid, perm_targets=perm)
 
     def fit(self, loss, X, k, targets, weights, groups, init=None) -> BatchedLinearHead:

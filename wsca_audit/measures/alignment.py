@@ -46,9 +46,8 @@ class Alignment(Measure):
         # rescaling a unit), so no second copy of Zw is kept.
         head = linear_head(task.W * task.sd_w, task.b)
         contrasts = output_contrasts(task.W.shape[0], task.dtype, task.device)
-        matrix = layer_alignment(
-            head, contrasts, task.Zws, coef, task.local(weights, 1), shard=task.shard
-        )
+        # the usage heads' weights, like Zws, are this rank's samples
+        matrix = layer_alignment(head, contrasts, task.Zws, coef, weights, shard=task.shard)
         per_class = {
             "rows": task.contrast_rows,
             "cols": task.level_cols,

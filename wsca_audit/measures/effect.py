@@ -45,6 +45,7 @@ from torch import Tensor
 
 from .. import metrics, stats
 from ..formatting import ci_text
+from ..shards import Shard, total
 from .base import Measure
 
 
@@ -101,25 +102,26 @@ class Effect(Measure):
     }
 
     def compute(self, task) -> dict:
+        # the regression's inputs on this rank's samples (its sums are the audit's)
+        v = task.local(task.v)
         weights = (
-            torch.cat([task.v[None], task.boot * task.v]) if task.cfg.n_bootstrap else task.v[None]
+            torch.cat([v[None], task.local(task.boot, 1) * v]) if task.cfg.n_bootstrap else v[None]
         )
         if task.kind == "categorical":
-            x = torch.nn.functional.one_hot(task.codes, task.k).to(task.dtype)[:, 1:]
+            x = torch.nn.functional.one_hot(task.local(task.codes), task.k).to(task.dtype)[:, 1:]
         else:
-            x = task.target_std[:, None]
+            x = task.local(task.target_std)[:, None]
         if task.selects:
             # the two halves' fits serve the task's size and each output's
-            halves = task.halves
-            fits = [_fit(task, task.contrast_scores, x, weights * (halves == h).to(weights.dtype))
-                    for h in (0, 1)]  # fmt: skip
+            halves = task.local(task.halves)
+            fits = [_fit(task, x, weights * (halves == h).to(weights.dtype)) for h in (0, 1)]
             out = self._cross_fitted(task, x, weights, fits)
             per_output = self._by_output(task, x, weights, fits)
             if per_output is not None:
                 out["by_output"] = per_output
             return out
         # one contrast and one level contrast (or a slope): nothing to choose
-        coef, sd = _fit(task, task.contrast_scores, x, weights)
+        coef, sd = _fit(task, x, weights)
         if task.kind == "categorical":  # binary: level 1 minus level 0, signed
             out = {**task.ci_block(coef[:, 0, 0] / sd[:, 0]), "unit": _unit(task)}
             _add_target_units(task, out, coef[:, 0, 0])
@@ -157,7 +159,7 @@ class Effect(Measure):
         out = {**task.ci_block(values), "unit": _unit(task), "selection": "cross-fitted halves"}
         # what the whole sample points at (names only: the size is the cross-fitted one,
         # whose halves may each have chosen otherwise)
-        coef, sd = _fit(task, s, x, task.v[None])
+        coef, sd = _fit(task, x, task.local(task.v)[None])
         # in the target's units: the cross-fitted sizes scaled by the whole sample's sd
         _add_target_units(task, out, values * sd[0].amax())
         j, high, low = self._choose(task, coef[0], sd[0])
@@ -193,7 +195,7 @@ class Effect(Measure):
                 return None  # the two levels never meet in a stratum
         s = task.contrast_scores
         if task.kind == "continuous" or task.k == 2:
-            coef, sd = _fit(task, s, x, weights)
+            coef, sd = _fit(task, x, weights)
             scale = _iqr(task.target_std[task.valid]) if task.kind == "continuous" else 1.0
             values = coef[..., 0] * scale / sd  # (B, C')
         else:  # the halves' fits of the task's size (see _cross_fitted)
@@ -324,16 +326,17 @@ def _best_groups(b: Tensor, counts: Tensor, components: Tensor) -> tuple[float, 
     return best[0], best[1].to(device), best[2].to(device)
 
 
-def _fit(task, s: Tensor, x: Tensor, weights: Tensor):
-    """:func:`_within_class_fit` of the task's strata (and covariate: a regression
-    target within its bins, whose coefficient is dropped); a regression head's unit is
-    the prediction's residual sd with the target held fixed, a classifier's the score's sd."""
+def _fit(task, x: Tensor, weights: Tensor):
+    """:func:`_within_class_fit` of the contrasts' scores on ``x``, with the task's strata
+    (and covariate: a regression target within its bins, whose coefficient is dropped);
+    a regression head's unit is the prediction's residual sd with the target held fixed,
+    a classifier's the score's sd. ``x`` and ``weights`` hold this rank's samples."""
     k = x.shape[1]
     if task.covariate is not None:
-        x = torch.cat([x, task.covariate[:, None].to(x.dtype)], 1)
+        x = torch.cat([x, task.local(task.covariate)[:, None].to(x.dtype)], 1)
     coef, sd = _within_class_fit(
-        s, x, weights, task.strata_onehot, _rows(task, weights, x),
-        within=task.task == "regression",
+        task.local(task.contrast_scores), x, weights, task.local(task.strata_onehot),
+        _rows(task, weights, x), within=task.task == "regression", shard=task.shard,
     )  # fmt: skip
     return coef[..., :k], sd
 
@@ -368,6 +371,7 @@ def _within_class_fit(
     chunk: int | None = None,
     *,
     within: bool = False,
+    shard: Shard | None = None,
 ):
     """Weighted least squares of each column of ``s`` on ``x`` with class fixed effects,
     for every weight vector: coefficients (B, C', K) and the sd of ``s - x coef`` (B, C'),
@@ -375,7 +379,8 @@ def _within_class_fit(
     regression head's prediction with the target held fixed).
 
     Everything comes from weighted sums accumulated over chunks of samples, so no
-    (B, N, K) tensor is ever materialised (B resamples, N samples, K columns).
+    (B, N, K) tensor is ever materialised (B resamples, N samples, K columns); with a
+    ``shard`` the samples are this rank's and the sums are added over the ranks.
     """
     # sums in float64: the within-class cross-products are raw sums minus class-mean
     # terms, and float32 cancellation there swamped small within-class variances
@@ -384,8 +389,11 @@ def _within_class_fit(
     n_b, n = w.shape
     width = max(x.shape[1], s.shape[1], onehot.shape[1])
     step = chunk or stats.chunk_rows(n_b * width * 2, stats.DEFAULT_BUDGET_MB, 8)
-    n_c = w @ onehot  # (B, C) weighted class sizes
-    sx_c = sum_sc = sxx = sxs = 0  # per-class sums of x and s; raw cross-products
+    n_c = total(w @ onehot, shard)  # (B, C) weighted class sizes
+    # per-class sums of x and s; raw cross-products
+    sx_c = w.new_zeros(n_b, onehot.shape[1], x.shape[1])
+    sum_sc = w.new_zeros(n_b, onehot.shape[1], s.shape[1])
+    sxx, sxs = w.new_zeros(n_b, x.shape[1], x.shape[1]), w.new_zeros(n_b, x.shape[1], s.shape[1])
     for i in range(0, n, step):
         sl = slice(i, i + step)
         wc = w[:, sl, None] * onehot[sl]  # (B, n, C)
@@ -394,6 +402,7 @@ def _within_class_fit(
         sum_sc = sum_sc + wc.transpose(1, 2) @ s[sl]  # (B, C, C')
         sxx = sxx + wx.transpose(1, 2) @ x[sl]  # (B, K, K)
         sxs = sxs + wx.transpose(1, 2) @ s[sl]  # (B, K, C')
+    sx_c, sum_sc, sxx, sxs = (total(t, shard) for t in (sx_c, sum_sc, sxx, sxs))
     n_c = n_c.clamp_min(1e-12)
     mx, ms = sx_c / n_c[..., None], sum_sc / n_c[..., None]
     # within-class centred cross-products: raw sums minus sum_c n_c m_c m_c'
@@ -414,18 +423,19 @@ def _within_class_fit(
     coef = coef.transpose(1, 2)  # (B, C', K)
     # sd of the contrast with the metadata's part removed, r = s - x coef:
     # E_w[r] and E_w[r^2] = E[s^2] - 2 E[s x'coef] + E[(x'coef)^2], from the same sums
-    total = w.sum(1)[:, None]  # (B, 1)
-    r_mean = (w @ s - torch.einsum("bk,bjk->bj", w @ x, coef)) / total
+    w_sum = total(w.sum(1)[:, None], shard)  # (B, 1)
+    ws, wx_sum, wss = (total(t, shard) for t in (w @ s, w @ x, w @ (s * s)))
+    r_mean = (ws - torch.einsum("bk,bjk->bj", wx_sum, coef)) / w_sum
     quad = torch.einsum("bjk,bkl,bjl->bj", coef, sxx, coef)
     cross = torch.einsum("bkj,bjk->bj", sxs, coef)
-    r2 = (w @ (s * s) - 2 * cross + quad) / total
+    r2 = (wss - 2 * cross + quad) / w_sum
     if within:  # minus the spread of the class means of r = s - x coef
         mr = ms - torch.einsum("bck,bjk->bcj", mx, coef)  # (B, C, C')
-        var = (r2 - torch.einsum("bc,bcj->bj", n_c, mr**2) / total).clamp_min(0)
-        dof = (total - (n_c > 1e-9).sum(1, keepdim=True)).clamp_min(1)
-        var = var * total / dof
+        var = (r2 - torch.einsum("bc,bcj->bj", n_c, mr**2) / w_sum).clamp_min(0)
+        dof = (w_sum - (n_c > 1e-9).sum(1, keepdim=True)).clamp_min(1)
+        var = var * w_sum / dof
     else:
-        var = (r2 - r_mean**2).clamp_min(0) * total / (total - 1).clamp_min(1)
+        var = (r2 - r_mean**2).clamp_min(0) * w_sum / (w_sum - 1).clamp_min(1)
     return coef.to(out_dtype), var.sqrt().clamp_min(1e-12).to(out_dtype)
 
 

@@ -121,13 +121,13 @@ class Usage(Measure):
     def _logits(task, head, weights, start: int, stop: int) -> tuple[Tensor, Tensor, Tensor]:
         """Problems ``start:stop``: the primary contrasts and the auxiliary logits, each
         centred within class under that problem's weights (each resample removes the
-        label with its own class means), and those weights; on this rank's rows (the
-        class means are the audit's)."""
+        label with its own class means), and those weights; on this rank's rows (as the
+        usage heads' weights are; the class means are the audit's)."""
         aux = torch.einsum("nd,pkd->pnk", task.Zws, head.coef_[start:stop])
         aux = aux + head.intercept_[start:stop, None, :]
         if aux.shape[-1] > 1:  # a softmax head: its logits relative to their mean
             aux = aux - aux.mean(-1, keepdim=True)
-        w, onehot = task.local(weights[start:stop], 1), task.local(task.strata_onehot)
+        w, onehot = weights[start:stop], task.local(task.strata_onehot)
         scores = task.local(task.contrast_scores_w)
         primary = stats.within_class_centered(scores, w, onehot, task.shard)
         return primary, stats.within_class_centered(aux, w, onehot, task.shard), w
@@ -207,23 +207,25 @@ class Usage(Measure):
     def _numerator(task) -> torch.Tensor:
         """Within-class correlation of the primary logits with the metadata itself,
         observed then permuted (1 + P): the canonical correlation when a measure selects,
-        else ``|corr|``."""
-        target = task.target_matrix
+        else ``|corr|``. On this rank's samples (the permutations' columns are), with the
+        audit's sums."""
+        target = task.local(task.target_matrix)
         if task.kind == "categorical":
             perm = torch.nn.functional.one_hot(task.perm_codes, task.k).to(task.dtype)
             perm = perm[..., 1:] if task.k == 2 else perm
         else:
             perm = task.target_std[task.perm_idx][..., None]
-        means = task.class_means(target)[None]
-        logits = task.center(task.contrast_scores_w)
+        means = task.local(task.class_means(task.target_matrix))[None]
+        logits = task.local(task.center(task.contrast_scores_w))
+        v = task.local(task.v)
         if not task.selects:
             ms = torch.cat([target[None], perm]) - means
-            weights = task.v[None].expand(1 + task.cfg.n_permutations, task.n)
-            return corr.max_abs(corr.usage_matrix(logits, ms, weights))
+            weights = v[None].expand(1 + task.cfg.n_permutations, v.shape[0])
+            return corr.max_abs(corr.usage_matrix(logits, ms, weights, task.shard))
         ms = torch.cat([target[None], perm])
         step = task.chunk_rows(task.n * (ms.shape[-1] + logits.shape[-1]) * 4)
         return torch.cat([
             canonical_corr(logits, ms[i : i + step] - means,
-                                task.v[None].expand(ms[i : i + step].shape[0], task.n))
+                           v[None].expand(ms[i : i + step].shape[0], v.shape[0]), shard=task.shard)
             for i in range(0, ms.shape[0], step)
         ])  # fmt: skip
