@@ -209,12 +209,10 @@ def ranks_table(args) -> None:
 
 def comm_table(args) -> None:
     torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", __file__, "--comm-child",
-           "--n", *map(str, args.n), "--dims", *map(str, args.dims),
-           "--classes", *map(str, args.classes)]  # fmt: skip
-    out = subprocess.run(
-        cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", __file__, "--comm-child"]
+    child_args = json.dumps({"n": args.n, "dims": args.dims, "classes": args.classes})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WSCA_BENCH": child_args}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("[")]
     if not lines:
         print(out.stderr[-2000:])

@@ -129,7 +129,7 @@ class WSCAHandler:
     network_index : int, default=0
     ids_key : str, optional
         Batch key of each sample's id: under ``torchrun``, the padding that
-        ``DistributedSampler`` repeats is then dropped when rank 0 gathers the audit.
+        ``DistributedSampler`` repeats is then dropped from the (sharded) audit.
     layer, task : as :class:`wsca_audit.Auditor` / :func:`wsca_audit.analyze`.
     log_to_mlflow : bool, optional
         ``True``: always log (the usual rules pick the run); ``False``: never; default:
@@ -142,7 +142,8 @@ class WSCAHandler:
     Attributes
     ----------
     result_ : AuditResult or None
-        The last audit (rank 0 under ``torchrun``).
+        The last audit (on every rank under ``torchrun``: the audit is sharded, rank 0
+        logs it).
     results_ : list of (epoch, AuditResult)
         Every audit of this handler, one per epoch run.
     run_id_ : str or None
@@ -252,7 +253,7 @@ class WSCAHandler:
                    "iteration": int(engine.state.iteration)}  # fmt: skip
         result = auditor.analyze(context=context, **self.analyze_kwargs)  # collective
         auditor.reset()
-        if result is None:  # not rank 0
+        if result is None:  # gather=True, not rank 0
             return
         self.result_ = result
         self.results_.append((int(engine.state.epoch), result))

@@ -4,8 +4,9 @@ The callback attaches a :class:`wsca_audit.Auditor` at the start of each audited
 validation (or test) epoch, records every batch's labels and metadata after the model has
 run on it, and at the end of the epoch analyses, keeps the result, logs the scalars with
 the trainer's loggers and, for an ``MLFlowLogger``, the whole report into its run. The
-sanity-check pass is skipped. Under DDP every rank collects its shard and rank 0 gets
-and logs the gathered audit. Each dataloader of a validation is audited on its own.
+sanity-check pass is skipped. Under DDP every rank collects its shard, the audit runs
+where the embeddings lie, every rank gets it and rank 0 logs it. Each dataloader of a
+validation is audited on its own.
 
 Every audit is kept and findable: its artifact folder is
 ``wsca/<stage>-epoch<E>-step<S>[-dl<i>]`` (``-2``, ``-3``... when that name was used
@@ -73,7 +74,7 @@ class WSCACallback(Callback):
     Attributes
     ----------
     results_ : list of (epoch, AuditResult)
-        One entry per audit, in order (rank 0): per validation (or test) epoch, per
+        One entry per audit, in order (on every rank): per validation (or test) epoch, per
         mid-epoch validation and per dataloader; each result's
         ``["model"]["context"]`` says which. Saved in checkpoints (:meth:`state_dict`)
         and merged back from them (:meth:`load_state_dict`).
@@ -225,7 +226,7 @@ class WSCACallback(Callback):
             context = self._context(trainer, idx if len(auditors) > 1 else None)
             result = auditor.analyze(context=context, **self.analyze_kwargs)  # collective
             auditor.reset()
-            if result is not None:  # rank 0
+            if result is not None:  # every rank (None: gather=True, not rank 0)
                 self.results_.append((context["epoch"], result))
                 self._log(trainer, result, context)
 

@@ -170,7 +170,7 @@ def audit_loop(
     Returns
     -------
     (whatever evaluate returned, AuditResult)
-        The AuditResult is None on ranks other than 0 of a distributed run.
+        Under ``torch.distributed`` every rank gets the (sharded) audit; rank 0 logs it.
 
     Examples
     --------

@@ -232,7 +232,7 @@ class WSCATrainerCallback(TrainerCallback):
                    "artifact_path": path}  # fmt: skip
         result = auditor.analyze(context=context, **self.analyze_kwargs)
         auditor.reset()
-        if result is None:  # not rank 0
+        if result is None:  # gather=True, not rank 0
             return
         self.results_.append((state.global_step, result))
         if metrics is not None:

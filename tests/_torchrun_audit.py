@@ -70,10 +70,26 @@ def main(out: Path) -> None:
     else:
         assert gathered is None
     (out / f"rank{rank}.json").write_text(json.dumps({"n_local": n_local}))
+    spilled_audit(net, loader, x, y, site, ink, out, rank)
     ignite_audit(net, loader, x, y, site, ink, out, rank)
     empty_shard(net, x, y, site, ink, out, rank)
     disagreeing_ranks(net, x, y, out, rank)
     dist.destroy_process_group()
+
+
+def spilled_audit(net, loader, x, y, site, ink, out: Path, rank: int) -> None:
+    """The same shards spilled to disk on every rank (``max_memory_mb``): each rank's
+    embeddings and working copies stay memory-mapped (spill<rank>.json)."""
+    auditor = wa.Auditor(net, kinds={"site": "categorical", "ink": "continuous"},
+                         max_memory_mb=0.01)  # fmt: skip
+    with auditor.collect(), torch.no_grad():
+        for (idx,) in loader:
+            net(x[idx])
+            auditor.record(targets=y[idx], sample_ids=idx,
+                           metadata={"site": [site[i] for i in idx], "ink": ink[idx]})  # fmt: skip
+    result = auditor.analyze(**SETTINGS)
+    (out / f"spill{rank}.json").write_text(json.dumps(result.to_dict()))
+    auditor.reset()
 
 
 def empty_shard(net, x, y, site, ink, out: Path, rank: int) -> None:

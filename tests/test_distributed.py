@@ -66,6 +66,16 @@ def test_torchrun_audits_where_the_embeddings_lie_and_equals_one_process(tmp_pat
     assert sharded[0]["n_samples"] == 1797
     # equal up to float rounding (the shards' sums are added in another order)
     _assert_same(sharded[0], single)
+    # spilled to disk on every rank: the same audit, memory-mapped on each rank (rank 1's
+    # shard ends with a DistributedSampler duplicate, which is dropped without a copy)
+    for r in (0, 1):
+        spilled = _read(tmp_path / f"spill{r}.json")
+        assert spilled["settings"].pop("memory_mapped") is True
+        assert spilled["settings"].pop("max_memory_mb") == 0.01
+        compared = {**sharded[0], "settings": dict(sharded[0]["settings"])}
+        compared["settings"].pop("memory_mapped"), compared["settings"].pop("max_memory_mb")
+        spilled["settings"].pop("ranks")
+        _assert_same(spilled, compared)
     # gather=True: the old path, rank 0 audits alone (rank 1 got None)
     gathered = _read(tmp_path / "gathered.json")
     assert gathered["settings"].pop("ranks") == 1

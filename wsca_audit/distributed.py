@@ -321,6 +321,9 @@ def shard_columns(
             keep = pos >= 0
     shard = Shard(len(first), indices, rank, timeout=_TIMEOUT["seconds"])
     Z = embeddings.reshape(sizes[rank], dim) if embeddings.shape[0] == 0 else embeddings
-    if not keep.all():  # a DistributedSampler's padding (a memory-mapped Z stays mapped else)
+    n_kept = int(keep.sum())
+    if keep[:n_kept].all():  # a DistributedSampler's padding ends a shard: a view (a
+        Z = Z[:n_kept]  # memory-mapped Z stays mapped)
+    else:
         Z = Z[keep]
     return Z, {k: (None if v is None else v[first]) for k, v in cols.items()}, shard
