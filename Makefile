@@ -22,7 +22,7 @@ setup: $(VENV)/.installed
 
 test: setup
 	$(PY) -m ruff check wsca_audit integrations tests benchmarks
-	$(PY) -m pytest -q --timeout=900
+	$(PY) -m pytest -q --timeout=900 -n 2 --dist loadfile
 
 demo: setup
 	$(VENV)/bin/wsca-audit demo
