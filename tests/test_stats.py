@@ -27,6 +27,42 @@ def test_permutations_shuffle_valid_samples_within_their_stratum_only():
     assert all(sorted(p.tolist()) == list(range(7)) for p in perm)
 
 
+def test_bootstrap_counts_drawn_in_blocks_are_the_draws_made_at_once():
+    """Drawn a few resamples at a time (small temporaries), the counts are those of one
+    draw of every resample (a bug here would move every interval of every audit)."""
+    n, b = 500_000, 10  # 8 resamples per 64 MiB block at this n: two blocks
+    g = torch.Generator().manual_seed(3)
+    idx = torch.randint(0, n, (b, n), generator=g) + n * torch.arange(b)[:, None]
+    at_once = torch.bincount(idx.flatten(), minlength=b * n).view(b, n).float()
+    counts = stats.bootstrap_counts(n, b, torch.Generator().manual_seed(3))
+    assert (64 * 2**20) // (16 * n) < b and torch.equal(counts, at_once)
+
+
+def test_permutations_drawn_in_blocks_are_the_draws_made_at_once():
+    n, p = 120_000, 60  # 46 permutations per 64 MiB block of this stratum: two blocks
+    strata, valid = torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.bool)
+    keys = torch.rand(p, n, generator=torch.Generator().manual_seed(5))
+    at_once = torch.argsort(keys, dim=1)
+    perm = stats.stratified_permutations(strata, valid, p, torch.Generator().manual_seed(5))
+    assert (64 * 2**20) // (12 * n) < p and torch.equal(perm, at_once)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 60), st.integers(1, 4), st.integers(0, 2**16))
+def test_permutations_of_some_columns_are_those_columns_of_all(n, n_strata, seed):
+    """A rank of a sharded audit takes its own samples' columns of the permutations: the
+    very columns one process draws, whatever rows the rank holds."""
+    rng = np.random.default_rng(seed)
+    strata = torch.as_tensor(rng.integers(0, n_strata, n))
+    valid = torch.as_tensor(rng.random(n) < 0.8)
+    whole = stats.stratified_permutations(strata, valid, 7, torch.Generator().manual_seed(seed))
+    cols = torch.as_tensor(rng.permutation(n)[: max(1, n // 3)])
+    some = stats.stratified_permutations(
+        strata, valid, 7, torch.Generator().manual_seed(seed), columns=cols
+    )
+    assert torch.equal(some, whole[:, cols])
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.floats(-5, 5), min_size=2, max_size=60), st.floats(0.5, 0.99))
 def test_percentile_ci_is_numpy_s_quantile_interval(xs, level):
