@@ -64,6 +64,9 @@ def main(out: Path) -> None:
     (out / f"report{rank}.json").write_text(json.dumps(result.to_dict()))
     logged = wa.log_to_mlflow(result, tracking_uri=(out / "mlruns").as_uri()) if rank else None
     assert logged is None  # rank 1 holds the result but does not log it
+    # seed=None: fresh randomness, the same on every rank (one drawn seed)
+    seedless = auditor.analyze(**{**SETTINGS, "seed": None})
+    (out / f"seedless{rank}.json").write_text(json.dumps(seedless.to_dict()))
     gathered = auditor.analyze(gather=True, **SETTINGS)
     if rank == 0:
         (out / "gathered.json").write_text(json.dumps(gathered.to_dict()))

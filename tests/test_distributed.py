@@ -66,6 +66,11 @@ def test_torchrun_audits_where_the_embeddings_lie_and_equals_one_process(tmp_pat
     assert sharded[0]["n_samples"] == 1797
     # equal up to float rounding (the shards' sums are added in another order)
     _assert_same(sharded[0], single)
+    # seed=None draws one seed for every rank: both ranks hold the same audit
+    seedless = [_read(tmp_path / f"seedless{r}.json") for r in (0, 1)]
+    assert seedless[0] == seedless[1]
+    drew = f"seed=None drew seed {seedless[0]['settings']['seed']}"
+    assert any(w.startswith(drew) for w in seedless[0]["warnings"])
     # spilled to disk on every rank: the same audit, memory-mapped on each rank (rank 1's
     # shard ends with a DistributedSampler duplicate, which is dropped without a copy)
     for r in (0, 1):

@@ -223,6 +223,8 @@ def analyze_embeddings(es: EmbeddingSet, model_info: dict | None = None, **setti
     drawn = cfg.seed is None
     if drawn:  # fresh randomness, recorded so that the run can be repeated (random_state)
         cfg.seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+        if es.shard is not None:  # one seed for every rank: they must draw alike
+            cfg.seed = int(es.shard.max(torch.tensor([cfg.seed], dtype=torch.int64))[0])
     cfg.validate()
     if es.primary is None:
         raise AuditError(
