@@ -77,6 +77,7 @@ def main(out: Path) -> None:
     ignite_audit(net, loader, x, y, site, ink, out, rank)
     empty_shard(net, x, y, site, ink, out, rank)
     disagreeing_ranks(net, x, y, out, rank)
+    dist.barrier()
     dist.destroy_process_group()
 
 

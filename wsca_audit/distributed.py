@@ -16,6 +16,7 @@ result does not depend on the number of ranks. Each collective waits at most
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 from typing import Any
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from .errors import AuditError
-from .shards import Shard, wait
+from .shards import Shard, run_collective
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -48,23 +49,43 @@ def _device() -> torch.device:
     return torch.device("cpu")
 
 
-# How long each collective of the audit may wait (set by ``set_timeout``): one audit at a
-# time runs collectives in a process.
-_TIMEOUT: dict[str, float | None] = {"seconds": None}
+# The group the audit's collectives run on, and its timeout (set by ``set_timeout``): one
+# audit at a time runs collectives in a process. One group per timeout, made once.
+_GROUP: dict[str, Any] = {"group": None, "timeout": None}
+_GROUPS: dict[float, Any] = {}
+# let go of the groups before the interpreter tears torch down
+atexit.register(lambda: (_GROUPS.clear(), _GROUP.update(group=None)))
 
 
 def set_timeout(seconds: float | None) -> None:
-    """Every collective of the audit that follows waits at most ``seconds`` (None: as
-    long as the process group allows). With gloo a wait that runs out raises at once
-    (``Work.wait(timeout)``); with NCCL the process group's own timeout and watchdog
-    apply (``init_process_group(timeout=...)``)."""
+    """Every collective of the audit that follows runs on a group whose operations wait at
+    most ``seconds`` (None: the default group and its timeout). Collective: it makes the
+    group, once per timeout (``new_group(timeout=...)``); a rank that never comes makes
+    every other one raise :class:`~wsca_audit.AuditError` after ``seconds``. With NCCL the
+    group's timeout is enforced by its watchdog."""
+    import datetime
+
+    import torch.distributed as dist
+
     if seconds is not None and not seconds > 0:
         raise AuditError(f"dist_timeout must be a positive number of seconds; got {seconds!r}")
-    _TIMEOUT["seconds"] = seconds
+    group = None
+    if seconds is not None and rank_and_world()[1] > 1:
+        if seconds not in _GROUPS:
+            try:
+                _GROUPS[seconds] = dist.new_group(timeout=datetime.timedelta(seconds=seconds))
+            except RuntimeError as exc:  # DistStoreError: a rank never came
+                raise AuditError(
+                    f"rank {rank_and_world()[0]}: not every rank reached analyze() within "
+                    f"dist_timeout={seconds:g} s (a rank died, stalled, or does not call "
+                    f"it); nothing was logged. Cause: {str(exc).splitlines()[0]}"
+                ) from exc
+        group = _GROUPS[seconds]
+    _GROUP.update(group=group, timeout=seconds)
 
 
-def _wait(work, what: str) -> None:
-    wait(work, what, rank_and_world()[0], _TIMEOUT["seconds"])
+def _run(call, what: str) -> None:
+    run_collective(call, what, rank_and_world()[0], _GROUP["timeout"])
 
 
 def _sizes(n: int, dev: torch.device) -> list[int]:
@@ -72,7 +93,7 @@ def _sizes(n: int, dev: torch.device) -> list[int]:
 
     t = torch.tensor([n], dtype=torch.int64, device=dev)
     out = [torch.zeros_like(t) for _ in range(dist.get_world_size())]
-    _wait(dist.all_gather(out, t, async_op=True), "all_gather")
+    _run(lambda: dist.all_gather(out, t, group=_GROUP["group"]), "all_gather")
     return [int(x) for x in out]
 
 
@@ -88,11 +109,12 @@ def _gather_rows(t: torch.Tensor, to_all: bool = False) -> list[torch.Tensor] | 
         t = torch.cat([t, t.new_zeros((pad, *t.shape[1:]))])
     if to_all:
         bufs = [torch.empty_like(t) for _ in sizes]
-        _wait(dist.all_gather(bufs, t.contiguous(), async_op=True), "all_gather")
+        t = t.contiguous()
+        _run(lambda: dist.all_gather(bufs, t, group=_GROUP["group"]), "all_gather")
     else:
         bufs = [torch.empty_like(t) for _ in sizes] if dist.get_rank() == 0 else None
-        work = dist.gather(t.contiguous(), bufs, dst=0, async_op=True)
-        _wait(work, "gather")
+        t = t.contiguous()
+        _run(lambda: dist.gather(t, bufs, dst=0, group=_GROUP["group"]), "gather")
         if bufs is None:
             return None
     return [b[:s].cpu() for b, s in zip(bufs, sizes)]
@@ -319,7 +341,7 @@ def shard_columns(
         indices.append(torch.as_tensor(pos[pos >= 0]))
         if r == rank:
             keep = pos >= 0
-    shard = Shard(len(first), indices, rank, timeout=_TIMEOUT["seconds"])
+    shard = Shard(len(first), indices, rank, _GROUP["group"], _GROUP["timeout"])
     Z = embeddings.reshape(sizes[rank], dim) if embeddings.shape[0] == 0 else embeddings
     n_kept = int(keep.sum())
     if keep[:n_kept].all():  # a DistributedSampler's padding ends a shard: a view (a

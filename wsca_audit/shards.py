@@ -12,7 +12,6 @@ so the single-process audit and the sharded one run the same code.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Sequence
 
 import torch
@@ -35,8 +34,8 @@ class Shard:
     group : torch.distributed.ProcessGroup, optional
         The group the collectives run on (None: the default group).
     timeout : float, optional
-        Seconds any one collective may take before every waiting rank raises
-        :class:`~wsca_audit.AuditError` (a rank that died or stalled).
+        The ``group``'s timeout in seconds, for the message of the
+        :class:`~wsca_audit.AuditError` that a rank that died or stalled causes.
 
     Examples
     --------
@@ -118,7 +117,7 @@ class Shard:
         import torch.distributed as dist
 
         t = t.contiguous()
-        self._wait(dist.all_reduce(t, group=self.group, async_op=True), "all_reduce")
+        self._run(lambda: dist.all_reduce(t, group=self.group), "all_reduce")
         return t
 
     def max(self, t: Tensor) -> Tensor:
@@ -129,7 +128,7 @@ class Shard:
 
         t = t.contiguous()
         op = dist.ReduceOp.MAX
-        self._wait(dist.all_reduce(t, op=op, group=self.group, async_op=True), "all_reduce")
+        self._run(lambda: dist.all_reduce(t, op=op, group=self.group), "all_reduce")
         return t
 
     def gather(self, t: Tensor) -> Tensor:
@@ -148,25 +147,23 @@ class Shard:
         pad = t.new_zeros((big, *t.shape[1:]))
         pad[: t.shape[0]] = t
         bufs = [torch.empty_like(pad) for _ in sizes]
-        self._wait(dist.all_gather(bufs, pad, group=self.group, async_op=True), "all_gather")
+        self._run(lambda: dist.all_gather(bufs, pad, group=self.group), "all_gather")
         out = t.new_empty((self.n, *t.shape[1:]))
         for idx, buf, size in zip(self.indices, bufs, sizes):
             out[idx.to(t.device)] = buf[:size]
         return out
 
-    def _wait(self, work, what: str) -> None:
-        wait(work, what, self.rank, self.timeout)
+    def _run(self, call, what: str) -> None:
+        run_collective(call, what, self.rank, self.timeout)
 
 
-def wait(work, what: str, rank: int, timeout: float | None) -> None:
-    """Wait for an asynchronous collective, at most ``timeout`` seconds; a peer that died
-    or stalled becomes an :class:`~wsca_audit.AuditError` that says so."""
+def run_collective(call, what: str, rank: int, timeout: float | None) -> None:
+    """Run a collective (``call()``); a peer that died, or one that stalled past the
+    group's timeout (``timeout``: the audit's group waits that long), becomes an
+    :class:`~wsca_audit.AuditError` that says so."""
     try:
-        if timeout is None:
-            work.wait()
-        else:
-            work.wait(datetime.timedelta(seconds=timeout))
-    except RuntimeError as exc:  # gloo: a peer closed its connection, or the wait timed out
+        call()
+    except RuntimeError as exc:  # gloo: a peer closed its connection, or the op timed out
         cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AuditError(
             f"rank {rank}: the audit's {what} failed: another rank died, stalled or left "
