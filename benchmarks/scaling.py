@@ -26,16 +26,10 @@ import time
 from pathlib import Path
 
 
-def child(n: int, d: int, refits: int, device: str) -> dict:
-    import resource
-    import warnings
-
+def _data(n: int, d: int):
+    """Low-rank-plus-noise embeddings, a label, site (3 levels), age, a head."""
     import numpy as np
-    import torch
 
-    import wsca_audit as wa
-
-    warnings.simplefilter("ignore")
     g = np.random.default_rng(0)
     latent = g.normal(size=(n, 8)).astype(np.float32)
     Z = latent @ g.normal(size=(8, d)).astype(np.float32) / 3
@@ -47,6 +41,19 @@ def child(n: int, d: int, refits: int, device: str) -> dict:
     }
     W = np.zeros((2, d), np.float32)
     W[1] = g.normal(size=d)
+    return Z, y, meta, W
+
+
+def child(n: int, d: int, refits: int, device: str) -> dict:
+    import resource
+    import warnings
+
+    import torch
+
+    import wsca_audit as wa
+
+    warnings.simplefilter("ignore")
+    Z, y, meta, W = _data(n, d)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
@@ -63,23 +70,6 @@ def child(n: int, d: int, refits: int, device: str) -> dict:
         "input_gb": Z.nbytes / 2**30,
         "verdicts": res.verdicts,
     }
-
-
-def _data(n: int, d: int):
-    import numpy as np
-
-    g = np.random.default_rng(0)
-    latent = g.normal(size=(n, 8)).astype(np.float32)
-    Z = latent @ g.normal(size=(8, d)).astype(np.float32) / 3
-    Z += g.standard_normal(size=(n, d), dtype=np.float32)
-    y = (latent[:, 0] + g.normal(size=n) > 0).astype(np.int64)
-    meta = {
-        "site": np.argmax(latent[:, 1:4] + g.normal(size=(n, 3)), 1),
-        "age": latent[:, 4] + g.normal(size=n),
-    }
-    W = np.zeros((2, d), np.float32)
-    W[1] = g.normal(size=d)
-    return Z, y, meta, W
 
 
 def _rss_kb(field: str) -> int:
