@@ -37,6 +37,7 @@ from .measures import get_measures
 from .performance import subgroup_performance
 from .primary import PrimaryHead
 from .report import SCHEMA_VERSION, AuditResult
+from .shards import audit_wide, local
 from .store import SPILL_PREFIX
 from .support import MAX_EFFECT_SD, MIN_LEVEL_COUNT, permutations_needed, support_block
 from .taskdata import AuditTensors, Fitter, TaskData
@@ -356,9 +357,10 @@ class _Analysis:
         when spilling). ``Z`` holds this rank's rows; scales and means are the audit's."""
         shard = self.shard
         chunks = stats.chunks(Z.shape[0], self.rows)
-        mu, sd = stats.column_mean(Z, self.rows, shard), stats.safe_std(Z, self.rows, shard)
+        mu64 = stats.column_mean(Z, self.rows, shard, torch.float64)  # one pass for both
+        mu, sd = mu64.to(Z.dtype), stats.safe_std(Z, self.rows, shard, mean=mu64)
         k = int(self.strata.max()) + 1 if self.strata.numel() else 1
-        strata = self._local(self.strata.to(self.device))
+        strata = local(self.strata.to(self.device), shard)
         # (n_classes, D)
         means = stats.stratum_mean_table(Z, strata, k, self.dtype, self.device, self.rows, shard)
         Zs, Zw = self._big(Z.shape), self._big(Z.shape)
@@ -366,27 +368,19 @@ class _Analysis:
             Zs[sl] = (Z[sl] - mu) / sd
             Zw[sl] = Z[sl] - means[strata[sl]]
         if self.covariate is not None:  # a regression target: its slope within bins too
-            stats.residualise(Zw, self._local(self.covariate), chunks, shard)
+            stats.residualise(Zw, local(self.covariate, shard), chunks, shard)
         sd_w = stats.safe_std(Zw, self.rows, shard)
-        scores_w = self._audit_wide(Zw @ contrasts.T)  # (N, C') usage's primary side
+        scores_w = audit_wide(Zw @ contrasts.T, shard)  # (N, C') usage's primary side
         for sl in chunks:  # Zw becomes Zws in place: one copy fewer
             Zw[sl] /= sd_w
         return Zs, Zw, sd, sd_w, scores_w
-
-    def _local(self, t: Tensor) -> Tensor:
-        """This rank's rows of a per-sample tensor of the audit."""
-        return t if self.shard is None else self.shard.rows(t)
-
-    def _audit_wide(self, t: Tensor) -> Tensor:
-        """Per-sample rows computed on this rank, as the audit's (N, ...) on every rank."""
-        return t if self.shard is None else self.shard.gather(t)
 
     def _scores(self, weight_t: Tensor, bias: Tensor | None = None) -> Tensor:
         """``Z @ weight_t (+ bias)`` for every sample of the audit, by chunks of this
         rank's rows (the primary scores: columns of length N every rank holds)."""
         parts = [self._t(self.Z[sl]) @ weight_t for sl in stats.chunks(self.Z.shape[0], self.rows)]
         out = torch.cat(parts) if parts else self._t(self.Z[:0]) @ weight_t
-        return self._audit_wide(out if bias is None else out + bias)
+        return audit_wide(out if bias is None else out + bias, self.shard)
 
     def _embeddings_tensor(self) -> Tensor:
         """Z on the device; a memory-mapped Z stays mapped on the CPU (no copy)."""

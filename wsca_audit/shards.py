@@ -184,6 +184,17 @@ def largest(t: Tensor, shard: Shard | None) -> Tensor:
     return t if shard is None else shard.max(t)
 
 
+def local(t: Tensor, shard: Shard | None, dim: int = 0) -> Tensor:
+    """This rank's rows of a per-sample tensor of the audit (along ``dim``; all of them
+    without a shard)."""
+    return t if shard is None else shard.rows(t, dim)
+
+
+def audit_wide(t: Tensor, shard: Shard | None) -> Tensor:
+    """Per-sample rows computed on this rank, as the audit's (N, ...) on every rank."""
+    return t if shard is None else shard.gather(t)
+
+
 def count(n_local: int, shard: Shard | None) -> int:
     """The audit's number of samples, from this rank's ``n_local``."""
     return n_local if shard is None else shard.n

@@ -453,14 +453,15 @@ def stratum_mean_table(
     return total(sums, shard) / counts.clamp_min(1)[:, None]
 
 
-def safe_std(Z: Tensor, size: int, shard: Shard | None = None) -> Tensor:
+def safe_std(
+    Z: Tensor, size: int, shard: Shard | None = None, mean: Tensor | None = None
+) -> Tensor:
     """Column standard deviation (unbiased), by chunks, 1 where a column is constant
-    (over every rank's rows with a ``shard``)."""
+    (over every rank's rows with a ``shard``); ``mean``: the float64
+    :func:`column_mean`, when the caller has it."""
     n = count(Z.shape[0], shard)
-    mean = torch.zeros(Z.shape[1], dtype=torch.float64, device=Z.device)
-    for sl in chunks(Z.shape[0], size):
-        mean += Z[sl].to(torch.float64).sum(0)
-    mean = total(mean, shard) / max(n, 1)
+    if mean is None:
+        mean = column_mean(Z, size, shard, torch.float64)
     ss = torch.zeros_like(mean)
     amax = torch.zeros_like(mean)
     for sl in chunks(Z.shape[0], size):
@@ -472,12 +473,15 @@ def safe_std(Z: Tensor, size: int, shard: Shard | None = None) -> Tensor:
     return sd.to(Z.dtype)
 
 
-def column_mean(Z: Tensor, size: int, shard: Shard | None = None) -> Tensor:
-    """Column means of ``Z`` (over every rank's rows with a ``shard``), in ``Z``'s dtype."""
+def column_mean(
+    Z: Tensor, size: int, shard: Shard | None = None, dtype: torch.dtype | None = None
+) -> Tensor:
+    """Column means of ``Z`` (over every rank's rows with a ``shard``), summed in float64
+    by chunks, in ``dtype`` (default ``Z``'s)."""
     s = torch.zeros(Z.shape[1], dtype=torch.float64, device=Z.device)
     for sl in chunks(Z.shape[0], size):
         s += Z[sl].to(torch.float64).sum(0)
-    return (total(s, shard) / max(count(Z.shape[0], shard), 1)).to(Z.dtype)
+    return (total(s, shard) / max(count(Z.shape[0], shard), 1)).to(dtype or Z.dtype)
 
 
 def residualise(M: Tensor, c: Tensor, chunks: list, shard: Shard | None = None) -> None:

@@ -22,7 +22,7 @@ from torch import Tensor
 from . import stats
 from .heads import BatchedLinearHead
 from .levels import Levels
-from .shards import Shard
+from .shards import Shard, audit_wide, local
 
 
 class Fitter:
@@ -55,14 +55,13 @@ class Fitter:
         """Fit a batch of heads, split into chunks that fit the memory budget. ``X`` holds
         this rank's rows (all of them in one process); ``targets`` and ``weights`` are
         the audit's (problems x N): each rank takes its own columns."""
-        if self.shard is not None:
-            targets, weights = self.shard.rows(targets, 1), self.shard.rows(weights, 1)
+        targets, weights = local(targets, self.shard, 1), local(weights, self.shard, 1)
         return self._fit(loss, X, k, targets, weights, groups, init)
 
     @cached_property
     def _boot(self) -> Tensor:
         """The bootstrap weights of this rank's samples."""
-        return self.boot if self.shard is None else self.shard.rows(self.boot, 1)
+        return local(self.boot, self.shard, 1)
 
     def _fit(self, loss, X, k, targets, weights, groups, init=None) -> BatchedLinearHead:
         """:meth:`fit` with ``targets`` and ``weights`` already this rank's columns."""
@@ -99,9 +98,9 @@ class Fitter:
         Returns the head, with problems ordered [point, folds, bootstraps, permutations],
         and the sample weights of each problem (on this rank's samples).
         """
-        if self.shard is not None:  # this rank's samples
-            target, valid = self.shard.rows(target), self.shard.rows(valid)
-            folds = None if folds is None else self.shard.rows(folds, 1)
+        # this rank's samples
+        target, valid = local(target, self.shard), local(valid, self.shard)
+        folds = None if folds is None else local(folds, self.shard, 1)
         n = target.shape[0]
         v = valid.to(self.dtype)
         ttype = torch.long if loss != "squared" else self.dtype
@@ -196,11 +195,11 @@ class AuditTensors:
     def local(self, t: Tensor, dim: int = 0) -> Tensor:
         """This rank's rows of a per-sample tensor of the audit (along ``dim``): those
         that ``Zs`` and ``Zws`` hold."""
-        return t if self.shard is None else self.shard.rows(t, dim)
+        return local(t, self.shard, dim)
 
     def audit_wide(self, t: Tensor) -> Tensor:
         """A per-sample tensor computed from this rank's rows, as the audit's (N, ...)."""
-        return t if self.shard is None else self.shard.gather(t)
+        return audit_wide(t, self.shard)
 
 
 @dataclass(eq=False, repr=False, kw_only=True)
