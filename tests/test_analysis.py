@@ -91,7 +91,7 @@ def _task_data(data, **settings):
     levels = run._levels("three", "categorical", es.metadata["three"])
     return TaskData.for_task(
         run.shared, name="three", kind="categorical", values=es.metadata["three"],
-        coded=levels, fitter=run.fitter, gen=run.gen, warn_to=run._warn,
+        coded=levels, fitter=run.fitter, warn_to=run._warn,
     )  # fmt: skip
 
 

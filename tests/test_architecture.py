@@ -20,7 +20,17 @@ INTEGRATIONS = ROOT.parent / "integrations"
 # (docs/architecture.md draws the same table.)
 LAYERS = [
     {"errors", "version"},
-    {"formatting", "naming", "validation", "metrics", "store", "distributed", "shards", "schema"},
+    {
+        "formatting",
+        "naming",
+        "validation",
+        "metrics",
+        "store",
+        "distributed",
+        "shards",
+        "schema",
+        "resampling",
+    },
     {"stats", "verdict", "render", "head_kinds"},
     {"primary", "heads", "embeddings", "correlation", "head_search"},
     {"levels", "taskdata", "measures", "support", "decision", "performance"},

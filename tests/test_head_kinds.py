@@ -121,9 +121,15 @@ def test_a_regression_head_that_adds_years_at_one_site_is_called_used(regression
 
 
 def test_a_site_that_only_follows_age_is_not_called_used(regression_audits):
+    # The head never reads the hospital. Its effect on this draw of the data is -0.21 sd
+    # (0.0 +- 0.12 over data seeds 1-5), near the 0.25 margin: the resamples decide
+    # between "encoded, not used" and "cannot tell" (both seen over audit seeds 0-3), never
+    # "uses".
     for years in (0.0, 2.5):
         res, *_ = regression_audits[years]
-        assert res.tasks["hospital"]["verdict"] == "encoded_not_used", res.tasks["hospital"]
+        t = res.tasks["hospital"]
+        assert t["verdict"] in ("encoded_not_used", "inconclusive"), t
+        assert t["encoding"]["ci_low"] > 0.9 and t["usage"]["ci_high"] < 0.3
     res, *_ = regression_audits[0.0]
     assert res.tasks["site"]["verdict"] == "encoded_not_used"
 

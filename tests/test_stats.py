@@ -6,25 +6,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wsca_audit import stats
+from wsca_audit import resampling, stats
 
 
 def test_bootstrap_counts_are_resamples_of_n():
     g = torch.Generator().manual_seed(0)
-    counts = stats.bootstrap_counts(50, 7, g)
+    counts = resampling.bootstrap_counts(50, 7, g)
     assert counts.shape == (7, 50) and torch.all(counts.sum(1) == 50)
-    again = stats.bootstrap_counts(50, 7, torch.Generator().manual_seed(0))
+    again = resampling.bootstrap_counts(50, 7, torch.Generator().manual_seed(0))
     assert torch.equal(counts, again)
-    assert stats.bootstrap_counts(5, 0, g).shape == (0, 5)
-
-
-def test_permutations_shuffle_valid_samples_within_their_stratum_only():
-    strata = torch.tensor([0, 0, 0, 1, 1, 1, 1])
-    valid = torch.tensor([True, True, False, True, True, True, True])
-    perm = stats.stratified_permutations(strata, valid, 20, torch.Generator().manual_seed(1))
-    assert torch.all(perm[:, 2] == 2)  # invalid: stays put
-    assert torch.all(strata[perm] == strata)
-    assert all(sorted(p.tolist()) == list(range(7)) for p in perm)
+    assert resampling.bootstrap_counts(5, 0, g).shape == (0, 5)
 
 
 def test_bootstrap_counts_drawn_in_blocks_are_the_draws_made_at_once():
@@ -34,33 +25,8 @@ def test_bootstrap_counts_drawn_in_blocks_are_the_draws_made_at_once():
     g = torch.Generator().manual_seed(3)
     idx = torch.randint(0, n, (b, n), generator=g) + n * torch.arange(b)[:, None]
     at_once = torch.bincount(idx.flatten(), minlength=b * n).view(b, n).float()
-    counts = stats.bootstrap_counts(n, b, torch.Generator().manual_seed(3))
+    counts = resampling.bootstrap_counts(n, b, torch.Generator().manual_seed(3))
     assert (64 * 2**20) // (16 * n) < b and torch.equal(counts, at_once)
-
-
-def test_permutations_drawn_in_blocks_are_the_draws_made_at_once():
-    n, p = 120_000, 60  # 46 permutations per 64 MiB block of this stratum: two blocks
-    strata, valid = torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.bool)
-    keys = torch.rand(p, n, generator=torch.Generator().manual_seed(5))
-    at_once = torch.argsort(keys, dim=1)
-    perm = stats.stratified_permutations(strata, valid, p, torch.Generator().manual_seed(5))
-    assert (64 * 2**20) // (12 * n) < p and torch.equal(perm, at_once)
-
-
-@settings(max_examples=25, deadline=None)
-@given(st.integers(2, 60), st.integers(1, 4), st.integers(0, 2**16))
-def test_permutations_of_some_columns_are_those_columns_of_all(n, n_strata, seed):
-    """A rank of a sharded audit takes its own samples' columns of the permutations: the
-    very columns one process draws, whatever rows the rank holds."""
-    rng = np.random.default_rng(seed)
-    strata = torch.as_tensor(rng.integers(0, n_strata, n))
-    valid = torch.as_tensor(rng.random(n) < 0.8)
-    whole = stats.stratified_permutations(strata, valid, 7, torch.Generator().manual_seed(seed))
-    cols = torch.as_tensor(rng.permutation(n)[: max(1, n // 3)])
-    some = stats.stratified_permutations(
-        strata, valid, 7, torch.Generator().manual_seed(seed), columns=cols
-    )
-    assert torch.equal(some, whole[:, cols])
 
 
 @settings(max_examples=40, deadline=None)
@@ -154,9 +120,9 @@ def test_chunk_rows_follow_the_budget():
 
 def test_stratified_subsample_spreads_over_the_strata():
     strata = np.array([0] * 90 + [1] * 10)
-    pick = stats.stratified_subsample(strata, 20, seed=0)
+    pick = resampling.stratified_subsample(strata, 20, seed=0)
     assert len(pick) == 20 and (strata[pick] == 1).sum() == 10
-    assert np.array_equal(pick, stats.stratified_subsample(strata, 20, seed=0))
+    assert np.array_equal(pick, resampling.stratified_subsample(strata, 20, seed=0))
 
 
 def test_simultaneous_band_covers_every_estimate_at_once():

@@ -28,7 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import correlation as corr
-from . import primary, stats
+from . import primary, resampling, stats
 from .decision import decide, decide_outputs
 from .embeddings import EmbeddingSet, inferred_kind_note
 from .errors import AuditError, AuditWarning
@@ -250,7 +250,6 @@ class _Analysis:
         auto = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(cfg.device or auto)
         self.dtype = getattr(torch, cfg.dtype)
-        self.gen = torch.Generator().manual_seed(cfg.seed)
         # which samples this rank holds: all of them in one process (see shards.py)
         self.shard = es.shard
         self._tmp: tempfile.TemporaryDirectory | None = None  # memory-mapped working copies
@@ -280,8 +279,10 @@ class _Analysis:
         basis, self.pca_share = corr.pca_basis(
             Z, cfg.pca_variance, cfg.pca_min_components, self.rows, self.shard
         )
-        self.boot = stats.bootstrap_counts(n, cfg.n_bootstrap, self.gen).to(
-            device=self.device, dtype=self.dtype
+        # every draw is keyed by (seed, sample id): the same on any number of ranks
+        self.keys = resampling.sample_keys(es.sample_ids, n).to(self.device)
+        self.boot = resampling.Bootstrap(  # drawn where read: no (resamples x N) matrix
+            self.keys, cfg.n_bootstrap, cfg.seed, self.dtype, budget_mb=cfg.max_batch_mb / 4
         )
         if 0 < cfg.n_bootstrap < 50:
             self._warn(f"n_bootstrap={cfg.n_bootstrap} gives rough confidence intervals")
@@ -291,7 +292,7 @@ class _Analysis:
             contrasts=contrasts,
             # the contrasts' scores (the effect's outcome), by chunks of Z
             contrast_scores=self._scores(contrasts.T),
-            contrast_scores_w=scores_w, boot=self.boot, strata=self.strata, cfg=cfg,
+            contrast_scores_w=scores_w, boot=self.boot, keys=self.keys, strata=self.strata, cfg=cfg,
             task=self.task,
             covariate=self.covariate,
             contrast_labels=primary.contrast_names(self.W.shape[0], self.task, cfg.output_names),
@@ -412,10 +413,8 @@ class _Analysis:
     # ------------------------------------------------------------------ primary metric
     def _primary_block(self) -> dict:
         """The report's ``primary`` metrics (see :func:`wsca_audit.primary.metrics_block`)."""
-        ones = torch.ones(1, self.es.n_samples, dtype=self.dtype, device=self.device)
-        weights = torch.cat([ones, self.boot]) if self.cfg.n_bootstrap else ones
         return primary.metrics_block(
-            self._logits if self.labels is not None else None, self.labels, weights,
+            self._logits if self.labels is not None else None, self.labels, self.boot,
             task=self.task, n_labels=len(getattr(self, "label_values", [])),
             n_bootstrap=self.cfg.n_bootstrap, level=self.cfg.ci_level,
             output_names=self.cfg.output_names, target_unit=self.cfg.target_unit,
@@ -486,7 +485,7 @@ class _Analysis:
             return None
         task = TaskData.for_task(
             self.shared, name=name, kind=kind, values=values, coded=coded,
-            fitter=self.fitter, gen=self.gen, warn_to=self._warn,
+            fitter=self.fitter, warn_to=self._warn,
         )  # fmt: skip
         out: dict = {"kind": kind, "n_valid": task.n_valid, "levels": coded.labels}
         per_class: dict[str, dict] = {}

@@ -27,6 +27,7 @@ from torch import Tensor
 from .errors import AuditError
 from .levels import code_levels
 from .primary import metric_values
+from .resampling import Bootstrap
 from .stats import ci_block
 
 __all__ = [
@@ -72,7 +73,7 @@ def subgroup_performance(
     labels: Tensor,
     columns: dict[str, np.ndarray],
     kinds: dict[str, str],
-    boot: Tensor,
+    boot: Tensor | Bootstrap,
     *,
     pairs: list[tuple[str, str]] | None = None,
     level: float = 0.95,
@@ -87,8 +88,9 @@ def subgroup_performance(
     labels : Tensor
         Class indices (N,), a 0/1 label matrix (N, L), or regression targets (N,).
     columns, kinds : the metadata columns and their kinds.
-    boot : Tensor (B, N)
-        Bootstrap count weights (B may be 0).
+    boot : Tensor (B, N) or Bootstrap
+        Bootstrap count weights (B may be 0), or the audit's
+        :class:`~wsca_audit.resampling.Bootstrap` (read a block of resamples at a time).
     pairs : list of (str, str), optional
         Variable pairs to cross (intersectional groups ``"a=x & b=y"``).
     task : str, optional
@@ -115,11 +117,10 @@ def subgroup_performance(
     (1.0, 'b')
     """
     n = logits.shape[0]
-    ones = torch.ones(1, n, dtype=boot.dtype if boot.numel() else torch.float32,
-                      device=logits.device)  # fmt: skip
-    weights = torch.cat([ones, boot.to(ones)]) if boot.shape[0] else ones
-    nb = boot.shape[0]
-    values = metric_values(logits, labels, weights, task)
+    if not isinstance(boot, Bootstrap):  # a caller's count matrix
+        boot = Bootstrap.from_counts(boot.to(logits.device))
+    nb = boot.n_resamples
+    values = boot.apply(lambda w: metric_values(logits, labels, w, task))
     overall = {k: ci_block(v, nb, level) for k, v in values.items()}
     metric = next(m for m in ("auc", "mae", "accuracy", "macro_auc") if m in overall)
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # ranked so that the worst is smallest
@@ -145,8 +146,8 @@ def subgroup_performance(
         codes_t = torch.as_tensor(codes, device=logits.device)
         entry = {}
         for g, level_name in enumerate(names):
-            mask = (codes_t == g).to(weights.dtype)
-            m = metric_values(logits, labels, weights * mask, task)
+            mask = (codes_t == g).to(boot.dtype)
+            m = boot.apply(lambda w, mask=mask: metric_values(logits, labels, w * mask, task))
             size = int(mask.sum())
             entry[level_name] = {"n": size, **{k: ci_block(v, nb, level) for k, v in m.items()}}
         ranked += [(sign * v, name, level_name) for v, level_name in rankable(entry, metric)]

@@ -36,6 +36,7 @@ from .head_kinds import (
     resolve_task,
 )
 from .metrics import weighted_accuracy, weighted_auc
+from .resampling import Bootstrap, over_weights
 from .stats import ci_block
 from .validation import as_array
 
@@ -445,7 +446,7 @@ def n_classes(task: str, n_outputs: int) -> int | None:
 def metrics_block(
     logits: Tensor | None,
     labels: Tensor | None,
-    weights: Tensor,
+    weights: Tensor | Bootstrap,
     *,
     task: str,
     n_labels: int,
@@ -457,7 +458,9 @@ def metrics_block(
     """The report's ``primary`` metrics: ``metric`` (:func:`headline_name`'s), ``metrics`` (every
     metric of the task, :func:`metric_values`), each label's AUC in ``by_output`` for a
     multi-label head, and a regression target's ``target_unit``. ``labels`` None (no
-    targets): the metric is not reported.
+    targets): the metric is not reported. ``weights``: the point row then each resample
+    (a matrix, or the audit's :class:`~wsca_audit.resampling.Bootstrap`, read a block of
+    resamples at a time).
 
     Examples
     --------
@@ -469,13 +472,14 @@ def metrics_block(
     """
     if labels is None or logits is None:
         return {"metric": {"name": None, "value": None}}
-    values = metric_values(logits, labels, weights, task)  # the headline is one of them
+    # the headline is one of them
+    values = over_weights(weights, lambda w: metric_values(logits, labels, w, task))
     metrics = {k: ci_block(v, n_bootstrap, level) for k, v in values.items()}
     name = headline_name(task, logits.shape[1], n_labels)
     out: dict = {"metric": {"name": name, **metrics[name]}, "metrics": metrics}
     if task == "multilabel":
         names = contrast_names(logits.shape[1], task, output_names)
-        aucs = label_aucs(logits, labels, weights)
+        aucs = over_weights(weights, lambda w: label_aucs(logits, labels, w).T).T
         out["by_output"] = {
             n: {"auc": ci_block(a, n_bootstrap, level)} for n, a in zip(names, aucs)
         }

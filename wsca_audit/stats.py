@@ -1,12 +1,9 @@
-"""One home for the statistics: resampling plans, intervals, nulls, strata and chunks.
+"""One home for the statistics: intervals, nulls, strata and chunks.
 
-Every measure and every evidence type draws its resamples and reads its intervals here
-(the habit of torchmetrics' ``BootStrapper``: one resampling scheme that every metric
-shares):
+Every measure and every evidence type reads its intervals here, from resamples drawn by
+:mod:`wsca_audit.resampling` (the home of every random draw; the habit of torchmetrics'
+``BootStrapper``: one resampling scheme that every metric shares):
 
-- resampling: bootstrap count weights (:func:`bootstrap_counts`), resample indices
-  (:func:`bootstrap_indices`), permutations within strata
-  (:func:`stratified_permutations`);
 - intervals: :func:`percentile_ci`, :func:`centred_percentile_ci` (refitted heads),
   :func:`ci_block`, :func:`abs_entry_ci`, :func:`bootstrap_mean_ci` and
   :func:`bootstrap_ratio_ci` (per-sample values of an evidence type);
@@ -28,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .metrics import psd_power
+from .resampling import bootstrap_indices
 from .shards import Shard, count, largest, total
 
 DEFAULT_BUDGET_MB = 1024.0  # AuditSettings.max_batch_mb's default
@@ -58,56 +56,6 @@ def chunks(n: int, size: int) -> list[slice]:
     """
     size = max(int(size), 1)
     return [slice(i, i + size) for i in range(0, n, size)]
-
-
-# --------------------------------------------------------------------------- resampling
-def bootstrap_counts(n: int, n_bootstrap: int, generator: torch.Generator) -> Tensor:
-    """Bootstrap resamples as count vectors (n_bootstrap x n): one weight per sample.
-    Drawn a few resamples at a time (the same draws as all at once: the generator's
-    stream is sequential), so the index temporaries stay small."""
-    out = torch.zeros(n_bootstrap, n)
-    step = max(1, (64 * 2**20) // max(16 * n, 1))
-    for start in range(0, n_bootstrap, step):
-        m = min(step, n_bootstrap - start)
-        idx = torch.randint(0, n, (m, n), generator=generator)
-        idx += n * torch.arange(m)[:, None]  # one bin range per resample
-        out[start : start + m] = torch.bincount(idx.flatten(), minlength=m * n).view(m, n)
-    return out
-
-
-def stratified_permutations(
-    strata: Tensor,
-    valid: Tensor,
-    n_permutations: int,
-    generator: torch.Generator,
-    columns: Tensor | None = None,
-) -> Tensor:
-    """Index arrays (n_permutations x n) that shuffle samples within each stratum.
-
-    Only valid samples are shuffled (among themselves); others map to themselves.
-    Shuffling within label strata keeps the metadata-label association (the confounding)
-    and breaks only the association with the embedding beyond the label. ``columns``
-    (sample positions) keeps only those columns, (n_permutations x len(columns)): a rank
-    of a sharded audit takes its own samples' columns of the same permutations, drawn a
-    few permutations at a time (the same draws: the generator's stream is sequential).
-    """
-    n = strata.shape[0]
-    cols = torch.arange(n) if columns is None else columns.cpu().long()
-    out = cols.repeat(n_permutations, 1)
-    where = torch.full((n,), -1, dtype=torch.long)
-    where[cols] = torch.arange(cols.numel())  # sample -> output column
-    for s in torch.unique(strata[valid]).tolist():
-        idx = torch.nonzero(valid & (strata == s)).flatten()
-        if idx.numel() < 2:
-            continue
-        mine = where[idx]
-        keep = mine >= 0
-        step = max(1, (64 * 2**20) // (12 * idx.numel()))
-        for start in range(0, n_permutations, step):
-            m = min(step, n_permutations - start)
-            keys = torch.rand(m, idx.numel(), generator=generator)
-            out[start : start + m, mine[keep]] = idx[torch.argsort(keys, dim=1)][:, keep]
-    return out
 
 
 def percentile_ci(samples: Tensor, level: float = 0.95) -> tuple[float, float]:
@@ -338,13 +286,6 @@ def within_class_centered(
     return M - torch.einsum("nc,pck->pnk", onehot, means)
 
 
-def bootstrap_indices(n: int, n_bootstrap: int, seed: int) -> Tensor:
-    """Resample indices (n_bootstrap x n), drawn with replacement from a generator of
-    their own seeded by ``seed`` (evidence types: per-sample values, not refits)."""
-    gen = torch.Generator().manual_seed(int(seed))
-    return torch.randint(0, max(n, 1), (n_bootstrap, n), generator=gen)
-
-
 def bootstrap_mean_ci(
     values: np.ndarray | Tensor, n_bootstrap: int, level: float, seed: int
 ) -> tuple[float, float]:
@@ -382,27 +323,6 @@ def null_quantile(null: Tensor, q: float = 0.95) -> float:
     """The ``q`` quantile of a permutation null (NaN refits left out; NaN if none)."""
     null = null[torch.isfinite(null)].double()
     return float(torch.quantile(null, q)) if null.numel() else float("nan")
-
-
-def stratified_subsample(strata: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """``k`` sorted indices spread over the strata: in a seeded random order, the j-th
-    member of every stratum comes before any stratum's (j+1)-th.
-
-    Examples
-    --------
-    >>> strata = np.array([0, 0, 0, 0, 1, 1])
-    >>> pick = stratified_subsample(strata, 4, seed=0)
-    >>> len(pick), sorted(strata[pick].tolist())
-    (4, [0, 0, 1, 1])
-    """
-    gen = torch.Generator().manual_seed(int(seed))
-    order = torch.randperm(len(strata), generator=gen).numpy()
-    rank = np.zeros(len(strata), dtype=np.int64)
-    seen: dict[int, int] = {}
-    for i in order:
-        rank[i] = seen.get(strata[i], 0)
-        seen[strata[i]] = rank[i] + 1
-    return np.sort(order[np.argsort(rank[order], kind="stable")][:k])
 
 
 # --------------------------------------------------------------------------- strata

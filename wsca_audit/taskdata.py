@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import stats
+from . import resampling, stats
 from .heads import BatchedLinearHead
 from .levels import Levels
+from .resampling import Bootstrap
 from .shards import Shard, audit_wide, local
 
 
@@ -32,8 +33,9 @@ class Fitter:
     ----------
     cfg : AuditSettings
         ``C``, ``alpha``, ``n_bootstrap`` and ``max_batch_mb`` are read.
-    boot : Tensor (n_bootstrap, N)
-        The audit's bootstrap count weights.
+    boot : Bootstrap
+        The audit's bootstrap (:class:`~wsca_audit.resampling.Bootstrap`): each rank draws
+        its own samples' weights.
     dtype, device
         Where the heads are solved.
     shard : Shard, optional
@@ -43,7 +45,7 @@ class Fitter:
     def __init__(
         self,
         cfg: Any,
-        boot: Tensor,
+        boot: Bootstrap,
         dtype: torch.dtype,
         device: torch.device,
         shard: Shard | None = None,
@@ -59,9 +61,9 @@ class Fitter:
         return self._fit(loss, X, k, targets, weights, groups, init)
 
     @cached_property
-    def _boot(self) -> Tensor:
-        """The bootstrap weights of this rank's samples."""
-        return local(self.boot, self.shard, 1)
+    def local_boot(self) -> Tensor:
+        """The bootstrap weights of this rank's samples (resamples x rows), drawn here."""
+        return self.boot.weights(None if self.shard is None else self.shard.index())
 
     def _fit(self, loss, X, k, targets, weights, groups, init=None) -> BatchedLinearHead:
         """:meth:`fit` with ``targets`` and ``weights`` already this rank's columns."""
@@ -115,7 +117,7 @@ class Fitter:
         npm = 0 if perm_targets is None else perm_targets.shape[0]
         if nb + npm == 0:
             return first, w1
-        w2 = torch.cat([self._boot * v, v[None].expand(npm, n)])
+        w2 = torch.cat([self.local_boot * v, v[None].expand(npm, n)])
         t2 = t[None].expand(nb, n)
         if npm:
             t2 = torch.cat([t2, perm_targets.to(device=self.device, dtype=ttype)])
@@ -182,7 +184,8 @@ class AuditTensors:
     contrasts: Tensor
     contrast_scores: Tensor
     contrast_scores_w: Tensor
-    boot: Tensor
+    boot: Bootstrap
+    keys: Tensor
     strata: Tensor
     cfg: Any
     dtype: torch.dtype
@@ -222,8 +225,6 @@ class TaskData(AuditTensors):
         Its coding (``codes`` -1 where missing, ``labels``).
     fitter : Fitter
         Fits the heads.
-    gen : torch.Generator
-        The audit's generator: folds and permutations are drawn from it, in that order.
     warn_to : callable
         Files a warning in the report (see :meth:`warn`).
 
@@ -237,7 +238,6 @@ class TaskData(AuditTensors):
     values: np.ndarray
     coded: Levels
     fitter: Fitter
-    gen: torch.Generator
     warn_to: Callable[[str], None]
     # derived in __post_init__
     levels: list[str] = field(init=False)
@@ -268,13 +268,14 @@ class TaskData(AuditTensors):
         self.valid = torch.as_tensor(coded.valid, device=self.device)
         self.n_valid = int(coded.valid.sum())
         self.v = self.valid.to(self.dtype)
-        # the resampling plan, drawn in this order from the audit's generator
+        # the resampling plan, keyed by (seed, this variable, sample id): see resampling.py
         self.folds = self._folds()
         # one set of permutations serves every null: this rank's columns of it
         local = None if self.shard is None else self.shard.index()
-        perm = stats.stratified_permutations(
-            self.strata, self.valid.cpu(), self.cfg.n_permutations, self.gen, columns=local
-        )
+        perm = resampling.stratified_permutations(
+            self.strata, self.valid, self.cfg.n_permutations, self.cfg.seed, self.keys,
+            stream=f"permutations/{self.name}", columns=local,
+        )  # fmt: skip
         self.perm_idx = perm.to(self.device)
         self.perm_codes = self.codes[self.perm_idx]
 
@@ -323,20 +324,26 @@ class TaskData(AuditTensors):
         missing. Samples are ordered by level, then label, then at random, and alternate
         between the halves along that order from a random start per level: each level,
         and each label within it, splits as evenly as it can (a level seen once per
-        class still lands in both halves). Drawn from a generator of its own (seeded by
-        ``seed``), so that it changes no other random draw of the audit."""
-        gen = torch.Generator().manual_seed(self.cfg.seed)
+        class still lands in both halves). Keyed by sample (stream ``halves/<name>``)."""
         valid, codes = self.valid.cpu(), self.codes.cpu()
         n_strata = int(self.strata.max()) + 1 if self.strata.numel() else 1
         rank = torch.empty(self.n, dtype=torch.long)
-        rank[torch.randperm(self.n, generator=gen)] = torch.arange(self.n)
+        rank[resampling.keyed_order(self.keys, self.cfg.seed, f"halves/{self.name}")] = (
+            torch.arange(self.n)
+        )
         key = (codes * n_strata + self.strata) * self.n + rank
         idx = torch.nonzero(valid).flatten()
         idx = idx[torch.argsort(key[idx])]
         level = codes[idx]
         first = torch.searchsorted(level, torch.arange(self.k))  # where each level starts
         pos = torch.arange(idx.numel()) - first[level]  # place within the level
-        start = torch.randint(0, 2, (self.k,), generator=gen)
+        start = (
+            resampling.uniforms(  # per level, keyed by the level's index
+                self.cfg.seed, f"halves-start/{self.name}", torch.zeros(1), torch.arange(self.k)
+            )[0]
+            .lt(0.5)
+            .long()
+        )
         out = torch.full((self.n,), -1, dtype=torch.long)
         out[idx] = (pos + start[level]) % 2
         return out.to(self.device)
@@ -425,7 +432,7 @@ class TaskData(AuditTensors):
         """Stratified fold train-masks (n_folds x n) over the valid samples."""
         n, nf = self.n, self.cfg.n_folds
         fold_of = torch.full((n,), -1, dtype=torch.long)
-        order = torch.randperm(n, generator=self.gen)
+        order = resampling.keyed_order(self.keys, self.cfg.seed, f"folds/{self.name}")
         c = self.codes.cpu()[order]
         ok = self.valid.cpu()[order]
         for level in torch.unique(c[ok]).tolist():

@@ -39,9 +39,14 @@ def as_array(x: Any, name: str) -> np.ndarray:
     if hasattr(x, "to_numpy"):  # pandas Series / Index / DataFrame column
         return x.to_numpy()
     try:
-        return np.asarray(x)
+        arr = np.asarray(x)
     except Exception as exc:
         raise AuditError(f"{name} could not be read as an array: {exc}") from exc
+    if arr.dtype.kind == "f" and isinstance(x, (list, tuple)):
+        exact = np.asarray(x, dtype=object)
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in exact.reshape(-1)):
+            return exact  # integers past int64 (sample ids): numpy would round them to float
+    return arr
 
 
 def column_or_1d(x: Any, name: str, what: str = "sample", *, flatten: bool = False) -> np.ndarray:

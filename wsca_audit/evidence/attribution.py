@@ -30,7 +30,7 @@ from ..errors import AuditError
 from ..formatting import ci_text, fmt
 from ..naming import interval_metrics, sanitize_name
 from ..primary import score_text
-from ..stats import stratified_subsample
+from ..resampling import stratified_subsample
 from ..validation import check_consistent_length, column_or_1d
 from .attribution_figures import mean_maps_figure, overlay_figure, shares_figure
 from .attribution_summary import MapSums, check_region_counts, named_regions, share_summary

@@ -30,7 +30,8 @@ from ..errors import AuditError
 from ..formatting import ci_text
 from ..naming import interval_metrics, sanitize_name
 from ..primary import auc_score_text, label_codes, logits_of, outputs_auc, resolve_task
-from ..stats import bootstrap_counts, ci_block
+from ..resampling import bootstrap_counts
+from ..stats import ci_block
 from ..validation import check_consistent_length, target_array
 from ..verdict import INCONCLUSIVE
 from .base import (

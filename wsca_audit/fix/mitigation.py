@@ -45,7 +45,8 @@ from ..errors import AuditError, AuditWarning
 from ..performance import group_codes
 from ..primary import PrimaryHead, class_strata, label_codes, metric_values, resolve_task
 from ..report import AuditResult
-from ..stats import bootstrap_counts, ci_block
+from ..resampling import bootstrap_counts
+from ..stats import ci_block
 from ..verdict import USES
 from .erasure import LinearEraser, concept_matrix, fit_eraser
 from .patching import linear_head, load_head, patch_model

@@ -105,7 +105,7 @@ class Effect(Measure):
         # the regression's inputs on this rank's samples (its sums are the audit's)
         v = task.local(task.v)
         weights = (
-            torch.cat([v[None], task.local(task.boot, 1) * v]) if task.cfg.n_bootstrap else v[None]
+            torch.cat([v[None], task.fitter.local_boot * v]) if task.cfg.n_bootstrap else v[None]
         )
         if task.kind == "categorical":
             x = torch.nn.functional.one_hot(task.local(task.codes), task.k).to(task.dtype)[:, 1:]

@@ -31,14 +31,15 @@ class Encoding(Measure):
     }
 
     def compute(self, task) -> dict:
-        nb, v = task.cfg.n_bootstrap, task.v
-        weights = torch.cat([v[None], task.boot * v]) if nb else v[None]
+        v = task.v
+        # the held-out scores of all N samples, under the point weights and each resample
         if task.kind == "categorical":
             held = task.held_out(task.probe, 1, task.Zs)
             if task.k == 2:
-                values = weighted_auc(held[:, 0], task.codes == 1, weights)
+                values = task.boot.apply(lambda w: weighted_auc(held[:, 0], task.codes == 1, w * v))
             else:
-                values = macro_ovr_auc(torch.softmax(held, 1), task.codes, weights)
+                prob = torch.softmax(held, 1)
+                values = task.boot.apply(lambda w: macro_ovr_auc(prob, task.codes, w * v))
             metric = "auc"
         else:
             nf, t = task.cfg.n_folds, task.target_std
@@ -50,7 +51,8 @@ class Encoding(Measure):
                 task.folds * v,
                 torch.zeros(nf, dtype=torch.long),
             )
-            values = weighted_r2(task.held_out(ridge, 0, task.Zs)[:, 0], t, weights)
+            pred = task.held_out(ridge, 0, task.Zs)[:, 0]
+            values = task.boot.apply(lambda w: weighted_r2(pred, t, w * v))
             metric = "r2"
         return {"metric": metric, **task.ci_block(values)}
 
