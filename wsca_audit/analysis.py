@@ -282,7 +282,7 @@ class _Analysis:
         # every draw is keyed by (seed, sample id): the same on any number of ranks
         self.keys = resampling.sample_keys(es.sample_ids, n).to(self.device)
         self.boot = resampling.Bootstrap(  # drawn where read: no (resamples x N) matrix
-            self.keys, cfg.n_bootstrap, cfg.seed, self.dtype, budget_mb=cfg.max_batch_mb / 4
+            self.keys, cfg.n_bootstrap, cfg.seed, self.dtype, budget_mb=cfg.max_batch_mb / 16
         )
         if 0 < cfg.n_bootstrap < 50:
             self._warn(f"n_bootstrap={cfg.n_bootstrap} gives rough confidence intervals")

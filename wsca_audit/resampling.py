@@ -45,6 +45,9 @@ _POISSON_CDF = torch.tensor(
     np.cumsum([math.exp(-1) / math.factorial(k) for k in range(20)]), dtype=torch.float64
 )
 _CHUNK_BYTES = 64 * 2**20  # temporaries per block of resamples
+# bytes per (resample, sample) entry while a block is drawn and read: the hash's int64
+# temporaries, the float64 uniforms, the weights and what a metric builds from them
+_ENTRY_BYTES = 40
 
 
 def _as_int64(x: int) -> int:
@@ -55,7 +58,7 @@ def _as_int64(x: int) -> int:
 
 def _srl(x: Tensor, s: int) -> Tensor:
     """Logical right shift of int64 (torch's ``>>`` is arithmetic)."""
-    return (x >> s) & ((1 << (64 - s)) - 1)
+    return (x >> s).bitwise_and_((1 << (64 - s)) - 1)
 
 
 def mix(x: Tensor) -> Tensor:
@@ -67,11 +70,11 @@ def mix(x: Tensor) -> Tensor:
     >>> int(mix(torch.tensor([1]))[0]) == _as_int64(0x5692161D100B05E5)
     True
     """
-    x = x ^ _srl(x, 30)
-    x = x * _M1
-    x = x ^ _srl(x, 27)
-    x = x * _M2
-    return x ^ _srl(x, 31)
+    x = x ^ _srl(x, 30)  # a new tensor; the rest works in place (one temporary at a time)
+    x.mul_(_M1)
+    x.bitwise_xor_(_srl(x, 27))
+    x.mul_(_M2)
+    return x.bitwise_xor_(_srl(x, 31))
 
 
 def stream_id(name: str) -> int:
@@ -121,7 +124,7 @@ def uniforms(seed: int, stream: str, counters: Tensor, keys: Tensor) -> Tensor:
     base = mix(torch.tensor([_as_int64(int(seed))], device=device) ^ stream_id(stream))
     per_counter = mix(base + (counters.to(device=device, dtype=torch.long) + 1) * _GOLDEN)
     h = mix(per_counter[:, None] ^ mix(keys.long() * _GOLDEN + _M1)[None, :])
-    return _srl(h, 11).double() * 2.0**-53
+    return _srl(h, 11).double().mul_(2.0**-53)
 
 
 def poisson_counts(
@@ -145,7 +148,7 @@ def poisson_counts(
     """
     n = keys.numel()
     out = torch.empty(n_resamples, n, dtype=dtype, device=keys.device)
-    step = max(1, _CHUNK_BYTES // max(24 * n, 1))
+    step = max(1, _CHUNK_BYTES // max(_ENTRY_BYTES * n, 1))
     for start in range(0, n_resamples, step):
         stop = min(start + step, n_resamples)
         out[start:stop] = _poisson_block(keys, start, stop, seed, stream, dtype)
@@ -177,7 +180,8 @@ class Bootstrap:
     seed : int
     dtype : torch.dtype
     budget_mb : float
-        The weights of one block of resamples.
+        The working memory of one block of resamples (its draws, weights and what ``fn``
+        builds from them).
     counts : Tensor (n_resamples, N), optional
         Given weights instead of drawn ones (:meth:`from_counts`).
 
@@ -221,7 +225,7 @@ class Bootstrap:
         if point is None:
             point = torch.ones(n, dtype=self.dtype, device=self.keys.device)
         parts = [fn(point[None])]
-        step = max(1, int(self.budget_mb * 2**20) // max(8 * n, 1))
+        step = max(1, int(self.budget_mb * 2**20) // max(_ENTRY_BYTES * n, 1))
         for start in range(0, self.n_resamples, step):
             stop = min(start + step, self.n_resamples)
             if self.counts is not None:
