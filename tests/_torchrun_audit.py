@@ -4,7 +4,8 @@ Each rank evaluates its DistributedSampler shard (padded with a duplicate: 1,797
 on 2 ranks) with its own batch size, records sample ids, and calls analyze(): the default
 call is sharded and every rank writes the report it holds (report<rank>.json); with
 gather=True rank 0 writes the gathered report and the other ranks check that they got
-None. Then an ignite Engine with the WSCAHandler, a rank with an empty shard, and ranks
+None. Then an ignite Engine with the WSCAHandler, Lightning DDP with the WSCACallback, a
+rank with an empty shard, and ranks
 that disagree on their settings: each writes the AuditError it got.
 
 ``python _torchrun_audit.py OUT fault`` (under torchrun) runs the fault scenarios
@@ -75,6 +76,7 @@ def main(out: Path) -> None:
     (out / f"rank{rank}.json").write_text(json.dumps({"n_local": n_local}))
     spilled_audit(net, loader, x, y, site, ink, out, rank)
     ignite_audit(net, loader, x, y, site, ink, out, rank)
+    lightning_audit(net, x, y, site, ink, out, rank)
     empty_shard(net, x, y, site, ink, out, rank)
     disagreeing_ranks(net, x, y, out, rank)
     dist.barrier()
@@ -146,6 +148,39 @@ def ignite_audit(net, loader, x, y, site, ink, out: Path, rank: int) -> None:
     handler.attach(engine)
     engine.run(list(as_dicts(loader)), max_epochs=1)
     (out / f"ignite{rank}.json").write_text(json.dumps(handler.result_.to_dict()))
+
+
+def lightning_audit(net, x, y, site, ink, out: Path, rank: int) -> None:
+    """Lightning DDP under the same torchrun (Lightning finds the torchelastic
+    environment and the process group, and shards the validation set itself): every rank
+    writes the report its WSCACallback holds (lightning<rank>.json)."""
+    import lightning
+    from wsca_audit.integrations.lightning import WSCACallback
+
+    class Digits(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(x)
+
+        def __getitem__(self, i):
+            return {"image": x[i], "label": y[i], "site": site[i], "ink": ink[i], "id": i}
+
+    class Module(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def validation_step(self, batch, batch_idx):
+            return self.net(batch["image"])
+
+    callback = WSCACallback({"site": "categorical", "ink": "continuous"}, module="net",
+                            ids_fn=lambda batch: batch["id"], **SETTINGS)  # fmt: skip
+    trainer = lightning.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp", callbacks=[callback], logger=False,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )  # fmt: skip
+    loader = DataLoader(Digits(), batch_size=100 if rank == 0 else 70)
+    trainer.validate(Module(), dataloaders=loader, verbose=False)
+    (out / f"lightning{rank}.json").write_text(json.dumps(callback.last_result_.to_dict()))
 
 
 TIMEOUT = 5  # dist_timeout of the fault scenarios, seconds

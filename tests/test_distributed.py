@@ -41,11 +41,11 @@ def _single_process_report() -> dict:
     return auditor.analyze(**worker.SETTINGS).to_dict()
 
 
-def _read(path: Path, context: bool = False) -> dict:
+def _read(path: Path, context: str | None = None) -> dict:
     report = json.loads(path.read_text())
     report["settings"].pop("runtime_s")
     if context:
-        assert report["model"].pop("context")["stage"] == "ignite"
+        assert report["model"].pop("context")["stage"] == context
     return report
 
 
@@ -87,9 +87,14 @@ def test_torchrun_audits_where_the_embeddings_lie_and_equals_one_process(tmp_pat
     _assert_same(gathered, single)
     # MONAI's way: the WSCAHandler on an ignite Engine, under the same torchrun
     for r in (0, 1):
-        ignite = _read(tmp_path / f"ignite{r}.json", context=True)
+        ignite = _read(tmp_path / f"ignite{r}.json", context="ignite")
         ignite["settings"].pop("ranks")
         _assert_same(ignite, single)
+    # Lightning DDP (its own DistributedSampler) with the WSCACallback: the same audit on
+    # both ranks, sharded
+    lightning = [_read(tmp_path / f"lightning{r}.json", context="validation") for r in (0, 1)]
+    assert lightning[0] == lightning[1] and lightning[0]["settings"].pop("ranks") == 2
+    _assert_same(lightning[0], single)
     # a rank that evaluated nothing (no forward pass) takes part: the audit of rank 0's
     # samples, on both ranks
     empty = [_read(tmp_path / f"empty{r}.json") for r in (0, 1)]
