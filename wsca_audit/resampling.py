@@ -18,7 +18,8 @@ The bootstrap is Poisson: each sample's weight in each resample is an independen
 Poisson(1) count (Hanley & MacGibbon, 2006; Chamandy et al., 2012, "Estimating uncertainty
 for massive data streams"), the multinomial bootstrap's usual stand-in at scale, which
 needs no knowledge of N. The arithmetic is int64 with two's-complement wrap-around
-(torch's, on CPU and CUDA), so the draws are the same on every device.
+(torch's integer kernels wrap on CPU and CUDA alike; tests check it on CPU against a
+plain-Python SplitMix64), so the draws do not depend on the device.
 
 The evidence types (ROI masking, interventions, attribution summaries, mitigation) run in
 one process on a batch of images: their multinomial bootstrap (:func:`bootstrap_counts`,
