@@ -280,9 +280,9 @@ class _Analysis:
             Z, cfg.pca_variance, cfg.pca_min_components, self.rows, self.shard
         )
         # every draw is keyed by (seed, sample id): the same on any number of ranks
-        self.keys = resampling.sample_keys(es.sample_ids, n).to(self.device)
+        keys = resampling.sample_keys(es.sample_ids, n).to(self.device)
         self.boot = resampling.Bootstrap(  # drawn where read: no (resamples x N) matrix
-            self.keys, cfg.n_bootstrap, cfg.seed, self.dtype, budget_mb=cfg.max_batch_mb / 16
+            keys, cfg.n_bootstrap, cfg.seed, self.dtype, budget_mb=cfg.max_batch_mb / 16
         )
         if 0 < cfg.n_bootstrap < 50:
             self._warn(f"n_bootstrap={cfg.n_bootstrap} gives rough confidence intervals")
@@ -292,7 +292,7 @@ class _Analysis:
             contrasts=contrasts,
             # the contrasts' scores (the effect's outcome), by chunks of Z
             contrast_scores=self._scores(contrasts.T),
-            contrast_scores_w=scores_w, boot=self.boot, keys=self.keys, strata=self.strata, cfg=cfg,
+            contrast_scores_w=scores_w, boot=self.boot, strata=self.strata, cfg=cfg,
             task=self.task,
             covariate=self.covariate,
             contrast_labels=primary.contrast_names(self.W.shape[0], self.task, cfg.output_names),

@@ -185,7 +185,6 @@ class AuditTensors:
     contrast_scores: Tensor
     contrast_scores_w: Tensor
     boot: Bootstrap
-    keys: Tensor
     strata: Tensor
     cfg: Any
     dtype: torch.dtype
@@ -273,7 +272,7 @@ class TaskData(AuditTensors):
         # one set of permutations serves every null: this rank's columns of it
         local = None if self.shard is None else self.shard.index()
         perm = resampling.stratified_permutations(
-            self.strata, self.valid, self.cfg.n_permutations, self.cfg.seed, self.keys,
+            self.strata, self.valid, self.cfg.n_permutations, self.cfg.seed, self.boot.keys,
             stream=f"permutations/{self.name}", columns=local,
         )  # fmt: skip
         self.perm_idx = perm.to(self.device)
@@ -328,7 +327,7 @@ class TaskData(AuditTensors):
         valid, codes = self.valid.cpu(), self.codes.cpu()
         n_strata = int(self.strata.max()) + 1 if self.strata.numel() else 1
         rank = torch.empty(self.n, dtype=torch.long)
-        rank[resampling.keyed_order(self.keys, self.cfg.seed, f"halves/{self.name}")] = (
+        rank[resampling.keyed_order(self.boot.keys, self.cfg.seed, f"halves/{self.name}")] = (
             torch.arange(self.n)
         )
         key = (codes * n_strata + self.strata) * self.n + rank
@@ -432,7 +431,7 @@ class TaskData(AuditTensors):
         """Stratified fold train-masks (n_folds x n) over the valid samples."""
         n, nf = self.n, self.cfg.n_folds
         fold_of = torch.full((n,), -1, dtype=torch.long)
-        order = resampling.keyed_order(self.keys, self.cfg.seed, f"folds/{self.name}")
+        order = resampling.keyed_order(self.boot.keys, self.cfg.seed, f"folds/{self.name}")
         c = self.codes.cpu()[order]
         ok = self.valid.cpu()[order]
         for level in torch.unique(c[ok]).tolist():
