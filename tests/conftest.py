@@ -142,12 +142,14 @@ class MlflowServer:
 
         mlflow = Path(sys.executable).with_name("mlflow")
         self.log = open(self.root / f"server-{self.port}.log", "ab")
+        # without MLflow's job runner (a third process importing mlflow): no test runs jobs
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         self.proc = subprocess.Popen(
             [str(mlflow), "server",
              "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
              "--default-artifact-root", str(self.root / "artifacts"),
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

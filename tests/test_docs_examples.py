@@ -31,6 +31,7 @@ def _run(block: str, cwd: Path) -> subprocess.CompletedProcess:
     script = cwd / "example.py"
     script.write_text(block)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RANK"))}
+    env["OMP_NUM_THREADS"] = "1"  # two examples at once beside the other test worker: 2 cores
     return subprocess.run([sys.executable, str(script)], cwd=cwd, capture_output=True,
                           text=True, timeout=600, env=env)  # fmt: skip
 
