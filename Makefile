@@ -27,7 +27,7 @@ setup: $(VENV)/.installed
 
 test: setup
 	$(PY) -m ruff check wsca_audit integrations tests benchmarks
-	$(KEEP_HEAP) $(PY) -m pytest -q --timeout=900 -n 2 --dist loadfile
+	$(KEEP_HEAP) $(PY) -m pytest -q --timeout=900 -n 2 --dist loadfile --no-loadscope-reorder
 
 demo: setup
 	$(KEEP_HEAP) $(VENV)/bin/wsca-audit demo

@@ -8,11 +8,14 @@ import torch
 # two cores: one torch thread per pytest-xdist worker (two workers), two without them
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
-# the longest files first, so that `-n 2 --dist loadfile` does not end on one of them
-# alone (measured durations: the demo 134 s, the docs' examples 95 s, ...)
-SLOW_FIRST = ("test_demo.py", "test_docs_examples.py", "test_faults.py", "test_distributed.py",
-              "test_attribution_maps.py", "test_many_levels.py", "test_tracking.py",
-              "test_mitigation.py")  # fmt: skip
+# the longest files first, so that `-n 2 --dist loadfile --no-loadscope-reorder` does not
+# end on one of them alone (xdist's own order, the most tests first, left the demo to the
+# end, where it ran alone for 78 s: 306 s in all against 297 s). Seconds measured in one
+# run: the demo 112-144, the docs' examples 44-60, distributed 52, many levels 34, ...
+SLOW_FIRST = ("test_demo.py", "test_docs_examples.py", "test_distributed.py",
+              "test_many_levels.py", "test_integrations.py", "test_faults.py",
+              "test_card_cli.py", "test_tracking.py", "test_attribution_maps.py",
+              "test_mitigation.py", "test_browser.py", "test_evidence.py", "test_monai.py")  # fmt: skip
 
 
 def pytest_collection_modifyitems(items):
