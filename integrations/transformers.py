@@ -4,9 +4,10 @@ The Trainer's callbacks see no batches (``on_prediction_step`` gets none), so th
 callback hooks the model itself: the :class:`wsca_audit.Auditor` is attached when the
 Trainer is built (``Trainer(callbacks=[...])``) and ignores train-mode forward passes.
 After each evaluation step it records the labels and metadata of the samples just seen,
-read by position from the columns of the dataset *being evaluated* (the Trainer's
-evaluation dataloader, which keeps its order: ``evaluate(eval_dataset=other)`` is read from
-``other``). Columns that ``remove_unused_columns`` stripped from it are taken from the
+read from the columns of the dataset *being evaluated* (the Trainer's evaluation
+dataloader: ``evaluate(eval_dataset=other)`` is read from ``other``), at the rows its
+batch sampler yields, which are recorded as the sample ids (under accelerate on several
+processes, each rank's own shard; the audit then runs sharded, docs/integrations.md). Columns that ``remove_unused_columns`` stripped from it are taken from the
 callback's ``eval_dataset`` only when that is the evaluated data (the same labels, row for
 row); otherwise the callback says which columns to keep. Forward passes outside an
 evaluation are never recorded; ``on_evaluate`` analyses, adds ``eval_wsca.*`` scalars to the returned
@@ -22,6 +23,7 @@ Example
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -38,6 +40,21 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
     raise ImportError(
         "wsca_audit.integrations.transformers needs `pip install transformers`"
     ) from exc
+
+
+def _evaluation_order(loader: Any) -> np.ndarray | None:
+    """The rows of the evaluated dataset that this process sees, in order: the batches of
+    the evaluation dataloader's batch sampler (the Trainer's is sequential). Under
+    accelerate on several processes that is this rank's shard: batches rank, rank +
+    world, ..., the last padded with rows from the start (the audit keeps the first of
+    each sample id). None when the loader has no batch sampler (an iterable dataset)."""
+    batches = getattr(loader, "batch_sampler", None)
+    if batches is None:
+        return None
+    try:
+        return np.fromiter(itertools.chain.from_iterable(batches), dtype=np.int64)
+    except (TypeError, ValueError):
+        return None
 
 
 def _column(data: Any, name: str) -> np.ndarray:
@@ -112,6 +129,7 @@ class WSCATrainerCallback(TrainerCallback):
         self._auditor: wa.Auditor | None = None
         self._offset = 0
         self._columns: dict[str, np.ndarray] | None = None
+        self._order: np.ndarray | None = None  # the rows this process evaluates
 
     @property
     def metadata_columns(self) -> dict[str, str]:
@@ -163,6 +181,25 @@ class WSCATrainerCallback(TrainerCallback):
         self._columns = {"__labels__": labels, **cols}
         return self._columns
 
+    def _read_order(self, loader: Any, n_rows: int) -> np.ndarray:
+        """The rows of the evaluated data this process sees, in order (see
+        :func:`_evaluation_order`); all of them in turn when the loader does not say,
+        which only one process may assume."""
+        if self._order is None:
+            order = _evaluation_order(loader)
+            if order is None:
+                from wsca_audit.distributed import rank_and_world
+
+                if rank_and_world()[1] > 1:
+                    raise wa.AuditError(
+                        "cannot tell which rows of the evaluated data this rank sees: its "
+                        f"evaluation dataloader ({type(loader).__name__}) has no batch "
+                        "sampler (an iterable dataset?); evaluate a map-style dataset"
+                    )
+                order = np.arange(n_rows)
+            self._order = order
+        return self._order
+
     def _attach(self, model) -> None:
         if self._auditor is not None or model is None:
             return
@@ -207,17 +244,19 @@ class WSCATrainerCallback(TrainerCallback):
         if n == 0:
             return
         cols = self._read_columns(eval_dataloader)
+        order = self._read_order(eval_dataloader, len(cols["__labels__"]))
         end = self._offset + n
-        if end > len(cols["__labels__"]):
+        if end > len(order):
             raise wa.AuditError(
-                f"evaluation reached sample {end} but the evaluated data has "
-                f"{len(cols['__labels__'])} rows: does the model's forward run the head "
-                "more than once per batch?"
+                f"evaluation reached sample {end} but this process evaluates "
+                f"{len(order)} rows: does the model's forward run the head more than once "
+                "per batch?"
             )
-        sl = slice(self._offset, end)
+        rows = order[self._offset : end]  # the dataset's rows, which are the sample ids
         self._auditor.record(
-            targets=cols["__labels__"][sl],
-            metadata={name: cols[name][sl] for name in self.kinds},
+            targets=cols["__labels__"][rows],
+            metadata={name: cols[name][rows] for name in self.kinds},
+            sample_ids=rows,
         )
         self._offset = end
 
@@ -225,7 +264,8 @@ class WSCATrainerCallback(TrainerCallback):
         if self._auditor is None or self._auditor.n_recorded == 0:
             return
         auditor = self._auditor
-        self._offset, self._columns = 0, None  # the next evaluation may read other data
+        # the next evaluation may read other data
+        self._offset, self._columns, self._order = 0, None, None
         # a folder per audit: a second evaluate() at the same step gets its own
         path = unused_artifact_path(f"wsca/step{state.global_step}", self.results_)
         context = {"stage": "evaluate", "epoch": state.epoch, "global_step": state.global_step,
@@ -261,7 +301,7 @@ class WSCATrainerCallback(TrainerCallback):
         if self._auditor is not None:
             self._auditor.discard_pending()
             self._auditor.reset()
-        self._offset, self._columns = 0, None
+        self._offset, self._columns, self._order = 0, None, None
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._auditor is not None:

@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
@@ -77,6 +78,8 @@ def main(out: Path) -> None:
     spilled_audit(net, loader, x, y, site, ink, out, rank)
     ignite_audit(net, loader, x, y, site, ink, out, rank)
     lightning_audit(net, x, y, site, ink, out, rank)
+    trainer_audit(net, x, y, site, ink, out, rank)
+    without_ids(net, x, y, site, ink, out, rank)
     empty_shard(net, x, y, site, ink, out, rank)
     disagreeing_ranks(net, x, y, out, rank)
     dist.barrier()
@@ -96,6 +99,18 @@ def spilled_audit(net, loader, x, y, site, ink, out: Path, rank: int) -> None:
     result = auditor.analyze(**SETTINGS)
     (out / f"spill{rank}.json").write_text(json.dumps(result.to_dict()))
     auditor.reset()
+
+
+def without_ids(net, x, y, site, ink, out: Path, rank: int) -> None:
+    """Rows rank::2 recorded without sample ids: the audit takes every rank's rows, in
+    rank order (noids<rank>.json). (A bug: a column that no rank recorded was taken for
+    one that every rank did, and the audit found no samples.)"""
+    auditor = wa.Auditor(net, kinds={"site": "categorical", "ink": "continuous"})
+    with auditor.collect(), torch.no_grad():
+        idx = torch.arange(rank, len(x), 2)
+        net(x[idx])
+        auditor.record(targets=y[idx], metadata={"site": [site[i] for i in idx], "ink": ink[idx]})
+    (out / f"noids{rank}.json").write_text(json.dumps(auditor.analyze(**SETTINGS).to_dict()))
 
 
 def empty_shard(net, x, y, site, ink, out: Path, rank: int) -> None:
@@ -181,6 +196,37 @@ def lightning_audit(net, x, y, site, ink, out: Path, rank: int) -> None:
     loader = DataLoader(Digits(), batch_size=100 if rank == 0 else 70)
     trainer.validate(Module(), dataloaders=loader, verbose=False)
     (out / f"lightning{rank}.json").write_text(json.dumps(callback.last_result_.to_dict()))
+
+
+def trainer_audit(net, x, y, site, ink, out: Path, rank: int) -> None:
+    """The HF Trainer under the same torchrun (accelerate shards the evaluation batches
+    itself, rank r taking batches r, r + 2, ..., the last padded from the start): every
+    rank writes the report its WSCATrainerCallback holds (trainer<rank>.json)."""
+    import tempfile
+
+    from transformers import Trainer, TrainingArguments
+    from wsca_audit.integrations.transformers import WSCATrainerCallback
+
+    class Classifier(torch.nn.Module):  # the Trainer's calling convention around net
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x, labels=None):
+            logits = self.net(x)
+            return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+    rows = [{"x": x[i], "labels": int(y[i])} for i in range(len(x))]
+    columns = {"labels": y.numpy(), "site": np.array(site), "ink": ink.numpy()}
+    callback = WSCATrainerCallback({"site": "categorical", "ink": "continuous"}, columns,
+                                   **SETTINGS)  # fmt: skip
+    args = TrainingArguments(
+        output_dir=tempfile.mkdtemp(), per_device_eval_batch_size=100, use_cpu=True,
+        report_to="none", disable_tqdm=True, ddp_backend="gloo",
+    )  # fmt: skip
+    trainer = Trainer(Classifier(), args, eval_dataset=rows, callbacks=[callback])
+    trainer.evaluate()
+    (out / f"trainer{rank}.json").write_text(json.dumps(callback.last_result_.to_dict()))
 
 
 TIMEOUT = 5  # dist_timeout of the fault scenarios, seconds

@@ -25,18 +25,19 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def _single_process_report() -> dict:
-    """The same data in one process, in sample-id order."""
+def _single_process_report(order=None, ids: bool = True) -> dict:
+    """The same data in one process, in sample-id order (or ``order``, with or without
+    the sample ids)."""
     x, y, site, ink = worker.data()
     net = worker.model()
     auditor = wa.Auditor(net, kinds={"site": "categorical", "ink": "continuous"})
     with auditor.collect(), torch.no_grad():
-        for idx in torch.arange(len(x)).split(128):
+        for idx in (torch.arange(len(x)) if order is None else order).split(128):
             net(x[idx])
             auditor.record(
                 targets=y[idx],
                 metadata={"site": [site[i] for i in idx], "ink": ink[idx]},
-                sample_ids=idx,
+                sample_ids=idx if ids else None,
             )
     return auditor.analyze(**worker.SETTINGS).to_dict()
 
@@ -95,6 +96,23 @@ def test_torchrun_audits_where_the_embeddings_lie_and_equals_one_process(tmp_pat
     lightning = [_read(tmp_path / f"lightning{r}.json", context="validation") for r in (0, 1)]
     assert lightning[0] == lightning[1] and lightning[0]["settings"].pop("ranks") == 2
     _assert_same(lightning[0], single)
+    # the HF Trainer under accelerate (its own shards of the evaluation batches, padded at
+    # the end from the start) with the WSCATrainerCallback: the same audit, sharded
+    trainer = [_read(tmp_path / f"trainer{r}.json", context="evaluate") for r in (0, 1)]
+    assert trainer[0] == trainer[1] and trainer[0]["settings"].pop("ranks") == 2
+    # net inside the Trainer's calling convention: its head is "net.2" where it was "2"
+    assert trainer[0]["model"].pop("class").endswith("Classifier")
+    trainer[0] = json.loads(json.dumps(trainer[0]).replace('"net.2"', '"2"'))
+    _assert_same(trainer[0], {**single, "model": {k: v for k, v in single["model"].items()
+                                                  if k != "class"}})  # fmt: skip
+    # without sample ids: every rank's rows in rank order, as one process given them so
+    noids = [_read(tmp_path / f"noids{r}.json") for r in (0, 1)]
+    assert noids[0] == noids[1] and noids[0]["settings"].pop("ranks") == 2
+    n = len(worker.data()[1])
+    in_rank_order = torch.cat([torch.arange(0, n, 2), torch.arange(1, n, 2)])
+    alone = _single_process_report(in_rank_order, ids=False)
+    alone["settings"].pop("ranks"), alone["settings"].pop("runtime_s")
+    _assert_same(noids[0], alone)
     # a rank that evaluated nothing (no forward pass) takes part: the audit of rank 0's
     # samples, on both ranks
     empty = [_read(tmp_path / f"empty{r}.json") for r in (0, 1)]

@@ -218,7 +218,7 @@ def _gather_columns(columns: dict, headers: list[dict], to_all: bool) -> dict | 
     full = [h for h in headers if h["n"]] or headers[:1]
     for name in full[0]["columns"]:  # the first full rank's order (it sets task order)
         kinds = [h["columns"][name] for h in full]
-        present = [k is not None for k in kinds]
+        present = [k[0] is not None for k in kinds]  # (None, "") for a column not recorded
         if not any(present):
             out_cols[name] = None
             continue
