@@ -188,9 +188,9 @@ class WSCATrainerCallback(TrainerCallback):
         if self._order is None:
             order = _evaluation_order(loader)
             if order is None:
-                from wsca_audit.distributed import rank_and_world
+                import torch.distributed as dist
 
-                if rank_and_world()[1] > 1:
+                if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
                     raise wa.AuditError(
                         "cannot tell which rows of the evaluated data this rank sees: its "
                         f"evaluation dataloader ({type(loader).__name__}) has no batch "

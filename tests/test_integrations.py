@@ -480,3 +480,21 @@ def test_hf_trainer_evaluate_audits_and_logs_to_mlflow(digits_shortcut, tmp_path
     ]
     cb.close()
     assert not any(m._forward_pre_hooks for m in model.modules())
+
+
+def test_the_hf_callback_reads_the_rows_each_rank_evaluates():
+    """Under accelerate each rank sees its own batches, the last padded from the start:
+    the callback takes its rows (and sample ids) from the loader's batch sampler, not by
+    position (it gave rank 1's samples rank 0's labels; test_distributed runs the Trainer)."""
+    from accelerate.data_loader import BatchSamplerShard
+    from torch.utils.data import BatchSampler, SequentialSampler
+    from wsca_audit.integrations.transformers import _evaluation_order
+
+    batches = BatchSampler(SequentialSampler(range(10)), 4, drop_last=False)
+    assert _evaluation_order(DataLoader(list(range(10)), batch_size=4)).tolist() == list(range(10))
+    ranks = []
+    for rank in (0, 1):
+        shard = BatchSamplerShard(batches, num_processes=2, process_index=rank)
+        ranks.append(_evaluation_order(DataLoader(list(range(10)), batch_sampler=shard)).tolist())
+    assert ranks == [[0, 1, 2, 3, 8, 9, 0, 1], [4, 5, 6, 7, 2, 3, 4, 5]]
+    assert _evaluation_order(object()) is None  # no batch sampler: the loader cannot say
