@@ -7,9 +7,10 @@ After each evaluation step it records the labels and metadata of the samples jus
 read from the columns of the dataset *being evaluated* (the Trainer's evaluation
 dataloader: ``evaluate(eval_dataset=other)`` is read from ``other``), at the rows its
 batch sampler yields, which are recorded as the sample ids (under accelerate on several
-processes, each rank's own shard; the audit then runs sharded, docs/integrations.md). Columns that ``remove_unused_columns`` stripped from it are taken from the
-callback's ``eval_dataset`` only when that is the evaluated data (the same labels, row for
-row); otherwise the callback says which columns to keep. Forward passes outside an
+processes, each rank's own shard; the audit then runs sharded, docs/integrations.md).
+Columns that ``remove_unused_columns`` stripped from it are taken from the callback's
+``eval_dataset`` only when that is the evaluated data (the same labels, row for row);
+otherwise the callback says which columns to keep. Forward passes outside an
 evaluation are never recorded; ``on_evaluate`` analyses, adds ``eval_wsca.*`` scalars to the returned
 metrics and, when ``report_to`` includes ``"mlflow"``, logs the report into the active
 MLflow run (the one the Trainer's ``MLflowCallback`` opened).
